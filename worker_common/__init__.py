@@ -1,0 +1,1 @@
+"""Code shared by the handler, the sidecar and the supervisor event listeners."""

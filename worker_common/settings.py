@@ -1,0 +1,116 @@
+"""Typed, validated reading of environment variables.
+
+Every setting of the worker is an environment variable with a default. These helpers
+read one variable each and raise `ConfigError` with a message that names the variable,
+the bad value and what is expected, so a misconfigured worker fails at start-up with a
+line a person can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the worker cannot use."""
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
+def env_str(name: str, default: str = "") -> str:
+    value = _raw(name)
+    return default if value is None or value == "" else value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a whole number (default {default})") from None
+    _check_range(name, number, minimum, maximum)
+    return number
+
+
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number (default {default})") from None
+    _check_range(name, number, minimum, maximum)
+    return number
+
+
+def env_path(name: str, default: str | Path) -> Path:
+    return Path(env_str(name, str(default)))
+
+
+def first_env(names: tuple[str, ...], default: str = "") -> str:
+    """The first non-empty variable among `names` (new name first, legacy names after)."""
+    for name in names:
+        value = _raw(name)
+        if value:
+            return value
+    return default
+
+
+def _check_range(name: str, number: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name}={number} is below the minimum {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name}={number} is above the maximum {maximum}")
+
+
+def comfy_port() -> int:
+    return env_int("COMFY_PORT", 8188, minimum=1, maximum=65535)
+
+
+def sidecar_port() -> int:
+    """RunPod's PORT_HEALTH wins over SIDECAR_PORT, so RunPod's health checks find us."""
+    if _raw("PORT_HEALTH"):
+        return env_int("PORT_HEALTH", 8081, minimum=1, maximum=65535)
+    return env_int("SIDECAR_PORT", 8081, minimum=1, maximum=65535)
+
+
+def run_dir() -> Path:
+    default = Path(__file__).resolve().parent.parent / ".run"
+    return env_path("WORKER_RUN_DIR", default)
+
+
+def supervisor_socket() -> Path:
+    return run_dir() / "supervisor.sock"
+
+
+def started_at() -> float:
+    """Container start (Unix seconds) as recorded by the entrypoint; the start-up window counts from it."""
+    return env_float("WORKER_STARTED_AT", 0.0, minimum=0.0)
+
+
+def ready_timeout_s() -> float:
+    return env_float("COMFY_READY_TIMEOUT_S", 300.0, minimum=1.0)
