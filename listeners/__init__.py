@@ -1,0 +1,1 @@
+"""supervisord event listeners: the log forwarder and the watchdog."""

@@ -1,0 +1,79 @@
+"""Brings the container down, with a meaningful exit code, when the worker cannot work.
+
+Two events end the container (docs/design.md, exit codes):
+- a critical program goes FATAL (it kept dying during start-up): exit 4, or 78 when
+  ComfyUI's launch checks found a configuration error;
+- the handler exits with code 3 (ComfyUI never got ready within the start-up window).
+
+The cause, taken from the end of the program's own log, is logged as one line and
+written to the run dir beside the code; then supervisord is asked to shut down in order.
+The entrypoint exits with the recorded code, so RunPod sees a failed worker and replaces it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from supervisor import childutils
+
+from worker_common import settings
+from worker_common.supervisor_rpc import supervisor_proxy
+
+CRITICAL_PROGRAMS = ("comfyui", "sidecar", "handler")
+EXIT_NOT_READY = 3
+EXIT_FATAL = 4
+EXIT_CONFIG = 78
+LOG_TAIL_BYTES = 4096
+
+
+def last_log_line(rpc, program: str) -> str:
+    """The last non-empty line of a program's log: usually the error that killed it."""
+    try:
+        text, _offset, _overflow = rpc.supervisor.tailProcessStdoutLog(program, 0, LOG_TAIL_BYTES)
+    except Exception as error:  # the cause is a nicety; never let it stop the shutdown
+        return f"(log unavailable: {error})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def decide(rpc, event: str, program: str) -> tuple[int, str] | None:
+    """The exit code and cause this event calls for, or None when the container should live on."""
+    if program not in CRITICAL_PROGRAMS:
+        return None
+    info = rpc.supervisor.getProcessInfo(program)
+    if event == "PROCESS_STATE_FATAL":
+        code = EXIT_CONFIG if info["exitstatus"] == EXIT_CONFIG else EXIT_FATAL
+        cause = last_log_line(rpc, program)
+        if cause == "(no output)" and info.get("spawnerr"):
+            cause = info["spawnerr"]
+        return code, f"{program} kept exiting during start-up and is FATAL: {cause}"
+    if event == "PROCESS_STATE_EXITED" and program == "handler" and info["exitstatus"] == EXIT_NOT_READY:
+        return EXIT_NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, 'handler')}"
+    return None
+
+
+def bring_down(rpc, code: int, cause: str, run_dir: Path) -> None:
+    (run_dir / "exit-reason").write_text(cause + "\n")
+    (run_dir / "exit-code").write_text(f"{code}\n")
+    sys.stderr.write(f"[watchdog] stopping the container with exit code {code}: {cause}\n")
+    sys.stderr.flush()
+    rpc.supervisor.shutdown()
+
+
+def main() -> None:
+    rpc = supervisor_proxy()
+    run_dir = settings.run_dir()
+    stopping = False
+    while True:
+        headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
+        program = childutils.get_headers(payload.partition("\n")[0]).get("processname", "")
+        verdict = None if stopping else decide(rpc, headers["eventname"], program)
+        if verdict is not None:
+            stopping = True
+            bring_down(rpc, *verdict, run_dir)
+        childutils.listener.ok(sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

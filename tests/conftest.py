@@ -1,0 +1,36 @@
+"""Shared fixtures: a real worker stack per test, always torn down."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.stack import Stack  # noqa: E402
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Build (not start) stacks with extra environment; every one is killed at the end."""
+    stacks: list[Stack] = []
+
+    def build(**env: str) -> Stack:
+        stack = Stack(tmp_path / f"stack{len(stacks)}", env)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.kill_everything()
+
+
+@pytest.fixture
+def stack(make_stack) -> Stack:
+    """A started stack with the stand-in ComfyUI, accepting jobs."""
+    running = make_stack().start()
+    running.wait_accepting_jobs()
+    return running
