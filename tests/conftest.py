@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.stack import Stack  # noqa: E402
+from tests.stack import Stack
 
 
 @pytest.fixture

@@ -56,18 +56,14 @@ class ComfyClient:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def request(
-        self, method: str, path: str, timeout_s: float | None = None, **kwargs: Any
-    ) -> requests.Response:
+    def request(self, method: str, path: str, timeout_s: float | None = None, **kwargs: Any) -> requests.Response:
         """Send one request; raise ComfyUnavailable or ComfyHTTPError instead of returning a failure."""
         try:
             response = self._session.request(
                 method, self.base_url + path, timeout=timeout_s or self.timeout_s, **kwargs
             )
         except requests.RequestException as error:
-            raise ComfyUnavailable(
-                f"ComfyUI at {self.base_url} did not answer {method} {path}: {error}"
-            ) from error
+            raise ComfyUnavailable(f"ComfyUI at {self.base_url} did not answer {method} {path}: {error}") from error
         if response.status_code >= 300:
             raise ComfyHTTPError(method, path, response.status_code, response.text)
         return response
@@ -96,9 +92,7 @@ class ComfyClient:
 
     # -- actions -----------------------------------------------------------------
 
-    def queue_prompt(
-        self, workflow: dict, client_id: str, prompt_id: str, extra_data: dict | None = None
-    ) -> dict:
+    def queue_prompt(self, workflow: dict, client_id: str, prompt_id: str, extra_data: dict | None = None) -> dict:
         """POST /prompt. A rejected graph raises ComfyHTTPError with status 400 and ComfyUI's node_errors body."""
         payload: dict[str, Any] = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
@@ -126,9 +120,7 @@ class ComfyClient:
         """Open /ws for `client_id`; execution frames of prompts queued with this id arrive on it."""
         url = f"ws://{self.host}:{self.port}/ws?clientId={client_id}"
         try:
-            ws = websocket.create_connection(
-                url, timeout=timeout_s or self.timeout_s, skip_utf8_validation=True
-            )
+            ws = websocket.create_connection(url, timeout=timeout_s or self.timeout_s, skip_utf8_validation=True)
         except (OSError, websocket.WebSocketException) as error:
             raise ComfyUnavailable(f"ComfyUI's WebSocket at {url} did not open: {error}") from error
         return ws

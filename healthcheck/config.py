@@ -1,0 +1,96 @@
+"""The sidecar's settings: read from the environment once, validated, then passed around.
+
+Nothing else in the package reads `os.environ`, so every setting is visible here with its
+default, and a bad value stops the sidecar at start with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker_common import settings
+from worker_common.settings import ConfigError, env_float, env_int, env_str
+
+COMFY_HOST = "127.0.0.1"  # ComfyUI always listens on loopback (docs/design.md).
+COMFY_PROGRAM = "comfyui"
+HANDLER_PROGRAM = "handler"
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    host: str
+    port: int
+    comfy_port: int
+    supervisor_socket: Path
+    started_at: float
+    ready_timeout_s: float
+    probe_interval_s: float
+    startup_probe_interval_s: float
+    unready_after_failures: int
+    probe_timeout_s: float
+    warmup_workflow: Path | None
+    warmup_timeout_s: float
+    multiproc_dir: Path | None
+    run_dir: Path
+
+    @property
+    def comfy_host(self) -> str:
+        return COMFY_HOST
+
+    @property
+    def loop_stale_after_s(self) -> float:
+        """How long the probe loop may go without a tick before /livez reports it dead.
+
+        Five steady intervals, but never less than one interval plus two whole probes, so a
+        hung ComfyUI (every probe runs into its timeout) does not make the sidecar look dead.
+        """
+        return max(5 * self.probe_interval_s, self.probe_interval_s + 2 * self.probe_timeout_s)
+
+    @property
+    def local_url(self) -> str:
+        """The sidecar's address as seen from inside the container (probe, status)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls) -> SidecarConfig:
+        """Parse every setting; raises ConfigError naming the first bad variable."""
+        started_at = settings.started_at() or time.time()
+        warmup = env_str("WARMUP_WORKFLOW")
+        warmup_path = Path(warmup) if warmup else None
+        if warmup_path is not None and not warmup_path.is_file():
+            raise ConfigError(f"WARMUP_WORKFLOW={warmup!r} is not a readable file")
+        multiproc = env_str("PROMETHEUS_MULTIPROC_DIR")
+        return cls(
+            host=env_str("SIDECAR_HOST", "0.0.0.0"),
+            port=settings.sidecar_port(),
+            comfy_port=settings.comfy_port(),
+            supervisor_socket=settings.supervisor_socket(),
+            started_at=started_at,
+            ready_timeout_s=settings.ready_timeout_s(),
+            probe_interval_s=env_float("PROBE_INTERVAL_S", 1.0, minimum=0.01, maximum=60.0),
+            startup_probe_interval_s=env_float("STARTUP_PROBE_INTERVAL_S", 0.05, minimum=0.005, maximum=10.0),
+            unready_after_failures=env_int("UNREADY_AFTER_FAILURES", 3, minimum=1, maximum=1000),
+            probe_timeout_s=env_float("PROBE_TIMEOUT_S", 2.0, minimum=0.05, maximum=60.0),
+            warmup_workflow=warmup_path,
+            warmup_timeout_s=env_float("WARMUP_TIMEOUT_S", 300.0, minimum=1.0),
+            multiproc_dir=Path(multiproc) if multiproc else None,
+            run_dir=settings.run_dir(),
+        )
+
+
+def environ_without_multiproc() -> None:
+    """Drop PROMETHEUS_MULTIPROC_DIR from this process's environment.
+
+    prometheus_client switches every metric object it creates to file-backed values when the
+    variable is set. The sidecar only reads those files (the handler writes them); its own
+    figures come from collectors on its own registry. Removing the variable after the config
+    captured it guarantees no library in this process can add files with the sidecar's pid.
+    """
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ.pop("prometheus_multiproc_dir", None)
