@@ -1,0 +1,271 @@
+"""One look at the worker: supervisord's process table, ComfyUI's process, ComfyUI's HTTP.
+
+Each reader is cheap enough to run every 50 ms while ComfyUI starts: one XML-RPC call for
+all programs, a psutil liveness check, `GET /system_stats`, and `GET /object_info` only
+until it has answered once for the current ComfyUI process (it is large; answering it
+means every custom node finished loading). Expected failures (ComfyUI down while it
+starts) are returned as values with a short cause, never raised or logged as tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError
+from worker_common.supervisor_rpc import supervisor_proxy
+
+from .reasons import TAIL_BYTES
+
+log = logging.getLogger(__name__)
+
+# supervisord starts counting `startsecs` only once the process runs; ComfyUI can answer
+# before that, so STARTING with a live pid is as good as RUNNING for readiness.
+ALIVE_STATES = frozenset({"RUNNING", "STARTING"})
+SUPERVISOR_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
+
+
+@dataclass(frozen=True)
+class ProgramStatus:
+    """One supervisor program as last seen, with the restarts this sidecar counted."""
+
+    name: str
+    statename: str
+    pid: int
+    start: float
+    exitstatus: int
+    spawnerr: str
+    restarts: int
+    description: str = ""
+
+    @property
+    def up(self) -> bool:
+        return self.statename == "RUNNING"
+
+
+class ProgramTracker:
+    """Counts each program's restarts from what supervisord reports over time.
+
+    supervisord has no restart counter, so a spawn is recognised when the start time
+    changes (whole seconds) or a new pid appears for the same start time (two spawns in one
+    second). The first spawn seen is the start, every later one a restart.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+        self._spawns: dict[str, int] = {}
+        self.new_spawns: dict[str, int] = {}
+
+    def update(self, infos: list[dict[str, Any]]) -> tuple[ProgramStatus, ...]:
+        self.new_spawns = {}
+        programs = []
+        for info in infos:
+            name = str(info.get("name", ""))
+            start, pid = int(info.get("start") or 0), int(info.get("pid") or 0)
+            last_start, last_pid = self._last.get(name, (0, 0))
+            spawned = (start != last_start and start > 0) or (pid != 0 and pid != last_pid)
+            if spawned:
+                self._spawns[name] = self._spawns.get(name, 0) + 1
+                self.new_spawns[name] = 1
+            self._last[name] = (start, pid if pid or start == last_start else 0)
+            if pid:
+                self._last[name] = (start, pid)
+            programs.append(
+                ProgramStatus(
+                    name=name,
+                    statename=str(info.get("statename", "UNKNOWN")),
+                    pid=pid,
+                    start=float(start),
+                    exitstatus=int(info.get("exitstatus") or 0),
+                    spawnerr=str(info.get("spawnerr") or ""),
+                    restarts=max(0, self._spawns.get(name, 0) - 1),
+                    description=str(info.get("description") or ""),
+                )
+            )
+        return tuple(programs)
+
+
+class SupervisorReader:
+    """supervisord's XML-RPC, tolerant of supervisord not (yet) answering."""
+
+    def __init__(self, socket_path: Path, timeout_s: float = 2.0) -> None:
+        self.socket_path = socket_path
+        self.timeout_s = timeout_s
+        self._proxy: Any = None
+        self._failing = False
+        self.last_error = ""
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self._proxy is None:
+            self._proxy = supervisor_proxy(self.socket_path)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(self.timeout_s)  # the unix-socket transport has no timeout of its own
+        try:
+            return getattr(self._proxy.supervisor, method)(*args)
+        finally:
+            socket.setdefaulttimeout(previous)
+
+    def all_process_info(self) -> list[dict[str, Any]] | None:
+        """Every program's getProcessInfo, or None when supervisord does not answer."""
+        try:
+            infos = self._call("getAllProcessInfo")
+        except (OSError, xmlrpc.client.Error) as error:
+            self._proxy = None
+            self.last_error = f"supervisord at {self.socket_path} does not answer: {error}"
+            if not self._failing:
+                log.warning("%s; judging ComfyUI by HTTP alone", self.last_error)
+                self._failing = True
+            return None
+        if self._failing:
+            log.info("supervisord answers again")
+            self._failing = False
+        self.last_error = ""
+        return list(infos)
+
+    def tail(self, program: str, length: int = TAIL_BYTES) -> tuple[str, bool] | None:
+        """The last `length` bytes of a program's stdout log (stderr if stdout is empty)."""
+        try:
+            text, _offset, overflow = self._call("tailProcessStdoutLog", program, 0, length)
+            if not text.strip():
+                text, _offset, overflow = self._call("tailProcessStderrLog", program, 0, length)
+        except (OSError, xmlrpc.client.Error):
+            return None
+        return text, bool(overflow)
+
+
+class ProcessStats:
+    """Liveness and resource use of one pid (and its children), via psutil."""
+
+    def __init__(self) -> None:
+        self._process: psutil.Process | None = None
+
+    def _get(self, pid: int) -> psutil.Process | None:
+        if self._process is None or self._process.pid != pid:
+            try:
+                self._process = psutil.Process(pid)
+            except psutil.Error:
+                self._process = None
+        return self._process
+
+    def alive(self, pid: int) -> bool:
+        process = self._get(pid)
+        try:
+            return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def usage(self, pid: int) -> tuple[float, float] | None:
+        """(resident bytes, CPU seconds) of the process and all its descendants."""
+        process = self._get(pid)
+        if process is None:
+            return None
+        try:
+            with process.oneshot():
+                rss = float(process.memory_info().rss)
+                times = process.cpu_times()
+                cpu = times.user + times.system + times.children_user + times.children_system
+                children = process.children(recursive=True)
+        except psutil.Error:
+            return None
+        for child in children:
+            try:
+                with child.oneshot():
+                    rss += child.memory_info().rss
+                    child_times = child.cpu_times()
+                    cpu += child_times.user + child_times.system
+            except psutil.Error:
+                continue  # exited between listing and reading
+        return rss, cpu
+
+
+@dataclass(frozen=True)
+class ComfyProbe:
+    ok: bool
+    hard: bool  # the process is gone or was replaced: unready at once
+    process_down: bool  # supervisord says it is not running (the reason comes from its log)
+    cause: str
+    system_stats: dict[str, Any] | None = None
+
+
+def short_error(error: ComfyError) -> str:
+    """'connection refused' rather than requests' three nested exception reprs."""
+    if isinstance(error, ComfyHTTPError):
+        return f"answered HTTP {error.status}"
+    cause = error.__cause__
+    if isinstance(cause, requests.Timeout):
+        return "no answer in time"
+    text = str(cause or error)
+    if "refused" in text.lower():
+        return "connection refused"
+    if "reset" in text.lower() or "aborted" in text.lower():
+        return "connection reset"
+    return type(cause).__name__ if cause else text[:200]
+
+
+class ComfyProber:
+    """Decides whether ComfyUI is up: process running and alive, HTTP answering."""
+
+    def __init__(
+        self,
+        client: ComfyClient,
+        timeout_s: float,
+        stats: ProcessStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        self.stats = stats or ProcessStats()
+        self._clock = clock
+        self._object_info_seen_for: int | None = None  # pid whose /object_info answered
+        self._object_info_seen = False
+        self._answered_pid: int | None = None  # pid of the last successful probe
+
+    def probe(self, comfy: ProgramStatus | None, supervisor_known: bool) -> ComfyProbe:
+        pid: int | None = None
+        if supervisor_known:
+            if comfy is None:
+                return ComfyProbe(False, True, True, "supervisord has no program named comfyui")
+            if comfy.statename not in ALIVE_STATES or not comfy.pid:
+                self._answered_pid = None
+                return ComfyProbe(False, True, True, f"comfyui is {comfy.statename}")
+            pid = comfy.pid
+            if not self.stats.alive(pid):
+                self._answered_pid = None
+                return ComfyProbe(False, True, False, f"comfyui's process {pid} is gone")
+            if self._answered_pid is not None and pid != self._answered_pid:
+                old, self._answered_pid = self._answered_pid, None
+                return ComfyProbe(False, True, False, f"comfyui restarted (pid {old} -> {pid})")
+        deadline = self._clock() + self.timeout_s
+        try:
+            system_stats = self.client.system_stats(timeout_s=self.timeout_s)
+        except ComfyError as error:
+            self._object_info_seen = False
+            return ComfyProbe(False, False, False, f"GET /system_stats: {short_error(error)}")
+        if not self._object_info_seen or self._object_info_seen_for != pid:
+            left = max(0.05, deadline - self._clock())
+            try:
+                response = self.client.request("GET", "/object_info", timeout_s=left)
+            except ComfyError as error:
+                return ComfyProbe(False, False, False, f"GET /object_info: {short_error(error)}", system_stats)
+            if not response.content.lstrip().startswith(b"{"):
+                return ComfyProbe(False, False, False, "GET /object_info: not a JSON object", system_stats)
+            self._object_info_seen, self._object_info_seen_for = True, pid
+        self._answered_pid = pid
+        return ComfyProbe(True, False, False, "", system_stats)
+
+    def queue(self) -> tuple[int, int] | None:
+        """(running, pending) from /queue, or None when ComfyUI does not answer."""
+        try:
+            queue = self.client.queue(timeout_s=self.timeout_s)
+        except (ComfyError, ValueError):
+            return None
+        return len(queue.get("queue_running") or []), len(queue.get("queue_pending") or [])
