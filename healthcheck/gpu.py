@@ -9,6 +9,7 @@ a field one device does not support (power on some boards) is simply left out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -156,10 +157,8 @@ class GpuReader:
 
     def _shutdown(self) -> None:
         nvml, self._nvml = self._nvml, None
-        try:
+        with contextlib.suppress(Exception):  # already gone; nothing to release
             nvml.nvmlShutdown()
-        except Exception:  # already gone; nothing to release
-            pass
 
     def close(self) -> None:
         if self._nvml is not None:

@@ -10,7 +10,6 @@ starts) are returned as values with a short cause, never raised or logged as tra
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import xmlrpc.client
 from collections.abc import Callable
@@ -20,9 +19,9 @@ from typing import Any
 
 import psutil
 import requests
+from supervisor.xmlrpc import SupervisorTransport
 
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError
-from worker_common.supervisor_rpc import supervisor_proxy
 
 from .reasons import TAIL_BYTES
 
@@ -76,9 +75,9 @@ class ProgramTracker:
             if spawned:
                 self._spawns[name] = self._spawns.get(name, 0) + 1
                 self.new_spawns[name] = 1
-            self._last[name] = (start, pid if pid or start == last_start else 0)
-            if pid:
-                self._last[name] = (start, pid)
+            # Remember the last pid of this spawn even after it exited, so that a respawn in
+            # the same second is recognised by its new pid.
+            self._last[name] = (start, pid or (last_pid if start == last_start else 0))
             programs.append(
                 ProgramStatus(
                     name=name,
@@ -94,6 +93,32 @@ class ProgramTracker:
         return tuple(programs)
 
 
+class _TimeoutTransport(SupervisorTransport):
+    """supervisord's unix-socket transport with a socket timeout, so a stuck supervisord
+    cannot stall the probe loop (worker_common's proxy has none, which suits one-shot tools)."""
+
+    def __init__(self, socket_path: Path, timeout_s: float) -> None:
+        super().__init__(None, None, serverurl=f"unix://{socket_path}")
+        make_connection = self._get_connection
+
+        def connection_with_timeout() -> Any:
+            connection = make_connection()
+            connect = connection.connect
+
+            def connect_with_timeout() -> None:
+                connect()
+                connection.sock.settimeout(timeout_s)
+
+            connection.connect = connect_with_timeout
+            return connection
+
+        self._get_connection = connection_with_timeout
+
+
+def supervisor_proxy_with_timeout(socket_path: Path, timeout_s: float) -> xmlrpc.client.ServerProxy:
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=_TimeoutTransport(socket_path, timeout_s))
+
+
 class SupervisorReader:
     """supervisord's XML-RPC, tolerant of supervisord not (yet) answering."""
 
@@ -106,13 +131,8 @@ class SupervisorReader:
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._proxy is None:
-            self._proxy = supervisor_proxy(self.socket_path)
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(self.timeout_s)  # the unix-socket transport has no timeout of its own
-        try:
-            return getattr(self._proxy.supervisor, method)(*args)
-        finally:
-            socket.setdefaulttimeout(previous)
+            self._proxy = supervisor_proxy_with_timeout(self.socket_path, self.timeout_s)
+        return getattr(self._proxy.supervisor, method)(*args)
 
     def all_process_info(self) -> list[dict[str, Any]] | None:
         """Every program's getProcessInfo, or None when supervisord does not answer."""

@@ -13,6 +13,8 @@ from typing import Any, BinaryIO
 
 import requests
 import websocket
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -44,12 +46,21 @@ class ComfyHTTPError(ComfyError):
 class ComfyClient:
     """HTTP and WebSocket access to one ComfyUI server."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8188, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8188,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        get_retries: int = 0,
+    ):
+        """`get_retries` > 0 retries GETs that ComfyUI answers with a 5xx (e.g. /history under load)."""
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
         self.base_url = f"http://{host}:{port}"
         self._session = requests.Session()
+        if get_retries:
+            self._session.mount(self.base_url, HTTPAdapter(max_retries=_status_retry(get_retries)))
 
     def close(self) -> None:
         self._session.close()
@@ -90,6 +101,11 @@ class ComfyClient:
         """The history entry of one prompt, or {} when ComfyUI does not know it (yet, or after a restart)."""
         return self.get_json(f"/history/{prompt_id}", timeout_s).get(prompt_id, {})
 
+    def view(self, filename: str, subfolder: str = "", kind: str = "output") -> requests.Response:
+        """GET /view as a stream: the caller reads `iter_content` and must close the response."""
+        params = {"filename": filename, "subfolder": subfolder, "type": kind}
+        return self.request("GET", "/view", params=params, stream=True)
+
     # -- actions -----------------------------------------------------------------
 
     def queue_prompt(self, workflow: dict, client_id: str, prompt_id: str, extra_data: dict | None = None) -> dict:
@@ -124,3 +140,18 @@ class ComfyClient:
         except (OSError, websocket.WebSocketException) as error:
             raise ComfyUnavailable(f"ComfyUI's WebSocket at {url} did not open: {error}") from error
         return ws
+
+
+def _status_retry(attempts: int) -> Retry:
+    """Retry GETs answered 5xx only: a refused connection means ComfyUI is down and must fail fast."""
+    return Retry(
+        total=attempts,
+        connect=0,
+        read=0,
+        other=0,
+        status=attempts,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        backoff_factor=0.05,
+        raise_on_status=False,
+    )

@@ -1,0 +1,184 @@
+"""Every setting of the handler, read from the environment once at start-up and validated.
+
+Nothing else in the package reads `os.environ` for settings. A bad value raises ConfigError
+with one line naming the variable, and `python -m handler` exits with EXIT_CONFIG.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from worker_common import settings
+from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_str, first_env
+
+MB = 1_000_000
+COMFY_HOST = "127.0.0.1"  # ComfyUI always listens on loopback (docs/design.md).
+S3_UPLOAD_MODES = ("always", "oversize")
+S3_ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str
+    endpoint_url: str | None
+    region: str | None
+    access_key_id: str | None = field(repr=False)
+    secret_access_key: str | None = field(repr=False)
+    prefix: str
+    presign_expires_s: int
+    upload_mode: str
+    addressing_style: str
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Config:
+    comfy_port: int
+    comfyui_dir: Path
+    sidecar_port: int
+    started_at: float
+    ready_timeout_s: float
+    job_ready_wait_s: float
+    job_timeout_s: float
+    image_max_bytes: int
+    image_download_max_bytes: int
+    image_download_timeout_s: float
+    ws_reconnect_attempts: int
+    ws_reconnect_delay_s: float
+    ws_receive_timeout_s: float
+    ws_trace: bool
+    comfy_org_api_key: str = field(repr=False)
+    include_temp_outputs: bool
+    response_size_limit_bytes: int
+    cleanup_inputs: bool
+    cleanup_outputs: bool
+    cleanup_history: bool
+    refresh_worker: bool
+    progress_url_set: bool
+    local_api_host: str
+    local_api_port: int
+    s3: S3Config | None
+
+    @property
+    def ready_deadline(self) -> float:
+        """Unix time by which ComfyUI must be ready, counted from the container's start."""
+        return self.started_at + self.ready_timeout_s
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://127.0.0.1:{self.sidecar_port}"
+
+
+def load() -> Config:
+    """Parse every setting; raises ConfigError naming the first bad variable."""
+    return Config(
+        comfy_port=settings.comfy_port(),
+        comfyui_dir=_comfyui_dir(),
+        sidecar_port=settings.sidecar_port(),
+        started_at=settings.started_at() or time.time(),
+        ready_timeout_s=settings.ready_timeout_s(),
+        job_ready_wait_s=env_float("JOB_READY_WAIT_S", 30.0, minimum=0.0),
+        job_timeout_s=env_float("JOB_TIMEOUT_S", 600.0, minimum=0.1),
+        image_max_bytes=env_int("IMAGE_MAX_BYTES", 50 * MB, minimum=1),
+        image_download_max_bytes=env_int("IMAGE_DOWNLOAD_MAX_BYTES", 50 * MB, minimum=1),
+        image_download_timeout_s=env_float("IMAGE_DOWNLOAD_TIMEOUT_S", 30.0, minimum=0.1),
+        ws_reconnect_attempts=env_int("WEBSOCKET_RECONNECT_ATTEMPTS", 5, minimum=0, maximum=100),
+        ws_reconnect_delay_s=env_float("WEBSOCKET_RECONNECT_DELAY_S", 3.0, minimum=0.0, maximum=300.0),
+        ws_receive_timeout_s=env_float("WEBSOCKET_RECEIVE_TIMEOUT_S", 15.0, minimum=0.1),
+        ws_trace=env_bool("WEBSOCKET_TRACE"),
+        comfy_org_api_key=env_str("COMFY_ORG_API_KEY"),
+        include_temp_outputs=env_bool("INCLUDE_TEMP_OUTPUTS"),
+        response_size_limit_bytes=env_int("RESPONSE_SIZE_LIMIT_BYTES", 20 * MB, minimum=1024),
+        cleanup_inputs=env_bool("CLEANUP_INPUTS", True),
+        cleanup_outputs=env_bool("CLEANUP_OUTPUTS", True),
+        cleanup_history=env_bool("CLEANUP_HISTORY", True),
+        refresh_worker=env_bool("REFRESH_WORKER"),
+        progress_url_set=bool(env_str("RUNPOD_WEBHOOK_POST_OUTPUT")),
+        local_api_host="0.0.0.0" if env_bool("SERVE_API_LOCALLY") else env_str("LOCAL_API_HOST", "127.0.0.1"),
+        local_api_port=env_int("LOCAL_API_PORT", 8000, minimum=1, maximum=65535),
+        s3=load_s3(),
+    )
+
+
+def _comfyui_dir() -> Path:
+    """COMFYUI_DIR, else the volume's ComfyUI, as services/comfyui decides."""
+    value = env_str("COMFYUI_DIR")
+    if value:
+        return Path(value)
+    return Path("/runpod-volume/ComfyUI" if os.path.isdir("/runpod-volume") else "/workspace/ComfyUI")
+
+
+def load_s3() -> S3Config | None:
+    """S3 settings, or None when no bucket is configured.
+
+    S3_* wins; worker-comfyui's BUCKET_ENDPOINT_URL / BUCKET_ACCESS_KEY_ID /
+    BUCKET_SECRET_ACCESS_KEY are understood too. BUCKET_ENDPOINT_URL names the bucket in its
+    host (https://<bucket>.s3.<region>.amazonaws.com), as runpod's rp_upload expects.
+    """
+    endpoint = first_env(("S3_ENDPOINT_URL", "BUCKET_ENDPOINT_URL"))
+    bucket = env_str("S3_BUCKET_NAME")
+    if not endpoint and not bucket:
+        return None
+    if endpoint and not bucket:
+        bucket, endpoint = split_bucket_endpoint(endpoint)
+    key_id = first_env(("S3_BUCKET_CREDS_ACCESS_KEY_ID", "BUCKET_ACCESS_KEY_ID")) or None
+    secret = first_env(("S3_BUCKET_CREDS_SECRET_ACCESS_KEY", "BUCKET_SECRET_ACCESS_KEY")) or None
+    if bool(key_id) != bool(secret):
+        raise ConfigError(
+            "S3_BUCKET_CREDS_ACCESS_KEY_ID and S3_BUCKET_CREDS_SECRET_ACCESS_KEY must be set together "
+            "(or neither, to use the default AWS credential chain)"
+        )
+    return S3Config(
+        bucket=bucket,
+        endpoint_url=endpoint or None,
+        region=env_str("S3_REGION") or _region_from_endpoint(endpoint),
+        access_key_id=key_id,
+        secret_access_key=secret,
+        prefix=env_str("S3_PREFIX").strip("/"),
+        presign_expires_s=env_int("S3_PRESIGN_EXPIRES_S", 604800, minimum=1, maximum=604800),
+        upload_mode=_choice("S3_UPLOAD_MODE", "always", S3_UPLOAD_MODES),
+        addressing_style=_choice("S3_ADDRESSING_STYLE", _default_addressing(endpoint), S3_ADDRESSING_STYLES),
+        max_attempts=env_int("S3_MAX_ATTEMPTS", 5, minimum=1, maximum=20),
+    )
+
+
+def split_bucket_endpoint(endpoint: str) -> tuple[str, str]:
+    """(bucket, service endpoint) from a bucket-in-host URL such as https://b.s3.eu-west-1.amazonaws.com."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    first, _, rest = host.partition(".")
+    if not rest.startswith("s3") and not rest.endswith("digitaloceanspaces.com"):
+        raise ConfigError(
+            f"cannot tell the bucket from the endpoint {endpoint!r}: set S3_BUCKET_NAME "
+            "(the bucket is only taken from hosts like <bucket>.s3.<region>.amazonaws.com)"
+        )
+    netloc = rest if parts.port is None else f"{rest}:{parts.port}"
+    return first, urlunsplit((parts.scheme, netloc, "", "", ""))
+
+
+def _region_from_endpoint(endpoint: str) -> str | None:
+    host = urlsplit(endpoint).hostname or ""
+    labels = host.split(".")
+    if len(labels) >= 4 and labels[0] == "s3" and host.endswith("amazonaws.com"):
+        return labels[1]
+    if host.endswith("digitaloceanspaces.com") and len(labels) >= 3:
+        return labels[0]
+    return None
+
+
+def _default_addressing(endpoint: str) -> str:
+    """Path style for custom endpoints (MinIO, moto, most S3-compatible stores), auto for AWS."""
+    if not endpoint or (urlsplit(endpoint).hostname or "").endswith("amazonaws.com"):
+        return "auto"
+    return "path"
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env_str(name, default).lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    return value

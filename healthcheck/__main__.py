@@ -1,0 +1,94 @@
+"""`python -m healthcheck serve | probe | status`.
+
+Imports are deferred to each subcommand: `probe` runs as Docker's HEALTHCHECK every few
+seconds and must start fast, without loading prometheus_client, requests or psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def _serve(_args: argparse.Namespace) -> int:
+    from worker_common.settings import ConfigError
+
+    from .config import SidecarConfig, environ_without_multiproc
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    log = logging.getLogger("healthcheck")
+    try:
+        config = SidecarConfig.from_env()
+    except ConfigError as error:
+        log.error("configuration error: %s", error)
+        return 78
+    environ_without_multiproc()
+
+    from .collectors import build_registry
+    from .monitor import Monitor
+    from .server import SidecarServer
+
+    monitor = Monitor(config)
+    registry = build_registry(lambda: monitor.store.current, config.multiproc_dir)
+    try:
+        server = SidecarServer((config.host, config.port), monitor.store, registry, config.loop_stale_after_s)
+    except OSError as error:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, error)
+        return 1
+    monitor.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "listening on %s:%s; probing ComfyUI at %s:%s every %gs (%gs while starting), start-up window %gs",
+        config.host,
+        config.port,
+        config.comfy_host,
+        config.comfy_port,
+        config.probe_interval_s,
+        config.startup_probe_interval_s,
+        config.ready_timeout_s,
+    )
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        monitor.stop()
+        server.server_close()
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from .status import probe
+
+    return probe(args.url, args.timeout)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import print_status
+
+    return print_status(args.url, args.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m healthcheck", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the sidecar (health, readiness, metrics) in the foreground")
+    probe = commands.add_parser("probe", help="exit 0 if the sidecar says ready, else 1 (Docker HEALTHCHECK)")
+    status = commands.add_parser("status", help="a short table of the worker's state, for a person")
+    for sub, timeout in ((probe, 2.0), (status, 3.0)):
+        sub.add_argument("--url", help="the sidecar's base URL (default from SIDECAR_PORT/PORT_HEALTH)")
+        sub.add_argument("--timeout", type=float, default=timeout, help=f"seconds (default {timeout:g})")
+    args = parser.parse_args(argv)
+    handler = {"serve": _serve, "probe": _probe, "status": _status}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

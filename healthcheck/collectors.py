@@ -1,0 +1,187 @@
+"""Prometheus collectors that turn the latest snapshot into metrics at scrape time.
+
+Custom collectors on the sidecar's own registry, not Gauge objects updated by the loop:
+a scrape always shows one consistent snapshot, costs no lock on the probe path, and the
+sidecar creates no metric objects that prometheus_client's multiprocess mode could back
+with files. Names and labels are fixed by docs/design.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .probe import SUPERVISOR_STATES
+from .snapshot import Snapshot
+from .state import State
+
+log = logging.getLogger(__name__)
+P = "comfy_worker_"
+
+
+class SidecarCollector(Collector):
+    """Readiness, supervisor programs, ComfyUI's process, GPUs and queue."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        yield from self._readiness(snap)
+        yield from self._programs(snap)
+        yield from self._comfyui(snap)
+        yield from self._gpus(snap)
+
+    @staticmethod
+    def _readiness(snap: Snapshot) -> Iterator[Metric]:
+        yield GaugeMetricFamily(P + "ready", "1 when the worker is ready to take jobs.", value=int(snap.ready))
+        state = GaugeMetricFamily(P + "state", "The readiness state (1 for the current one).", labels=["state"])
+        for name in State:
+            state.add_metric([str(name)], int(snap.state is name))
+        yield state
+        if snap.startup_duration_s is not None:
+            yield GaugeMetricFamily(
+                P + "startup_duration_seconds",
+                "From container start to the first readiness (warm-up included).",
+                value=snap.startup_duration_s,
+            )
+        yield GaugeMetricFamily(
+            P + "state_change_timestamp_seconds", "When the readiness state last changed.", value=snap.since
+        )
+        yield GaugeMetricFamily(
+            P + "startup_window_seconds",
+            "How long ComfyUI may take to get ready (COMFY_READY_TIMEOUT_S).",
+            value=snap.window_s,
+        )
+
+    @staticmethod
+    def _programs(snap: Snapshot) -> Iterator[Metric]:
+        if snap.programs is None:
+            return
+        up = GaugeMetricFamily(P + "program_up", "1 when supervisord reports the program RUNNING.", labels=["program"])
+        state = GaugeMetricFamily(
+            P + "program_state", "The program's supervisor state (1 for the current one).", labels=["program", "state"]
+        )
+        restarts = CounterMetricFamily(
+            P + "program_restarts", "Restarts of the program seen by the sidecar.", labels=["program"]
+        )
+        start = GaugeMetricFamily(
+            P + "program_start_time_seconds", "When supervisord last started the program.", labels=["program"]
+        )
+        for program in snap.programs:
+            up.add_metric([program.name], int(program.up))
+            for name in SUPERVISOR_STATES:
+                state.add_metric([program.name, name], int(program.statename == name))
+            restarts.add_metric([program.name], program.restarts)
+            start.add_metric([program.name], program.start)
+        yield from (up, state, restarts, start)
+
+    @staticmethod
+    def _comfyui(snap: Snapshot) -> Iterator[Metric]:
+        if snap.comfyui_rss_bytes is not None:
+            yield GaugeMetricFamily(
+                P + "comfyui_resident_memory_bytes",
+                "Resident memory of ComfyUI's process and its children.",
+                value=snap.comfyui_rss_bytes,
+            )
+        if snap.comfyui_cpu_seconds is not None:
+            yield CounterMetricFamily(
+                P + "comfyui_cpu_seconds",
+                "CPU time of ComfyUI's process and its children (resets when it restarts).",
+                value=snap.comfyui_cpu_seconds,
+            )
+        if snap.queue_running is not None:
+            yield GaugeMetricFamily(P + "queue_running", "Prompts ComfyUI is running.", value=snap.queue_running)
+        if snap.queue_pending is not None:
+            yield GaugeMetricFamily(
+                P + "queue_pending", "Prompts waiting in ComfyUI's queue.", value=snap.queue_pending
+            )
+        if snap.last_answer_at is not None:
+            yield GaugeMetricFamily(
+                P + "comfyui_last_probe_timestamp_seconds",
+                "When ComfyUI last answered a probe; old values mean the figures are stale.",
+                value=snap.last_answer_at,
+            )
+
+    @staticmethod
+    def _gpus(snap: Snapshot) -> Iterator[Metric]:
+        reading = snap.gpu
+        yield GaugeMetricFamily(
+            P + "nvml_available", "1 when GPU figures come from NVML.", value=int(reading.nvml_available)
+        )
+        info = GaugeMetricFamily(P + "gpu_info", "GPU identity (always 1).", labels=["gpu", "name", "uuid", "source"])
+        families = {
+            "memory_total_bytes": GaugeMetricFamily(
+                P + "gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu", "source"]
+            ),
+            "memory_used_bytes": GaugeMetricFamily(
+                P + "gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu", "source"]
+            ),
+            "memory_free_bytes": GaugeMetricFamily(
+                P + "gpu_memory_free_bytes", "GPU memory free.", labels=["gpu", "source"]
+            ),
+        }
+        utilization = GaugeMetricFamily(P + "gpu_utilization_ratio", "GPU busy ratio (NVML).", labels=["gpu"])
+        temperature = GaugeMetricFamily(P + "gpu_temperature_celsius", "GPU temperature (NVML).", labels=["gpu"])
+        power = GaugeMetricFamily(P + "gpu_power_watts", "GPU power draw (NVML).", labels=["gpu"])
+        for gpu in reading.gpus:
+            info.add_metric([gpu.gpu, gpu.name, gpu.uuid, gpu.source], 1)
+            for attribute, family in families.items():
+                value = getattr(gpu, attribute)
+                if value is not None:
+                    family.add_metric([gpu.gpu, gpu.source], value)
+            for value, family in (
+                (gpu.utilization_ratio, utilization),
+                (gpu.temperature_celsius, temperature),
+                (gpu.power_watts, power),
+            ):
+                if value is not None:
+                    family.add_metric([gpu.gpu], value)
+        torch_total = GaugeMetricFamily(
+            P + "gpu_torch_memory_total_bytes", "Memory torch in ComfyUI can use.", labels=["gpu", "source"]
+        )
+        torch_free = GaugeMetricFamily(
+            P + "gpu_torch_memory_free_bytes", "Memory free in torch's view inside ComfyUI.", labels=["gpu", "source"]
+        )
+        for figures in reading.torch:
+            torch_total.add_metric([figures.gpu, "comfyui"], figures.total_bytes)
+            torch_free.add_metric([figures.gpu, "comfyui"], figures.free_bytes)
+        for family in (info, *families.values(), torch_total, torch_free, utilization, temperature, power):
+            if family.samples:
+                yield family
+
+
+class HandlerMetricsCollector(Collector):
+    """The handler's metrics from PROMETHEUS_MULTIPROC_DIR, merged as prometheus_client does.
+
+    The directory may appear after the sidecar starts (the entrypoint wipes and recreates it),
+    so it is looked up at every scrape instead of once.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._warned = False
+
+    def collect(self) -> Iterable[Metric]:
+        if self.path is None or not self.path.is_dir():
+            return []
+        try:
+            return MultiProcessCollector(None, str(self.path)).collect()
+        except Exception as error:  # a torn or foreign file must not break the whole scrape
+            if not self._warned:
+                log.warning("cannot read handler metrics in %s: %s", self.path, error)
+                self._warned = True
+            return []
+
+
+def build_registry(snapshot: Callable[[], Snapshot], multiproc_dir: Path | None) -> CollectorRegistry:
+    """The sidecar's own registry: its collectors and the handler's files, nothing global."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SidecarCollector(snapshot))
+    registry.register(HandlerMetricsCollector(multiproc_dir))
+    return registry

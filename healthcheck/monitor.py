@@ -1,0 +1,222 @@
+"""The probe loop: one background thread that looks, decides and publishes a snapshot.
+
+Every pass reads supervisord's process table, probes ComfyUI, feeds the outcome to the
+readiness state machine, phrases the reason, and publishes an immutable `Snapshot`. The
+costlier figures (ComfyUI's RSS and CPU, GPUs, the queue, dead handlers' metric files) are
+refreshed once per PROBE_INTERVAL_S, whatever the pace of the readiness probes. While
+starting (or unready) the loop runs every STARTUP_PROBE_INTERVAL_S so the handler's gate
+hears of readiness within one short interval of ComfyUI's first answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from worker_common.comfy_client import ComfyClient
+
+from .config import COMFY_PROGRAM, SidecarConfig
+from .gpu import GpuReader, GpuReading
+from .handler_metrics import HandlerMetricsReaper
+from .probe import ComfyProbe, ComfyProber, ProcessStats, ProgramStatus, ProgramTracker, SupervisorReader
+from .reasons import last_meaningful_line, process_reason
+from .snapshot import Snapshot, SnapshotStore
+from .state import ReadinessMachine, State
+from .warmup import Warmup, WarmupState
+
+log = logging.getLogger(__name__)
+
+TAIL_REFRESH_S = 1.0
+
+
+class Monitor:
+    """Owns the state machine and every reader; the only writer of the snapshot store."""
+
+    def __init__(
+        self,
+        config: SidecarConfig,
+        *,
+        supervisor: SupervisorReader | None = None,
+        prober: ComfyProber | None = None,
+        gpu: GpuReader | None = None,
+        warmup: Warmup | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._monotonic = monotonic
+        self.supervisor = supervisor or SupervisorReader(config.supervisor_socket, config.probe_timeout_s)
+        self.stats = ProcessStats()
+        self.prober = prober or ComfyProber(
+            ComfyClient(config.comfy_host, config.comfy_port, config.probe_timeout_s),
+            config.probe_timeout_s,
+            self.stats,
+        )
+        self.gpu = gpu or GpuReader()
+        self.reaper = HandlerMetricsReaper(config.multiproc_dir)
+        self.warmup = warmup or Warmup(
+            config.warmup_workflow,
+            lambda: ComfyClient(config.comfy_host, config.comfy_port, config.probe_timeout_s),
+            config.warmup_timeout_s,
+        )
+        self.machine = ReadinessMachine(config.started_at, config.ready_timeout_s, config.unready_after_failures, clock)
+        self.tracker = ProgramTracker()
+        self.store = SnapshotStore(
+            Snapshot(
+                state=State.STARTING,
+                since=config.started_at,
+                reason="the sidecar has not probed ComfyUI yet",
+                started_at=config.started_at,
+                window_s=config.ready_timeout_s,
+                window_left_s=self.machine.window_left_s(),
+                tick_at=monotonic(),
+            )
+        )
+        self._wake = threading.Event()
+        self.warmup.on_finish = self.wake
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._extras_due = 0.0
+        self._spawns_since_answer = 0
+        self._tail: tuple[tuple[int, str], float, str | None] = ((0, ""), -1e9, None)
+        self._last_answer_at: float | None = None
+        self._system_stats: dict | None = None
+        self._usage: tuple[float, float] | None = None
+        self._queue: tuple[int, int] | None = None
+        self._gpu_reading = GpuReading(False)
+        self._last_loop_error = ""
+
+    # -- thread ----------------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run, name="probe-loop", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                interval = self.tick()
+            except Exception as error:  # a bug must not silently stop readiness updates
+                if repr(error) != self._last_loop_error:
+                    log.exception("probe loop pass failed")
+                    self._last_loop_error = repr(error)
+                interval = self.config.probe_interval_s
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    # -- one pass ----------------------------------------------------------------------
+
+    def tick(self) -> float:
+        """Probe, decide, publish; returns how long to wait before the next pass."""
+        now = self._clock()
+        infos = self.supervisor.all_process_info()
+        programs = self.tracker.update(infos) if infos is not None else None
+        comfy = next((p for p in programs or () if p.name == COMFY_PROGRAM), None)
+        if self.tracker.new_spawns.get(COMFY_PROGRAM):
+            self._spawns_since_answer += 1
+
+        probe = self.prober.probe(comfy, programs is not None)
+        if probe.ok:
+            self._spawns_since_answer = 1 if comfy else 0
+            self._last_answer_at = now
+            self._system_stats = probe.system_stats
+            if self.warmup.needed and self.machine.first_ready_at is None:
+                self.warmup.start_if_due(comfy.pid if comfy else None)
+                reason = self.warmup.describe()
+                transition = self.machine.tick(reason)
+            else:
+                pid = f" (pid {comfy.pid})" if comfy else ""
+                reason = f"ComfyUI{pid} answers on {self.config.comfy_host}:{self.config.comfy_port}"
+                transition = self.machine.success(reason)
+        else:
+            reason = self._failure_reason(probe, comfy)
+            transition = self.machine.failure(reason, probe.hard)
+        if transition:
+            log.info("%s", transition.log_line(self.config.started_at))
+        if self.machine.state is State.FAILED:
+            reason = f"not ready within the start-up window of {self.config.ready_timeout_s:g} s; now: {reason}"
+
+        mono = self._monotonic()
+        if mono >= self._extras_due:
+            self._extras_due = mono + self.config.probe_interval_s
+            self._refresh_extras(comfy, programs, probe)
+
+        self.store.publish(
+            Snapshot(
+                state=self.machine.state,
+                since=self.machine.since,
+                reason=reason,
+                started_at=self.config.started_at,
+                window_s=self.config.ready_timeout_s,
+                window_left_s=self.machine.window_left_s(),
+                startup_duration_s=self.machine.startup_duration_s,
+                programs=programs,
+                comfyui_pid=comfy.pid if comfy and comfy.pid else None,
+                comfyui_statename=comfy.statename if comfy else "UNKNOWN",
+                comfyui_restarts=comfy.restarts if comfy else 0,
+                comfyui_rss_bytes=self._usage[0] if self._usage else None,
+                comfyui_cpu_seconds=self._usage[1] if self._usage else None,
+                gpu=self._gpu_reading,
+                queue_running=self._queue[0] if self._queue else None,
+                queue_pending=self._queue[1] if self._queue else None,
+                last_answer_at=self._last_answer_at,
+                tick_at=mono,
+            )
+        )
+        return self._next_interval()
+
+    def _next_interval(self) -> float:
+        if self.warmup.state is WarmupState.RUNNING:
+            return self.config.probe_interval_s  # the warm-up thread wakes the loop when it ends
+        if self.machine.state in (State.STARTING, State.UNREADY):
+            return self.config.startup_probe_interval_s
+        return self.config.probe_interval_s
+
+    def wake(self) -> None:
+        """Run the next pass now (the warm-up calls this when it finishes)."""
+        self._wake.set()
+
+    def _refresh_extras(self, comfy: ProgramStatus | None, programs: tuple | None, probe: ComfyProbe) -> None:
+        pid = comfy.pid if comfy and comfy.pid else None
+        self._usage = self.stats.usage(pid) if pid else None
+        self._queue = self.prober.queue() if probe.ok else None
+        self._gpu_reading = self.gpu.read(self._system_stats)
+        self.reaper.reap(programs)
+
+    # -- reasons -----------------------------------------------------------------------
+
+    def _log_line(self, comfy: ProgramStatus) -> str | None:
+        """ComfyUI's last meaningful log line, re-read at most once a second per process state."""
+        key = (comfy.pid, comfy.statename)
+        cached_key, read_at, line = self._tail
+        mono = self._monotonic()
+        if key != cached_key or mono - read_at >= TAIL_REFRESH_S:
+            tail = self.supervisor.tail(comfy.name)
+            line = last_meaningful_line(*tail) if tail else None
+            self._tail = (key, mono, line)
+        return line
+
+    def _failure_reason(self, probe: ComfyProbe, comfy: ProgramStatus | None) -> str:
+        if comfy is None:
+            suffix = f" ({self.supervisor.last_error})" if self.supervisor.last_error else ""
+            return f"ComfyUI does not answer: {probe.cause}{suffix}" if not probe.process_down else probe.cause
+        line = self._log_line(comfy)
+        if probe.process_down:
+            return process_reason(
+                comfy.name, comfy.statename, comfy.exitstatus, comfy.spawnerr, self._spawns_since_answer, line
+            )
+        uptime = max(0.0, self._clock() - comfy.start) if comfy.start else 0.0
+        text = f"comfyui {comfy.statename} (pid {comfy.pid}, up {uptime:.1f} s) does not answer: {probe.cause}"
+        if probe.hard:
+            text = probe.cause
+        return f"{text}; last log line: {line}" if line else text

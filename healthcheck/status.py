@@ -1,0 +1,312 @@
+"""`probe` (Docker's HEALTHCHECK) and `status` (a table for a person inside the Pod).
+
+`status` asks the sidecar first (readiness, reason, restarts, GPUs, queue) and supervisord
+second (each program's state and uptime, the last error line of each log). When the
+sidecar does not answer it says so and reads what it can itself: GPUs through NVML or
+ComfyUI's /system_stats, the queue from ComfyUI, programs from supervisord.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from worker_common import settings
+from worker_common.settings import ConfigError
+
+
+def default_url() -> str:
+    host = settings.env_str("SIDECAR_HOST", "0.0.0.0")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{settings.sidecar_port()}"
+
+
+def _get(url: str, path: str, timeout_s: float) -> tuple[int, bytes]:
+    """One GET with the standard library: (status, body). Raises OSError when nobody answers."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout_s)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as error:
+        raise OSError(str(error)) from error
+    finally:
+        connection.close()
+
+
+def probe(url: str | None, timeout_s: float) -> int:
+    """Exit status for a HEALTHCHECK: 0 when /readyz answers 200, else 1 (with one line why)."""
+    try:
+        base = url or default_url()
+        status, body = _get(base, "/readyz", timeout_s)
+    except (OSError, ConfigError) as error:
+        print(f"not ready: sidecar does not answer: {error}")
+        return 1
+    if status == 200:
+        return 0
+    try:
+        detail = json.loads(body)
+        print(f"not ready: {detail.get('state')}: {detail.get('reason')}")
+    except ValueError:
+        print(f"not ready: /readyz answered {status}")
+    return 1
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    url: str
+    now: float
+    sidecar_error: str = ""
+    readyz: dict[str, Any] | None = None
+    loop_age_s: float | None = None
+    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+    supervisor_error: str = ""
+    programs: list[dict[str, Any]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+    queue: tuple[int, int] | None = None
+    exit_reason: str = ""
+
+
+def _parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def _value(report: Report, name: str, **labels: str) -> float | None:
+    for sample_labels, value in report.samples.get(name, []):
+        if all(sample_labels.get(k) == v for k, v in labels.items()):
+            return value
+    return None
+
+
+def _read_sidecar(report: Report, timeout_s: float) -> None:
+    try:
+        _status, body = _get(report.url, "/readyz", timeout_s)
+        report.readyz = json.loads(body)
+        _status, body = _get(report.url, "/livez", timeout_s)
+        report.loop_age_s = json.loads(body).get("loop_age_s")
+        _status, body = _get(report.url, "/metrics", timeout_s)
+        report.samples = _parse_metrics(body.decode())
+    except (OSError, ValueError) as error:
+        report.sidecar_error = str(error) or type(error).__name__
+
+
+def _read_supervisor(report: Report) -> None:
+    import xmlrpc.client
+
+    from .probe import supervisor_proxy_with_timeout
+    from .reasons import last_error_line
+
+    try:
+        socket_path = settings.supervisor_socket()
+        rpc = supervisor_proxy_with_timeout(socket_path, 3.0).supervisor
+        report.programs = list(rpc.getAllProcessInfo())
+        for info in report.programs:
+            if info.get("group") != info.get("name"):
+                continue
+            text, _offset, overflow = rpc.tailProcessStdoutLog(info["name"], 0, 16384)
+            line = last_error_line(text, overflow)
+            if line:
+                report.errors[info["name"]] = line
+    except (OSError, xmlrpc.client.Error, ConfigError) as error:
+        report.supervisor_error = str(error) or type(error).__name__
+
+
+def _read_figures(report: Report) -> None:
+    """GPUs and queue: from the sidecar's metrics, else straight from NVML and ComfyUI."""
+    if report.samples:
+        for labels, _ in report.samples.get("comfy_worker_gpu_info", []):
+            gpu, source = labels.get("gpu", "?"), labels.get("source", "")
+            report.gpus.append(
+                {
+                    "gpu": gpu,
+                    "name": labels.get("name", ""),
+                    "source": source,
+                    "used": _value(report, "comfy_worker_gpu_memory_used_bytes", gpu=gpu, source=source),
+                    "total": _value(report, "comfy_worker_gpu_memory_total_bytes", gpu=gpu, source=source),
+                    "util": _value(report, "comfy_worker_gpu_utilization_ratio", gpu=gpu),
+                    "temp": _value(report, "comfy_worker_gpu_temperature_celsius", gpu=gpu),
+                    "power": _value(report, "comfy_worker_gpu_power_watts", gpu=gpu),
+                }
+            )
+        running = _value(report, "comfy_worker_queue_running")
+        pending = _value(report, "comfy_worker_queue_pending")
+        if running is not None and pending is not None:
+            report.queue = (int(running), int(pending))
+        return
+    from worker_common.comfy_client import ComfyClient, ComfyError
+
+    from .gpu import GpuReader
+
+    client = ComfyClient("127.0.0.1", settings.comfy_port(), timeout_s=2.0)
+    system_stats = None
+    try:
+        system_stats = client.system_stats()
+        queue = client.queue()
+        report.queue = (len(queue.get("queue_running") or []), len(queue.get("queue_pending") or []))
+    except (ComfyError, ValueError):
+        pass
+    finally:
+        client.close()
+    reader = GpuReader()
+    for gpu in reader.read(system_stats).gpus:
+        report.gpus.append(
+            {
+                "gpu": gpu.gpu,
+                "name": gpu.name,
+                "source": gpu.source,
+                "used": gpu.memory_used_bytes,
+                "total": gpu.memory_total_bytes,
+                "util": gpu.utilization_ratio,
+                "temp": gpu.temperature_celsius,
+                "power": gpu.power_watts,
+            }
+        )
+    reader.close()
+
+
+def gather(url: str | None = None, timeout_s: float = 3.0) -> Report:
+    report = Report(url=url or default_url(), now=time.time())
+    _read_sidecar(report, timeout_s)
+    _read_supervisor(report)
+    _read_figures(report)
+    try:
+        reason = settings.run_dir() / "exit-reason"
+        report.exit_reason = reason.read_text().strip() if reason.is_file() else ""
+    except (OSError, ConfigError):
+        pass
+    return report
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return "-"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def render(report: Report) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.now))
+    lines = [f"comfy worker status, {stamp}"]
+    if report.sidecar_error:
+        lines.append(f"sidecar     DOWN: no answer at {report.url} ({report.sidecar_error})")
+        lines.append("readiness   unknown (the sidecar decides it); figures below are read directly")
+    elif report.readyz is not None:
+        age = f", probe loop ticked {report.loop_age_s:.1f}s ago" if report.loop_age_s is not None else ""
+        lines.append(f"sidecar     answering at {report.url}{age}")
+        ready = report.readyz
+        since = ready.get("since") or report.now
+        state = str(ready.get("state", "?")).upper()
+        lines.append(f"readiness   {state} for {_duration(report.now - since)}: {ready.get('reason', '')}")
+        startup = _value(report, "comfy_worker_startup_duration_seconds")
+        if startup is not None:
+            lines.append(f"start-up    ready {startup:.1f}s after the container started")
+        elif ready.get("state") == "starting":
+            lines.append(f"start-up    {ready.get('startup_window_left_s', 0):.0f}s left of the start-up window")
+
+    lines.append("")
+    if report.supervisor_error:
+        lines.append(f"supervisord does not answer: {report.supervisor_error}")
+    else:
+        rows = []
+        for info in report.programs:
+            name = info.get("name", "?")
+            running = info.get("statename") in ("RUNNING", "STARTING") and info.get("start")
+            uptime = _duration(info.get("now", report.now) - info["start"]) if running else "-"
+            restarts = _value(report, "comfy_worker_program_restarts_total", program=name)
+            exit_text = str(info.get("exitstatus")) if info.get("statename") in ("EXITED", "BACKOFF", "FATAL") else ""
+            if info.get("spawnerr"):
+                exit_text = info["spawnerr"]
+            rows.append(
+                [
+                    name,
+                    info.get("statename", "?"),
+                    str(info.get("pid") or "-"),
+                    uptime,
+                    "?" if restarts is None else str(int(restarts)),
+                    exit_text,
+                ]
+            )
+        lines.extend(_table(["PROGRAM", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT"], rows))
+
+    lines.append("")
+    if report.gpus:
+        rows = [
+            [
+                gpu["gpu"],
+                gpu["name"][:28],
+                _bytes(gpu["used"]),
+                _bytes(gpu["total"]),
+                "-" if gpu["util"] is None else f"{gpu['util'] * 100:.0f}%",
+                "-" if gpu["temp"] is None else f"{gpu['temp']:.0f}C",
+                "-" if gpu["power"] is None else f"{gpu['power']:.0f}W",
+                gpu["source"],
+            ]
+            for gpu in report.gpus
+        ]
+        lines.extend(_table(["GPU", "NAME", "VRAM USED", "VRAM TOTAL", "UTIL", "TEMP", "POWER", "SOURCE"], rows))
+    else:
+        lines.append("GPU         no figures (no NVML and ComfyUI does not answer)")
+    queue = (
+        f"running {report.queue[0]}, pending {report.queue[1]}" if report.queue else "unknown (ComfyUI does not answer)"
+    )
+    lines.append(f"queue       {queue}")
+
+    lines.append("")
+    lines.append("last errors")
+    if report.exit_reason:
+        lines.append(f"  exit-reason  {report.exit_reason}")
+    if not report.errors and not report.exit_reason:
+        lines.append("  none in the programs' recent logs")
+    width = max((len(name) for name in report.errors), default=0)
+    for name, line in report.errors.items():
+        lines.append(f"  {name.ljust(width)}  {line}")
+    return "\n".join(lines)
+
+
+def print_status(url: str | None, timeout_s: float) -> int:
+    """Print the table; exit 0 when ready, 1 otherwise (handy in scripts)."""
+    report = gather(url, timeout_s)
+    print(render(report))
+    return 0 if report.readyz and report.readyz.get("ready") else 1
