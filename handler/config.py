@@ -68,10 +68,6 @@ class Config:
         """Unix time by which ComfyUI must be ready, counted from the container's start."""
         return self.started_at + self.ready_timeout_s
 
-    @property
-    def sidecar_url(self) -> str:
-        return f"http://127.0.0.1:{self.sidecar_port}"
-
 
 def load() -> Config:
     """Parse every setting; raises ConfigError naming the first bad variable."""

@@ -3,15 +3,21 @@
 The sidecar owns the truth about ComfyUI (supervisor state, pid, probes); the handler never
 polls ComfyUI itself to find out. With `wait`, the sidecar answers the moment ComfyUI
 becomes ready, so readiness reaches the handler without a polling delay.
+
+Each question uses a fresh loopback connection: it costs a fraction of a millisecond, and a
+kept-alive connection to a server that writes headers and body separately can stall 40 ms
+per answer (Nagle's algorithm meeting delayed ACKs).
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+from .errors import JobError, Reason
 
 # The longest single long-poll; the loop re-asks until its own deadline.
 MAX_POLL_S = 30.0
@@ -19,6 +25,10 @@ MAX_POLL_S = 30.0
 RETRY_PAUSE_S = 0.05
 # Time the sidecar gets on top of `wait` to answer.
 ANSWER_SLACK_S = 5.0
+# A "ready" answer younger than this is trusted for a new job, as long as the WebSocket kept
+# from the last job is still open (a ComfyUI restart closes it): jobs arriving back to back
+# skip a round trip to the sidecar.
+READY_FRESH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,9 @@ class Readiness:
     pid: int | None
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Readiness:
+    def from_body(cls, body: Any) -> Readiness:
+        if not isinstance(body, dict):
+            raise ValueError(f"unexpected /readyz body {body!r:.100}")
         comfyui = body.get("comfyui") or {}
         return cls(
             ready=bool(body.get("ready")),
@@ -50,18 +62,30 @@ class Readiness:
 class Gate:
     """The sidecar's readiness, asked over one keep-alive connection."""
 
-    def __init__(self, sidecar_url: str) -> None:
-        self.url = f"{sidecar_url}/readyz"
-        self._session = requests.Session()
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.url = f"http://{host}:{port}/readyz"
+        self._last_ready: tuple[float, Readiness] | None = None
 
     def status(self, wait_s: float = 0.0) -> Readiness:
         """One answer from the sidecar; `wait_s` > 0 holds it until ready or that many seconds."""
-        params = {"wait": f"{wait_s:.3f}"} if wait_s > 0 else None
+        path = f"/readyz?wait={wait_s:.3f}" if wait_s > 0 else "/readyz"
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=wait_s + ANSWER_SLACK_S)
         try:
-            response = self._session.get(self.url, params=params, timeout=wait_s + ANSWER_SLACK_S)
-            return Readiness.from_body(response.json())
-        except (requests.RequestException, ValueError) as error:
-            return Readiness(False, "unreachable", f"the sidecar at {self.url} did not answer: {error}", None)
+            connection.request("GET", path, headers={"Connection": "close"})
+            status = Readiness.from_body(json.loads(connection.getresponse().read()))
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            status = Readiness(False, "unreachable", f"the sidecar at {self.url} did not answer: {error}", None)
+        finally:
+            connection.close()
+        self._last_ready = (time.monotonic(), status) if status.ready else None
+        return status
+
+    def recent_ready(self, max_age_s: float) -> Readiness | None:
+        """The last answer if it was "ready" and is younger than `max_age_s`."""
+        last = self._last_ready
+        return last[1] if last is not None and time.monotonic() - last[0] < max_age_s else None
 
     def wait_ready(self, until: float) -> Readiness:
         """Long-poll until ComfyUI is ready or the Unix time `until`; returns the last answer."""
@@ -75,5 +99,25 @@ class Gate:
                 # Answered early without being ready (sidecar not up yet): do not spin.
                 time.sleep(min(RETRY_PAUSE_S, max(until - time.time(), 0.0)))
 
-    def close(self) -> None:
-        self._session.close()
+
+def ready_for_job(gate: Gate, wait_s: float, trust_recent: bool) -> Readiness:
+    """ComfyUI's readiness for a new job: wait up to `wait_s` for a restarting ComfyUI, else fail.
+
+    With `trust_recent` (the caller knows ComfyUI has not restarted since), a recent "ready"
+    answer is used without asking again. A sidecar that says "failed" (ComfyUI is given up
+    on) fails the job at once, and an unreachable sidecar lets the job try: ComfyUI's own
+    answers will tell.
+    """
+    recent = gate.recent_ready(READY_FRESH_S) if trust_recent else None
+    status = recent or gate.status()
+    if status.ready or status.state == "unreachable":
+        return status
+    waited = not status.failed and wait_s > 0
+    if waited:
+        status = gate.wait_ready(time.time() + wait_s)
+    if status.ready:
+        return status
+    after = f" after waiting {wait_s:g} s (JOB_READY_WAIT_S)" if waited else ""
+    raise JobError(
+        Reason.COMFYUI_UNAVAILABLE, f"ComfyUI is not ready{after}, so the job was not started: {status.describe()}"
+    )

@@ -44,10 +44,11 @@ class SidecarConfig:
     def loop_stale_after_s(self) -> float:
         """How long the probe loop may go without a tick before /livez reports it dead.
 
-        Five steady intervals, but never less than one interval plus two whole probes, so a
-        hung ComfyUI (every probe runs into its timeout) does not make the sidecar look dead.
+        Five steady intervals, but never less than one interval plus three probe timeouts (a
+        pass can wait on supervisord, /system_stats and /queue in turn), so a hung ComfyUI does
+        not make the sidecar itself look dead.
         """
-        return max(5 * self.probe_interval_s, self.probe_interval_s + 2 * self.probe_timeout_s)
+        return max(5 * self.probe_interval_s, self.probe_interval_s + 3 * self.probe_timeout_s)
 
     @property
     def local_url(self) -> str:

@@ -15,13 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker_common.comfy_client import ComfyClient
-
+from .comfy_http import ComfyHTTP
 from .config import COMFY_PROGRAM, SidecarConfig
 from .gpu import GpuReader, GpuReading
 from .handler_metrics import HandlerMetricsReaper
 from .probe import ComfyProbe, ComfyProber, ProcessStats, ProgramStatus, ProgramTracker, SupervisorReader
-from .reasons import last_meaningful_line, process_reason
+from .reasons import last_exit, last_meaningful_line, process_reason
 from .snapshot import Snapshot, SnapshotStore
 from .state import ReadinessMachine, State
 from .warmup import Warmup, WarmupState
@@ -51,16 +50,14 @@ class Monitor:
         self.supervisor = supervisor or SupervisorReader(config.supervisor_socket, config.probe_timeout_s)
         self.stats = ProcessStats()
         self.prober = prober or ComfyProber(
-            ComfyClient(config.comfy_host, config.comfy_port, config.probe_timeout_s),
+            ComfyHTTP(config.comfy_host, config.comfy_port),
             config.probe_timeout_s,
             self.stats,
         )
         self.gpu = gpu or GpuReader()
         self.reaper = HandlerMetricsReaper(config.multiproc_dir)
         self.warmup = warmup or Warmup(
-            config.warmup_workflow,
-            lambda: ComfyClient(config.comfy_host, config.comfy_port, config.probe_timeout_s),
-            config.warmup_timeout_s,
+            config.warmup_workflow, config.comfy_host, config.comfy_port, config.warmup_timeout_s
         )
         self.machine = ReadinessMachine(config.started_at, config.ready_timeout_s, config.unready_after_failures, clock)
         self.tracker = ProgramTracker()
@@ -81,7 +78,7 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._extras_due = 0.0
         self._spawns_since_answer = 0
-        self._tail: tuple[tuple[int, str], float, str | None] = ((0, ""), -1e9, None)
+        self._tail: tuple[tuple[int, str], float, str | None, str | None] = ((0, ""), -1e9, None, None)
         self._last_answer_at: float | None = None
         self._system_stats: dict | None = None
         self._usage: tuple[float, float] | None = None
@@ -146,11 +143,15 @@ class Monitor:
         if self.machine.state is State.FAILED:
             reason = f"not ready within the start-up window of {self.config.ready_timeout_s:g} s; now: {reason}"
 
-        mono = self._monotonic()
-        if mono >= self._extras_due:
-            self._extras_due = mono + self.config.probe_interval_s
+        # Publish the decision first: a readiness change must not wait for the slower figures.
+        self._publish(reason, programs, comfy)
+        if self._monotonic() >= self._extras_due:
+            self._extras_due = self._monotonic() + self.config.probe_interval_s
             self._refresh_extras(comfy, programs, probe)
+            self._publish(reason, programs, comfy)
+        return self._next_interval()
 
+    def _publish(self, reason: str, programs: tuple[ProgramStatus, ...] | None, comfy: ProgramStatus | None) -> None:
         self.store.publish(
             Snapshot(
                 state=self.machine.state,
@@ -170,10 +171,9 @@ class Monitor:
                 queue_running=self._queue[0] if self._queue else None,
                 queue_pending=self._queue[1] if self._queue else None,
                 last_answer_at=self._last_answer_at,
-                tick_at=mono,
+                tick_at=self._monotonic(),
             )
         )
-        return self._next_interval()
 
     def _next_interval(self) -> float:
         if self.warmup.state is WarmupState.RUNNING:
@@ -195,25 +195,38 @@ class Monitor:
 
     # -- reasons -----------------------------------------------------------------------
 
-    def _log_line(self, comfy: ProgramStatus) -> str | None:
-        """ComfyUI's last meaningful log line, re-read at most once a second per process state."""
+    def _logs(self, comfy: ProgramStatus, process_down: bool) -> tuple[str | None, str | None]:
+        """(ComfyUI's last meaningful log line, how it last exited per supervisord's log).
+
+        Re-read at most once a second, or at once when the process's pid or state changes.
+        """
         key = (comfy.pid, comfy.statename)
-        cached_key, read_at, line = self._tail
+        cached_key, read_at, line, exit_text = self._tail
         mono = self._monotonic()
         if key != cached_key or mono - read_at >= TAIL_REFRESH_S:
             tail = self.supervisor.tail(comfy.name)
             line = last_meaningful_line(*tail) if tail else None
-            self._tail = (key, mono, line)
-        return line
+            exit_text = None
+            if process_down:
+                main_log = self.supervisor.main_log_tail()
+                exit_text = last_exit(main_log, comfy.name) if main_log else None
+            self._tail = (key, mono, line, exit_text)
+        return line, exit_text
 
     def _failure_reason(self, probe: ComfyProbe, comfy: ProgramStatus | None) -> str:
         if comfy is None:
             suffix = f" ({self.supervisor.last_error})" if self.supervisor.last_error else ""
             return f"ComfyUI does not answer: {probe.cause}{suffix}" if not probe.process_down else probe.cause
-        line = self._log_line(comfy)
+        line, exit_text = self._logs(comfy, probe.process_down)
         if probe.process_down:
             return process_reason(
-                comfy.name, comfy.statename, comfy.exitstatus, comfy.spawnerr, self._spawns_since_answer, line
+                comfy.name,
+                comfy.statename,
+                comfy.exitstatus,
+                comfy.spawnerr,
+                self._spawns_since_answer,
+                line,
+                exit_text,
             )
         uptime = max(0.0, self._clock() - comfy.start) if comfy.start else 0.0
         text = f"comfyui {comfy.statename} (pid {comfy.pid}, up {uptime:.1f} s) does not answer: {probe.cause}"

@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import requests
 from supervisor.xmlrpc import SupervisorTransport
 
-from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError
-
+from .comfy_http import ComfyHTTP, ProbeError
 from .reasons import TAIL_BYTES
 
 log = logging.getLogger(__name__)
@@ -151,6 +149,13 @@ class SupervisorReader:
         self.last_error = ""
         return list(infos)
 
+    def main_log_tail(self, length: int = 2 * TAIL_BYTES) -> str | None:
+        """The end of supervisord's own log (exit codes it does not report over RPC)."""
+        try:
+            return self._call("readLog", -length, 0)
+        except (OSError, xmlrpc.client.Error):
+            return None
+
     def tail(self, program: str, length: int = TAIL_BYTES) -> tuple[str, bool] | None:
         """The last `length` bytes of a program's stdout log (stderr if stdout is empty)."""
         try:
@@ -163,13 +168,23 @@ class SupervisorReader:
 
 
 class ProcessStats:
-    """Liveness and resource use of one pid (and its children), via psutil."""
+    """Liveness and resource use of one pid (and its children), via psutil.
 
-    def __init__(self) -> None:
+    Listing children scans every process's /proc entry, so the list is refreshed only every
+    CHILDREN_REFRESH_S (ComfyUI rarely starts helpers); their figures are read each time.
+    """
+
+    CHILDREN_REFRESH_S = 10.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._process: psutil.Process | None = None
+        self._children: list[psutil.Process] = []
+        self._children_at = -1e9
 
     def _get(self, pid: int) -> psutil.Process | None:
         if self._process is None or self._process.pid != pid:
+            self._children, self._children_at = [], -1e9
             try:
                 self._process = psutil.Process(pid)
             except psutil.Error:
@@ -193,17 +208,19 @@ class ProcessStats:
                 rss = float(process.memory_info().rss)
                 times = process.cpu_times()
                 cpu = times.user + times.system + times.children_user + times.children_system
-                children = process.children(recursive=True)
+                if self._clock() - self._children_at >= self.CHILDREN_REFRESH_S:
+                    self._children = process.children(recursive=True)
+                    self._children_at = self._clock()
         except psutil.Error:
             return None
-        for child in children:
+        for child in self._children:
             try:
                 with child.oneshot():
                     rss += child.memory_info().rss
                     child_times = child.cpu_times()
                     cpu += child_times.user + child_times.system
             except psutil.Error:
-                continue  # exited between listing and reading
+                continue  # exited since it was listed
         return rss, cpu
 
 
@@ -216,27 +233,12 @@ class ComfyProbe:
     system_stats: dict[str, Any] | None = None
 
 
-def short_error(error: ComfyError) -> str:
-    """'connection refused' rather than requests' three nested exception reprs."""
-    if isinstance(error, ComfyHTTPError):
-        return f"answered HTTP {error.status}"
-    cause = error.__cause__
-    if isinstance(cause, requests.Timeout):
-        return "no answer in time"
-    text = str(cause or error)
-    if "refused" in text.lower():
-        return "connection refused"
-    if "reset" in text.lower() or "aborted" in text.lower():
-        return "connection reset"
-    return type(cause).__name__ if cause else text[:200]
-
-
 class ComfyProber:
     """Decides whether ComfyUI is up: process running and alive, HTTP answering."""
 
     def __init__(
         self,
-        client: ComfyClient,
+        client: ComfyHTTP,
         timeout_s: float,
         stats: ProcessStats | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -266,17 +268,20 @@ class ComfyProber:
                 return ComfyProbe(False, True, False, f"comfyui restarted (pid {old} -> {pid})")
         deadline = self._clock() + self.timeout_s
         try:
-            system_stats = self.client.system_stats(timeout_s=self.timeout_s)
-        except ComfyError as error:
+            system_stats = self.client.get_json("/system_stats", self.timeout_s)
+        except ProbeError as error:
             self._object_info_seen = False
-            return ComfyProbe(False, False, False, f"GET /system_stats: {short_error(error)}")
+            return ComfyProbe(False, False, False, f"GET /system_stats: {error}")
+        if not isinstance(system_stats, dict):
+            return ComfyProbe(False, False, False, "GET /system_stats: not a JSON object")
         if not self._object_info_seen or self._object_info_seen_for != pid:
             left = max(0.05, deadline - self._clock())
             try:
-                response = self.client.request("GET", "/object_info", timeout_s=left)
-            except ComfyError as error:
-                return ComfyProbe(False, False, False, f"GET /object_info: {short_error(error)}", system_stats)
-            if not response.content.lstrip().startswith(b"{"):
+                body = self.client.get("/object_info", left)
+            except ProbeError as error:
+                return ComfyProbe(False, False, False, f"GET /object_info: {error}", system_stats)
+            # Large (megabytes with many custom nodes): a JSON object is all we need to know.
+            if not body.lstrip().startswith(b"{"):
                 return ComfyProbe(False, False, False, "GET /object_info: not a JSON object", system_stats)
             self._object_info_seen, self._object_info_seen_for = True, pid
         self._answered_pid = pid
@@ -285,7 +290,9 @@ class ComfyProber:
     def queue(self) -> tuple[int, int] | None:
         """(running, pending) from /queue, or None when ComfyUI does not answer."""
         try:
-            queue = self.client.queue(timeout_s=self.timeout_s)
-        except (ComfyError, ValueError):
+            queue = self.client.get_json("/queue", self.timeout_s)
+        except ProbeError:
+            return None
+        if not isinstance(queue, dict):
             return None
         return len(queue.get("queue_running") or []), len(queue.get("queue_pending") or [])

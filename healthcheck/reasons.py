@@ -75,6 +75,26 @@ def last_error_line(tail: str, overflow: bool = False) -> str | None:
     return None
 
 
+_EXIT_LINE = re.compile(r"exited: (?P<name>\S+) \((?P<how>exit status (?P<code>-?\d+)|terminated by (?P<sig>\w+))")
+
+
+def last_exit(supervisord_log: str, program: str) -> str | None:
+    """How `program` last exited, from supervisord's own log ("exited: comfyui (exit status 1; ...)").
+
+    supervisord forgets the exit code of a process that exited before `startsecs` (it reports
+    0), which is exactly the crash-during-start-up case; its log keeps it.
+    """
+    found = None
+    for match in _EXIT_LINE.finditer(supervisord_log):
+        if match.group("name") == program:
+            found = match
+    if found is None:
+        return None
+    if found.group("code") is not None:
+        return f"exited with code {found.group('code')}"
+    return f"was killed by {found.group('sig')}"
+
+
 def process_reason(
     program: str,
     statename: str,
@@ -82,12 +102,26 @@ def process_reason(
     spawnerr: str,
     exits: int,
     log_line: str | None,
+    exit_text: str | None = None,
 ) -> str:
-    """Why a supervised program is not running, e.g. for comfyui in BACKOFF or FATAL."""
+    """Why a supervised program is not running, e.g. for comfyui in BACKOFF or FATAL.
+
+    `exit_text` ("exited with code 1", from `last_exit`) wins over supervisord's exitstatus.
+    """
+    too_quick = spawnerr.startswith("Exited too quickly")
+    if too_quick:
+        spawnerr = ""  # supervisord's note for an exit before startsecs: an exit, not a spawn error
     if spawnerr:
         text = f"{program} could not be started ({statename}): {spawnerr}"
     elif statename in ("BACKOFF", "EXITED", "FATAL"):
-        text = f"{program} exited with code {exitstatus}"
+        if exit_text:
+            text = f"{program} {exit_text}"
+        elif too_quick:
+            text = f"{program} exited during start-up"
+        elif exitstatus == -1:  # supervisord's value for "ended by a signal"
+            text = f"{program} was killed by a signal"
+        else:
+            text = f"{program} exited with code {exitstatus}"
         if exits > 1:
             text += f" {times(exits)}"
         if statename == "FATAL":

@@ -17,7 +17,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from .snapshot import SnapshotStore
@@ -61,6 +61,11 @@ class SidecarServer(ThreadingHTTPServer):
 
 class SidecarRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in one write (handle_one_request flushes after each reply), and
+    # without Nagle: on a kept-alive connection a reply split in two writes can otherwise wait
+    # for the client's delayed ACK (~40 ms).
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
     server: SidecarServer
     server_version = "comfy-worker-sidecar"
     sys_version = ""
@@ -106,7 +111,9 @@ class SidecarRequestHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, str(state).encode(), "text/plain; charset=utf-8")
 
     def _metrics(self, _query: dict) -> None:
-        self._send(HTTPStatus.OK, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        # The classic 0.0.4 text format: every Prometheus version parses it, and all our names
+        # are legacy-valid, so prometheus_client's 1.0.0 label would add nothing.
+        self._send(HTTPStatus.OK, generate_latest(self.server.registry), CONTENT_TYPE_PLAIN_0_0_4)
 
     # -- plumbing ------------------------------------------------------------------------
 

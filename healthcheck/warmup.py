@@ -22,9 +22,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError, ComfyUnavailable
+if TYPE_CHECKING:
+    from worker_common.comfy_client import ComfyClient, ComfyHTTPError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ def _rejection(error: ComfyHTTPError) -> str:
 
 def run_workflow(client: ComfyClient, workflow: dict[str, Any], timeout_s: float) -> float:
     """Queue `workflow`, wait until it completes; returns its duration or raises WarmupFailed."""
+    from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyUnavailable
+
     started = time.monotonic()
     prompt_id = str(uuid.uuid4())
     try:
@@ -123,12 +126,14 @@ class Warmup:
     def __init__(
         self,
         path: Path | None,
-        make_client: Callable[[], ComfyClient],
+        comfy_host: str,
+        comfy_port: int,
         timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self._make_client = make_client
+        self.comfy_host = comfy_host
+        self.comfy_port = comfy_port
         self.timeout_s = timeout_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -158,7 +163,10 @@ class Warmup:
 
     def _run(self, comfy_pid: int | None) -> None:
         log.info("warm-up: running %s", self.path)
-        client = self._make_client()
+        # Imported here: requests costs ~10 MB of RSS, paid only when a warm-up is configured.
+        from worker_common.comfy_client import ComfyClient
+
+        client = ComfyClient(self.comfy_host, self.comfy_port, timeout_s=10.0)
         try:
             assert self.path is not None
             duration = run_workflow(client, load_workflow(self.path), self.timeout_s)

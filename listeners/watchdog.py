@@ -37,20 +37,31 @@ def last_log_line(rpc, program: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def decide(rpc, event: str, program: str) -> tuple[int, str] | None:
+def fatal_verdict(rpc, program: str, run_dir: Path) -> tuple[int, str]:
+    # supervisord forgets the exit status of a start-up failure, so services/comfyui leaves
+    # its configuration error in a file.
+    launch_error = run_dir / "comfyui-launch-error"
+    if program == "comfyui" and launch_error.is_file():
+        return EXIT_CONFIG, f"comfyui cannot start: {launch_error.read_text().strip()}"
+    cause = last_log_line(rpc, program)
+    if cause == "(no output)":
+        cause = rpc.supervisor.getProcessInfo(program).get("spawnerr") or cause
+    return EXIT_FATAL, f"{program} kept exiting during start-up and is FATAL: {cause}"
+
+
+def decide(rpc, event: str, program: str, run_dir: Path) -> tuple[int, str] | None:
     """The exit code and cause this event calls for, or None when the container should live on."""
     if program not in CRITICAL_PROGRAMS:
         return None
-    info = rpc.supervisor.getProcessInfo(program)
     if event == "PROCESS_STATE_FATAL":
-        code = EXIT_CONFIG if info["exitstatus"] == EXIT_CONFIG else EXIT_FATAL
-        cause = last_log_line(rpc, program)
-        if cause == "(no output)" and info.get("spawnerr"):
-            cause = info["spawnerr"]
-        return code, f"{program} kept exiting during start-up and is FATAL: {cause}"
-    if event == "PROCESS_STATE_EXITED" and program == "handler" and info["exitstatus"] == EXIT_NOT_READY:
+        return fatal_verdict(rpc, program, run_dir)
+    if event == "PROCESS_STATE_EXITED" and program == "handler" and _exit_status(rpc, program) == EXIT_NOT_READY:
         return EXIT_NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, 'handler')}"
     return None
+
+
+def _exit_status(rpc, program: str) -> int | None:
+    return rpc.supervisor.getProcessInfo(program)["exitstatus"]
 
 
 def bring_down(rpc, code: int, cause: str, run_dir: Path) -> None:
@@ -68,7 +79,7 @@ def main() -> None:
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
         program = childutils.get_headers(payload.partition("\n")[0]).get("processname", "")
-        verdict = None if stopping else decide(rpc, headers["eventname"], program)
+        verdict = None if stopping else decide(rpc, headers["eventname"], program, run_dir)
         if verdict is not None:
             stopping = True
             bring_down(rpc, *verdict, run_dir)

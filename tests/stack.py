@@ -9,6 +9,7 @@ the handler with the runpod SDK's local API.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,10 +108,21 @@ class Stack:
         return code
 
     def kill_everything(self) -> None:
-        """Last-resort clean-up after a failed test: no process may outlive it."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        """Clean-up after a test: no process may outlive it.
+
+        supervisord puts each program in its own process group, so the entrypoint's group
+        is not enough: every descendant is found first, then all are killed.
+        """
+        if not self.process or self.process.poll() is not None:
+            return
+        try:
+            family = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            family = []
+        for member in [psutil.Process(self.process.pid), *family]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        self.process.wait(timeout=10)
 
     # -- waiting -------------------------------------------------------------------
 
@@ -134,6 +147,17 @@ class Stack:
                 return False
 
         self.wait_for(answering, timeout_s, what="the handler's local API")
+
+    def wait_running(
+        self, programs: tuple[str, ...] = ("comfyui", "sidecar", "handler"), timeout_s: float = 60
+    ) -> None:
+        """Until supervisord shows every program RUNNING (ComfyUI needs `startsecs` first)."""
+
+        def running() -> bool:
+            infos = self.rpc().supervisor.getAllProcessInfo()
+            return all(i["statename"] == "RUNNING" for i in infos if i["name"] in programs)
+
+        self.wait_for(running, timeout_s, 0.2, what=f"{programs} RUNNING")
 
     def wait_line(self, text: str, timeout_s: float = 60) -> str:
         return self.wait_for(lambda: next((ln for ln in self.lines if text in ln), None), timeout_s, what=text)

@@ -40,11 +40,13 @@ def states(stack: Stack) -> dict[str, str]:
 
 
 def test_stack_boots_and_runs_a_job(stack: Stack) -> None:
+    stack.wait_running()
     assert {name: states(stack)[name] for name in PROGRAMS} == dict.fromkeys(PROGRAMS, "RUNNING")
     assert_job_returns_png(stack)
 
 
 def test_supervisorctl_status_tail_restart(stack: Stack) -> None:
+    stack.wait_running()
     status = stack.supervisorctl("status")
     for program in PROGRAMS:
         assert re.search(rf"^{program}\s+RUNNING", status.stdout, re.M), status.stdout
@@ -92,6 +94,7 @@ def test_every_stdout_line_names_its_program(stack: Stack) -> None:
 
 
 def test_sigterm_stops_handler_sidecar_comfyui_in_order(stack: Stack) -> None:
+    stack.wait_running()
     assert stack.stop(signal.SIGTERM, timeout_s=60) == 0
     stopped = [
         match.group(1)

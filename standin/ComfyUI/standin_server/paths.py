@@ -6,6 +6,7 @@ the save-path counter, the commonpath guards), since clients depend on their exa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mimetypes
 import os
@@ -260,7 +261,5 @@ def wipe_temp() -> None:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(path)
-            except OSError:
-                pass

@@ -43,8 +43,8 @@ class NodeContext:
     node_id: str
     # (value, total, preview) -> None; raises InterruptProcessingException when interrupted.
     progress: Callable[[float, float, Any], None]
-    # Runs a coroutine factory on the event loop and waits for it (for StandinDropWebSockets).
-    run_on_loop: Callable[[Callable[[], Any]], Any]
+    # Closes every WebSocket from the server side and waits until that is done.
+    drop_websockets: Callable[[], None]
 
 
 current_node: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("current_node", default=None)

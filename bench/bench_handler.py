@@ -1,0 +1,150 @@
+"""Benchmark of the handler: per-job overhead and peak memory, against the stand-in ComfyUI.
+
+    .venv/bin/python bench/bench_handler.py [--runs 30] [--big-side 2048] [--skip-memory]
+
+Everything is real and on loopback: the stand-in ComfyUI, the sidecar, the handler with
+runpod's local API (POST /runsync), moto's S3 server. Jobs are sent one after another.
+
+- Overhead: a job's wall time through /runsync minus ComfyUI's own execution time, taken
+  from the execution_start / execution_success timestamps of its /history entry (the
+  handler runs with CLEANUP_HISTORY=false so the entry is still there). p50 after warm-up.
+- Peak RSS increment of the handler process during one job returning 16 noisy images:
+  the kernel's high-water mark (VmHWM, reset through /proc/PID/clear_refs before the job)
+  minus the RSS before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.handler_harness import MotoServer, Rig  # noqa: E402
+
+MB = 1_000_000
+
+
+def empty_job(side: int, batch: int) -> dict:
+    return {
+        "workflow": {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": side, "height": side, "batch_size": batch, "color": 0x3366AA}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bench"}},
+        }
+    }
+
+
+def noise_job(side: int, count: int, seed: int) -> dict:
+    return {
+        "workflow": {
+            "1": {"class_type": "StandinBigImages", "inputs": {"count": count, "width": side, "height": side, "seed": seed}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "noise"}},
+        }
+    }
+
+
+def execution_ms(rig: Rig, prompt_id: str) -> float:
+    """ComfyUI's own time for the prompt, from its history timestamps (milliseconds)."""
+    entry = rig.comfy_get(f"/history/{prompt_id}")[prompt_id]
+    stamps = {kind: data.get("timestamp") for kind, data in entry["status"]["messages"]}
+    return float(stamps["execution_success"] - stamps["execution_start"])
+
+
+def overhead_ms(rig: Rig, job: dict, runs: int, warmup: int = 5) -> tuple[float, float]:
+    """(p50 overhead, p50 wall) in milliseconds."""
+    overheads, walls = [], []
+    for index in range(warmup + runs):
+        started = time.perf_counter()
+        result = rig.runsync(job)
+        wall = (time.perf_counter() - started) * 1000
+        assert result["status"] == "COMPLETED", result
+        if index >= warmup:
+            walls.append(wall)
+            overheads.append(wall - execution_ms(rig, result["output"]["prompt_id"]))
+    return statistics.median(overheads), statistics.median(walls)
+
+
+def rss_increment(rig: Rig, job: dict) -> tuple[float, int]:
+    """(peak RSS increment of the handler in bytes during the job, bytes of output data)."""
+    assert rig.handler is not None
+    pid = rig.handler.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = _status_kb(pid, "VmRSS")
+    result = rig.runsync(job, timeout_s=600)
+    peak = _status_kb(pid, "VmHWM")
+    assert result["status"] == "COMPLETED", str(result)[:500]
+    items = [item for key in ("images", "videos", "audio", "files") for item in result["output"].get(key, [])]
+    total = sum(len(item["data"]) for item in items)
+    return (peak - before) * 1024, total
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--big-side", type=int, default=2048, help="side of the 16 noisy images (default 2048)")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-handler-") as tmp:
+        rig = Rig(Path(tmp)).start({"CLEANUP_HISTORY": "false", "RESPONSE_SIZE_LIMIT_BYTES": str(2000 * MB)})
+        try:
+            for label, job in (("1 image 512x512", empty_job(512, 1)), ("16 images 512x512", empty_job(512, 16))):
+                overhead, wall = overhead_ms(rig, job, args.runs)
+                rows.append((f"overhead p50, {label}", f"{overhead:.2f} ms (wall {wall:.1f} ms)", "<= ~7 ms"))
+            if not args.skip_memory:
+                rows += memory_rows(rig, args.big_side)
+        finally:
+            rig.stop()
+    print_table(rows)
+
+
+def memory_rows(rig: Rig, side: int) -> list[tuple[str, str, str]]:
+    rows = []
+    rig.runsync(noise_job(64, 2, 0))  # warm-up: first-use allocations are not the job's
+    increment, total = rss_increment(rig, noise_job(side, 16, 1))
+    rows.append(
+        (
+            f"peak RSS +, 16 noisy {side}² base64",
+            f"{increment / MB:.0f} MB = {increment / total:.2f}x the {total / MB:.0f} MB of base64",
+            "<= 2.5x the output",
+        )
+    )
+    moto = MotoServer()
+    try:
+        moto.client().create_bucket(Bucket="bench")
+        s3_env = {
+            "S3_ENDPOINT_URL": moto.url,
+            "S3_BUCKET_NAME": "bench",
+            "S3_BUCKET_CREDS_ACCESS_KEY_ID": "test",
+            "S3_BUCKET_CREDS_SECRET_ACCESS_KEY": "test",
+            "S3_REGION": "us-east-1",
+        }
+        rig.start_handler(s3_env)
+        rig.runsync(noise_job(64, 2, 0))
+        increment, _ = rss_increment(rig, noise_job(side, 16, 2))
+        rows.append((f"peak RSS +, 16 noisy {side}² to S3 (moto)", f"{increment / MB:.0f} MB", "<= 100 MB (30 MB goal)"))
+    finally:
+        moto.stop()
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    widths = [max(len(row[i]) for row in [("measure", "result", "target"), *rows]) for i in range(3)]
+    for row in [("measure", "result", "target"), tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

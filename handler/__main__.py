@@ -1,0 +1,120 @@
+"""`python -m handler`: check the settings, wait for ComfyUI, then serve jobs with runpod.
+
+Off RunPod (no RUNPOD_WEBHOOK_GET_JOB) and without --test_input it serves runpod's local
+API on LOCAL_API_HOST:LOCAL_API_PORT. `--test_input` takes inline JSON or a file path, runs
+that one job and exits 0 or 1 with its status.
+
+Exit codes: 3 when ComfyUI is not ready within COMFY_READY_TIMEOUT_S of the container's
+start (the watchdog makes it the container's exit code), 78 for a configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import runpod
+import websocket
+
+from worker_common.settings import ConfigError
+
+from . import config as handler_config
+from . import metrics
+from .runtime import Runtime
+from .worker import Worker
+
+EXIT_NOT_READY = 3
+EXIT_CONFIG = 78
+
+log = logging.getLogger("handler")
+
+
+def main() -> None:
+    # force: importing runpod already configured the root logger with its own format.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout, force=True
+    )
+    try:
+        config = handler_config.load()
+        rt = Runtime.build(config)
+    except ConfigError as error:
+        log.error("configuration error: %s", error)
+        sys.exit(EXIT_CONFIG)
+    if config.ws_trace:
+        websocket.enableTrace(True)
+    metrics.initialise()
+    test_input = _inline_test_input()
+    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
+    if on_runpod:
+        # Fitness checks run before the worker takes jobs, and only on RunPod.
+        runpod.serverless.register_fitness_check(lambda: wait_for_comfyui(rt, on_runpod=True))
+    else:
+        wait_for_comfyui(rt, on_runpod=False)
+    if not on_runpod and not test_input:
+        sys.argv += ["--rp_serve_api", "--rp_api_host", config.local_api_host]
+        sys.argv += ["--rp_api_port", str(config.local_api_port)]
+    runpod.serverless.start({"handler": Worker(rt).handler})
+
+
+def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
+    """Block until the sidecar says ComfyUI is ready; exit 3 with the reason at the deadline."""
+    config = rt.config
+    status = rt.gate.wait_ready(config.ready_deadline)
+    if not status.ready:
+        line = (
+            f"ComfyUI was not ready within COMFY_READY_TIMEOUT_S={config.ready_timeout_s:g} s "
+            f"of the container's start: {status.describe()}"
+        )
+        log.error(line)
+        if on_runpod:
+            _report_unhealthy(line)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(EXIT_NOT_READY)
+    rt.discover_folders()
+    log.info(
+        "ComfyUI is ready %.2f s after the container's start; accepting jobs (outputs in %s)",
+        time.time() - config.started_at,
+        rt.folders.output,
+    )
+
+
+def _report_unhealthy(reason: str) -> None:
+    """Tell RunPod why the worker is unhealthy, as a failing fitness check would (best effort)."""
+    from runpod.serverless.modules import rp_fitness
+
+    report = getattr(rp_fitness, "_report_unhealthy", None)
+    if report is not None:
+        report("comfyui_ready", reason)
+
+
+def _inline_test_input() -> bool:
+    """Whether --test_input was given; a file path is replaced by the file's JSON for runpod."""
+    for index, arg in enumerate(sys.argv):
+        if arg == "--test_input" and index + 1 < len(sys.argv):
+            sys.argv[index + 1] = _json_or_file(sys.argv[index + 1])
+            return True
+        if arg.startswith("--test_input="):
+            sys.argv[index] = "--test_input=" + _json_or_file(arg.partition("=")[2])
+            return True
+    return False
+
+
+def _json_or_file(value: str) -> str:
+    try:
+        json.loads(value)
+        return value
+    except ValueError:
+        path = Path(value)
+        if not path.is_file():
+            log.error("--test_input %r is neither JSON nor a readable file", value)
+            sys.exit(EXIT_CONFIG)
+        return path.read_text(encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

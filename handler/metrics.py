@@ -1,0 +1,44 @@
+"""The handler's metrics (names fixed by docs/design.md), exposed by the sidecar.
+
+With PROMETHEUS_MULTIPROC_DIR set (the entrypoint sets it), prometheus_client writes the
+values to files in that folder, which the sidecar reads at scrape time. Without it they
+are plain in-process values that nothing reads.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from .errors import Reason
+
+JOBS = Counter("comfy_worker_jobs_total", "Jobs handled, by outcome and failure reason.", ["outcome", "reason"])
+JOB_DURATION = Histogram(
+    "comfy_worker_job_duration_seconds",
+    "Time from a job's start to its result, by outcome.",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+READY_WAIT = Histogram(
+    "comfy_worker_job_ready_wait_seconds",
+    "Time a job waited for ComfyUI to be ready before it was started.",
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+OUTPUT_BYTES = Counter("comfy_worker_output_bytes_total", "Output bytes delivered, by delivery.", ["delivery"])
+IN_PROGRESS = Gauge("comfy_worker_jobs_in_progress", "Jobs running now.", multiprocess_mode="livesum")
+
+
+def record(outcome: str, reason: Reason, duration_s: float) -> None:
+    JOBS.labels(outcome, reason.value).inc()
+    JOB_DURATION.labels(outcome).observe(duration_s)
+
+
+def initialise() -> None:
+    """Create every label combination at zero, so rates exist before the first failure."""
+    JOBS.labels("success", Reason.NONE.value)
+    for reason in Reason:
+        if reason is not Reason.NONE:
+            JOBS.labels("failed", reason.value)
+    for outcome in ("success", "failed"):
+        JOB_DURATION.labels(outcome)
+    for delivery in ("base64", "s3"):
+        OUTPUT_BYTES.labels(delivery)

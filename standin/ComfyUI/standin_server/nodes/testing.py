@@ -1,0 +1,149 @@
+"""Nodes that exist only in the stand-in, to make tests possible: a slow node with progress,
+a failing node, a node that drops every WebSocket, one that kills the process, and one that
+makes large incompressible images."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from typing import Any
+
+from PIL import Image
+
+from .. import runtime
+from .base import MAX_RESOLUTION, Node, always_changed
+
+log = logging.getLogger("standin")
+
+CATEGORY = "standin/testing"
+
+
+def _black() -> list[Image.Image]:
+    return [Image.new("RGB", (64, 64), (0, 0, 0))]
+
+
+class StandinSleep(Node):
+    """Sleeps `seconds` in `steps` slices, reporting WS `progress` after each slice.
+
+    Like a sampler's ProgressBar, every report first checks the interrupt flag, so an
+    interrupt stops the node at the next slice instead of after the whole sleep.
+    """
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "sleep"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Sleep"
+    PYTHON_MODULE = "standin.testing"
+    IS_CHANGED = classmethod(always_changed)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3600.0, "step": 0.01}),
+                "steps": ("INT", {"default": 10, "min": 1, "max": 100000}),
+            },
+            "optional": {"image": ("IMAGE",)},
+        }
+
+    def sleep(self, seconds: float, steps: int, image: list[Image.Image] | None = None) -> tuple:
+        pbar = runtime.ProgressBar(steps)
+        for step in range(1, steps + 1):
+            time.sleep(seconds / steps)
+            pbar.update_absolute(step, steps)
+        return (image if image is not None else _black(),)
+
+
+class StandinFail(Node):
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "fail"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Fail"
+    PYTHON_MODULE = "standin.testing"
+    IS_CHANGED = classmethod(always_changed)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"message": ("STRING", {"default": "stand-in failure", "multiline": False})},
+            "optional": {"image": ("IMAGE",)},
+        }
+
+    def fail(self, message: str, image: list[Image.Image] | None = None) -> tuple:
+        raise RuntimeError(message)
+
+
+class StandinDropWebSockets(Node):
+    """Closes every open WebSocket from the server side, then passes the image through."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "drop"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Drop WebSockets"
+    PYTHON_MODULE = "standin.testing"
+    IS_CHANGED = classmethod(always_changed)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"image": ("IMAGE",)}}
+
+    def drop(self, image: list[Image.Image]) -> tuple:
+        runtime.context().drop_websockets()
+        return (image,)
+
+
+class StandinExit(Node):
+    """Ends the whole process at once with os._exit(code), as a crash mid-job would."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "exit"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Exit"
+    PYTHON_MODULE = "standin.testing"
+    IS_CHANGED = classmethod(always_changed)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "code": ("INT", {"default": 1, "min": 0, "max": 255}),
+                "image": ("IMAGE",),
+            }
+        }
+
+    def exit(self, code: int, image: list[Image.Image]) -> tuple:
+        log.info(f"StandinExit: ending the process with exit code {code}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class StandinBigImages(Node):
+    """`count` images of random (incompressible) RGB noise, reproducible from `seed`."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "generate"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Big Images"
+    PYTHON_MODULE = "standin.testing"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "count": ("INT", {"default": 1, "min": 1, "max": 256}),
+                "width": ("INT", {"default": 1024, "min": 1, "max": MAX_RESOLUTION}),
+                "height": ("INT", {"default": 1024, "min": 1, "max": MAX_RESOLUTION}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+            }
+        }
+
+    def generate(self, count: int, width: int, height: int, seed: int) -> tuple:
+        rng = random.Random(seed)
+        return ([Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3)) for _ in range(count)],)
+
+
+NODES = [StandinSleep, StandinFail, StandinDropWebSockets, StandinExit, StandinBigImages]

@@ -1,0 +1,285 @@
+"""Real processes for the handler's tests and benchmark, without supervisord.
+
+`Rig` starts the stand-in ComfyUI (its folders in a temp dir), the real sidecar
+(`python -m healthcheck serve`) and the real handler (`python -m handler`, runpod's local
+API), each on a free loopback port. The handler can be restarted with other settings
+while ComfyUI and the sidecar keep running. Tests that need supervisord (ComfyUI killed
+and restarted) use tests/stack.py instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+STANDIN_MAIN = REPO / "standin" / "ComfyUI" / "main.py"
+_SCRUBBED = ("RUNPOD_", "COMFY", "S3_", "BUCKET_", "STANDIN_", "PROMETHEUS_", "WORKER_")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_SCRUBBED)}
+    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Process:
+    """A child process whose output is kept for failure messages."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self.popen = subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGINT)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._reader.join(timeout=2)
+
+    def output(self, last: int = 80) -> str:
+        return f"--- {self.name} ---\n" + "\n".join(self.lines[-last:])
+
+
+class Rig:
+    """Stand-in ComfyUI + sidecar + handler, all real, on loopback."""
+
+    def __init__(self, root: Path, comfy_env: dict[str, str] | None = None, shared_env: dict[str, str] | None = None):
+        """`shared_env` goes to both the sidecar and the handler (PROMETHEUS_MULTIPROC_DIR, say)."""
+        self.root = root
+        self.comfy_dir = root / "comfy"
+        for folder in ("input", "output", "temp", "models/checkpoints"):
+            (self.comfy_dir / folder).mkdir(parents=True, exist_ok=True)
+        self.comfy_port = free_port()
+        self.sidecar_port = free_port()
+        self.api_port = free_port()
+        self.comfy_env = comfy_env or {}
+        self.shared_env = shared_env or {}
+        self.comfy: Process | None = None
+        self.sidecar: Process | None = None
+        self.handler: Process | None = None
+        self.session = requests.Session()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self, handler_env: dict[str, str] | None = None) -> Rig:
+        self.start_without_handler()
+        self.start_handler(handler_env)
+        return self
+
+    def start_without_handler(self, comfy: bool = True) -> Rig:
+        if comfy:
+            self.start_comfy()
+        self.sidecar = Process("sidecar", [PYTHON, "-m", "healthcheck", "serve"], self._sidecar_env())
+        return self
+
+    def start_comfy(self) -> None:
+        env = base_env() | self.comfy_env
+        command = [PYTHON, str(STANDIN_MAIN), "--listen", "127.0.0.1", "--port", str(self.comfy_port)]
+        command += ["--base-directory", str(self.comfy_dir)]
+        self.comfy = Process("comfyui", command, env, cwd=STANDIN_MAIN.parent)
+
+    def start_handler(self, env: dict[str, str] | None = None, wait: bool = True) -> Process:
+        if self.handler is not None:
+            self.handler.stop()
+        self.handler = Process("handler", [PYTHON, "-m", "handler"], self.handler_env(env))
+        if wait:
+            self.wait_accepting_jobs()
+        return self.handler
+
+    def handler_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = base_env()
+        env.update(
+            COMFY_PORT=str(self.comfy_port),
+            COMFYUI_DIR=str(self.comfy_dir),
+            SIDECAR_PORT=str(self.sidecar_port),
+            LOCAL_API_PORT=str(self.api_port),
+            COMFY_READY_TIMEOUT_S="60",
+            RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
+            UVICORN_LOG_LEVEL="warning",
+        )
+        env.update(self.shared_env)
+        env.update(extra or {})
+        return env
+
+    def _sidecar_env(self) -> dict[str, str]:
+        env = base_env()
+        env.update(
+            COMFY_PORT=str(self.comfy_port),
+            SIDECAR_PORT=str(self.sidecar_port),
+            SIDECAR_HOST="127.0.0.1",
+            WORKER_RUN_DIR=str(self.root / "run"),
+            COMFY_READY_TIMEOUT_S="60",
+            PROBE_INTERVAL_S="0.2",
+        )
+        env.update(self.shared_env)
+        return env
+
+    def stop(self) -> None:
+        for process in (self.handler, self.sidecar, self.comfy):
+            if process is not None:
+                process.stop()
+        self.session.close()
+
+    def output(self) -> str:
+        return "\n".join(p.output() for p in (self.handler, self.sidecar, self.comfy) if p is not None)
+
+    # -- waiting -----------------------------------------------------------------
+
+    def wait_for(self, predicate, timeout_s: float = 30, interval_s: float = 0.05, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(interval_s)
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{self.output()}")
+
+    def wait_accepting_jobs(self, timeout_s: float = 60) -> None:
+        def answering() -> bool:
+            assert self.handler is not None
+            if not self.handler.alive():
+                raise AssertionError(f"the handler exited ({self.handler.popen.returncode})\n{self.output()}")
+            try:
+                return requests.get(f"{self.api_url}/", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        self.wait_for(answering, timeout_s, what="the handler's local API")
+
+    # -- talking to the parts ----------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def comfy_url(self) -> str:
+        return f"http://127.0.0.1:{self.comfy_port}"
+
+    def runsync(self, job_input: Any, timeout_s: float = 60) -> dict[str, Any]:
+        response = self.session.post(f"{self.api_url}/runsync", json={"input": job_input}, timeout=timeout_s)
+        response.raise_for_status()
+        return response.json()
+
+    def comfy_get(self, path: str) -> Any:
+        return self.session.get(self.comfy_url + path, timeout=10).json()
+
+    def files(self, folder: str) -> list[str]:
+        base = self.comfy_dir / folder
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and p.name != ".gitkeep")
+
+
+class Recorder:
+    """A loopback HTTP server that records every POST: RunPod's job-done/progress URL in tests."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, Any]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    parsed: Any = json.loads(body)
+                except ValueError:
+                    parsed = body.decode("utf-8", "replace")
+                recorder.posts.append((self.path, parsed))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MotoServer:
+    """moto's S3-compatible server on loopback."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        moto = str(Path(sys.executable).parent / "moto_server")
+        if not Path(moto).exists():
+            moto = str(REPO / ".venv" / "bin" / "moto_server")
+        self.process = Process("moto", [moto, "-H", "127.0.0.1", "-p", str(self.port)], base_env())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                requests.get(self.url, timeout=1)
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"moto_server did not start\n{self.process.output()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+        )
+
+    def stop(self) -> None:
+        self.process.stop()

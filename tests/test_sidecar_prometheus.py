@@ -1,0 +1,108 @@
+"""A real Prometheus server scrapes the sidecar: readiness and a handler counter arrive.
+
+Debian's `prometheus` runs on loopback with a temporary config and TSDB, scraping every
+second. The handler's half is played by a subprocess writing prometheus_client
+multiprocess files, as the real handler does; the full stack's job counter is checked by
+the stack tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.stack import free_port
+from tests.test_sidecar_support import Proc, World, wait_until
+
+HANDLER_LIKE = """
+import sys
+from prometheus_client import Counter
+Counter("comfy_worker_jobs", "Jobs.", ["outcome", "reason"]).labels("success", "none").inc(int(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World()
+    yield w
+    w.close()
+
+
+def start_prometheus(world: World, target: str) -> str:
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: install Debian's `prometheus` package (scripts/install-system-deps)"
+    port = free_port()
+    config = world.run_dir / "prometheus.yml"
+    config.write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "  scrape_timeout: 1s\n"
+        "  evaluation_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: comfy-worker\n"
+        "    static_configs:\n"
+        f"      - targets: ['{target}']\n"
+    )
+    proc = Proc(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={world.run_dir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        dict(os.environ),
+        world.run_dir / "prometheus.log",
+        cwd=world.run_dir,
+    )
+    world.closers.append(proc.close)
+    return f"http://127.0.0.1:{port}"
+
+
+def query(prometheus: str, expression: str) -> list[dict]:
+    try:
+        response = requests.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=5)
+    except requests.RequestException:
+        return []
+    if response.status_code != 200:
+        return []
+    return response.json()["data"]["result"]
+
+
+def test_prometheus_scrapes_readiness_and_handler_counters(world: World) -> None:
+    # Prometheus 2.x applies new targets at most every 5 s, so it starts first and that wait
+    # overlaps with the worker's start-up.
+    sidecar_port = free_port()
+    prometheus = start_prometheus(world, f"127.0.0.1:{sidecar_port}")
+    multiproc = world.run_dir / "metrics"
+    multiproc.mkdir()
+    world.supervisor()
+    sidecar = world.sidecar(port=sidecar_port, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    subprocess.run([sys.executable, "-c", HANDLER_LIKE, "4"], env=env, check=True, timeout=30)
+
+    try:
+        ready = wait_until(lambda: query(prometheus, "comfy_worker_ready"), 60, "comfy_worker_ready in Prometheus")
+        assert ready[0]["value"][1] == "1"
+        assert ready[0]["metric"]["job"] == "comfy-worker"
+        jobs = wait_until(
+            lambda: query(prometheus, 'comfy_worker_jobs_total{outcome="success",reason="none"}'), 30, "jobs"
+        )
+        assert jobs[0]["value"][1] == "4"
+        up = query(prometheus, 'up{job="comfy-worker"}')
+        assert up and up[0]["value"][1] == "1"
+        restarts = query(prometheus, 'comfy_worker_program_restarts_total{program="comfyui"}')
+        assert restarts and restarts[0]["value"][1] == "0"
+        # No scrape errors: the target is healthy in Prometheus's own view.
+        targets = requests.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        assert [t["health"] for t in targets] == ["up"], targets
+        assert targets[0]["lastError"] == ""
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nprometheus log:\n{(world.run_dir / 'prometheus.log').read_text()}") from None

@@ -1,0 +1,107 @@
+"""`python -m healthcheck status` and `probe`, as a person or Docker would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from healthcheck.status import Report, render
+from tests.test_sidecar_support import REPO, World, base_env, wait_until
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World()
+    yield w
+    w.close()
+
+
+def run_cli(world: World, command: str, sidecar_port: int) -> subprocess.CompletedProcess:
+    env = base_env(WORKER_RUN_DIR=str(world.run_dir), COMFY_PORT=str(world.comfy_port), SIDECAR_PORT=str(sidecar_port))
+    return subprocess.run(
+        [sys.executable, "-m", "healthcheck", command], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_status_of_a_ready_worker(world: World) -> None:
+    supervisor = world.supervisor()
+    sidecar = world.sidecar()
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    sidecar.metrics_with("comfy_worker_queue_pending")
+    result = run_cli(world, "status", sidecar.port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"sidecar     answering at http://127.0.0.1:{sidecar.port}" in out
+    assert "readiness   READY for " in out and "answers on 127.0.0.1:" in out
+    assert "start-up    ready " in out
+    comfy_row = next(line for line in out.splitlines() if line.startswith("comfyui "))
+    assert str(supervisor.info()["pid"]) in comfy_row
+    assert comfy_row.split()[1] in ("RUNNING", "STARTING")
+    assert comfy_row.split()[4] == "0"  # restarts
+    assert "GPU  NAME" in out and "comfyui" in out.split("GPU  NAME", 1)[1].splitlines()[1]
+    assert "queue       running 0, pending 0" in out
+    assert "none in the programs' recent logs" in out
+
+
+def test_status_and_probe_when_the_sidecar_is_down(world: World) -> None:
+    world.supervisor(
+        standin_env={"STANDIN_CRASH_ON_START": "ModuleNotFoundError: No module named torchsde"}, startretries=0
+    )
+    wait_until(lambda: _fatal(world), what="comfyui FATAL")
+    result = run_cli(world, "status", 1)  # nothing listens on port 1
+    assert result.returncode == 1
+    out = result.stdout
+    assert "sidecar     DOWN: no answer at http://127.0.0.1:1" in out
+    assert "readiness   unknown" in out
+    comfy_row = next(line for line in out.splitlines() if line.startswith("comfyui "))
+    assert comfy_row.split()[1] == "FATAL" and comfy_row.split()[4] == "?"
+    assert "queue       unknown" in out
+    errors = out.split("last errors", 1)[1]
+    assert "comfyui" in errors and "ModuleNotFoundError: No module named torchsde" in errors, out
+
+    probe = run_cli(world, "probe", 1)
+    assert probe.returncode == 1
+    assert probe.stdout.startswith("not ready: sidecar does not answer")
+
+
+def _fatal(world: World) -> bool:
+    from worker_common.supervisor_rpc import supervisor_proxy
+
+    return (
+        supervisor_proxy(world.run_dir / "supervisor.sock").supervisor.getProcessInfo("comfyui")["statename"] == "FATAL"
+    )
+
+
+def test_probe_follows_readiness(world: World) -> None:
+    sidecar = world.sidecar()
+    result = run_cli(world, "probe", sidecar.port)
+    assert result.returncode == 1
+    assert result.stdout.startswith("not ready: starting: ")
+    world.standin()
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    result = run_cli(world, "probe", sidecar.port)
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_render_without_supervisord_or_figures() -> None:
+    report = Report(url="http://127.0.0.1:8081", now=1_790_000_000.0)
+    report.readyz = {
+        "ready": False,
+        "state": "unready",
+        "since": 1_790_000_000.0 - 75,
+        "startup_window_left_s": 0.0,
+        "comfyui": {"pid": None, "state": "UNKNOWN", "restarts": 0},
+        "reason": "GET /system_stats: no answer in time (3 probes in a row)",
+    }
+    report.loop_age_s = 0.4
+    report.supervisor_error = "[Errno 2] No such file or directory"
+    report.exit_reason = "comfyui went FATAL"
+    text = render(report)
+    assert "readiness   UNREADY for 1m15s: GET /system_stats: no answer in time (3 probes in a row)" in text
+    assert "probe loop ticked 0.4s ago" in text
+    assert "supervisord does not answer: [Errno 2] No such file or directory" in text
+    assert "GPU         no figures" in text
+    assert "exit-reason  comfyui went FATAL" in text

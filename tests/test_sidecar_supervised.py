@@ -1,0 +1,235 @@
+"""The sidecar as a process, against a real supervisord running the stand-in ComfyUI.
+
+Each test shapes one situation with the stand-in's knobs (boot delay, never ready, crash on
+start, hang) and checks what the sidecar reports: state, reason, restarts, metrics and the
+one log line per transition. Nothing waits on a wall-clock threshold: the tests wait for
+states with generous timeouts and check the record (log lines, counters) afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from healthcheck.gpu import from_system_stats
+from tests.test_sidecar_support import (
+    Sidecar,
+    World,
+    http_get,
+    promtool_check,
+    sample_value,
+    wait_until,
+)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World()
+    yield w
+    w.close()
+
+
+def log_lines(sidecar: Sidecar, text: str) -> list[str]:
+    return [line for line in sidecar.proc.output().splitlines() if text in line]
+
+
+def test_starting_then_ready_when_comfyui_answers(world: World) -> None:
+    # The sidecar starts first, so it must see ComfyUI not up yet, whatever the machine's speed.
+    sidecar = world.sidecar()
+    status, body = sidecar.readyz()
+    assert (status, body["state"], body["ready"]) == (503, "starting", False)
+    assert body["startup_window_left_s"] > 0
+    assert requests.get(sidecar.url + "/ping", timeout=5).status_code == 204
+
+    supervisor = world.supervisor(standin_env={"STANDIN_BOOT_DELAY_S": "0.5"})
+    status, body = sidecar.readyz(wait_s=30)
+    assert status == 200, body
+    assert body["ready"] is True and body["state"] == "ready"
+    assert body["comfyui"] == {"pid": supervisor.info()["pid"], "state": body["comfyui"]["state"], "restarts": 0}
+    assert body["comfyui"]["state"] in ("STARTING", "RUNNING")
+    assert body["startup_window_left_s"] == 0
+    assert requests.get(sidecar.url + "/ping", timeout=5).status_code == 200
+
+    transitions = log_lines(sidecar, "readiness ")
+    assert len(transitions) == 1 and "readiness starting -> ready" in transitions[0], transitions
+    assert "Traceback" not in sidecar.proc.output()
+
+    text = sidecar.metrics_with("comfy_worker_queue_pending")
+    promtool_check(text)
+    assert sample_value(text, "comfy_worker_ready") == 1
+    assert sample_value(text, "comfy_worker_startup_duration_seconds") > 0
+    assert sample_value(text, "comfy_worker_program_up", program="comfyui") in (0, 1)  # STARTING until startsecs
+    assert sample_value(text, "comfy_worker_program_restarts_total", program="comfyui") == 0
+    assert sample_value(text, "comfy_worker_comfyui_resident_memory_bytes") > 1e6
+    assert sample_value(text, "comfy_worker_comfyui_cpu_seconds_total") > 0
+    assert sample_value(text, "comfy_worker_queue_running") == 0
+    assert sample_value(text, "comfy_worker_comfyui_last_probe_timestamp_seconds") > 0
+
+    assert sidecar.close() == 0  # SIGTERM, as supervisord stops it: a clean exit
+    assert "received SIGTERM: stopping" in sidecar.proc.output()
+
+
+def test_nvml_absent_falls_back_to_the_figures_of_system_stats(world: World) -> None:
+    world.supervisor()
+    sidecar = world.sidecar()
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    text = sidecar.metrics_with("comfy_worker_gpu_info")
+    stats = requests.get(f"http://127.0.0.1:{world.comfy_port}/system_stats", timeout=5).json()
+    gpus, torch = from_system_stats(stats)
+    assert gpus, "the stand-in reports no devices"
+    assert sample_value(text, "comfy_worker_nvml_available") == 0
+    assert "NVML unavailable" in sidecar.proc.output()
+    assert "Traceback" not in sidecar.proc.output()
+    # On a CPU device the stand-in reports the host's RAM, whose free figure moves between two
+    # reads: totals must match exactly, free figures closely, and used + free must make the total.
+    for gpu in gpus:
+        labels = {"gpu": gpu.gpu, "source": "comfyui"}
+        assert sample_value(text, "comfy_worker_gpu_info", name=gpu.name, uuid="", **labels) == 1
+        total = sample_value(text, "comfy_worker_gpu_memory_total_bytes", **labels)
+        free = sample_value(text, "comfy_worker_gpu_memory_free_bytes", **labels)
+        used = sample_value(text, "comfy_worker_gpu_memory_used_bytes", **labels)
+        assert total == gpu.memory_total_bytes
+        assert free == pytest.approx(gpu.memory_free_bytes, abs=0.05 * total)
+        assert used + free == total
+    for figures in torch:
+        labels = {"gpu": figures.gpu, "source": "comfyui"}
+        assert sample_value(text, "comfy_worker_gpu_torch_memory_total_bytes", **labels) == figures.total_bytes
+        torch_free = sample_value(text, "comfy_worker_gpu_torch_memory_free_bytes", **labels)
+        assert torch_free == pytest.approx(figures.free_bytes, abs=0.05 * figures.total_bytes)
+    assert "comfy_worker_gpu_utilization_ratio" not in text  # NVML-only figures are absent, not zero
+
+
+def test_a_crash_makes_it_unready_then_ready_again_with_the_restart_counted(world: World) -> None:
+    supervisor = world.supervisor(standin_env={"STANDIN_BOOT_DELAY_S": "0.3"})
+    sidecar = world.sidecar()
+    status, body = sidecar.readyz(wait_s=30)
+    assert status == 200, body
+    first_pid = body["comfyui"]["pid"]
+
+    os.kill(first_pid, signal.SIGKILL)  # a real crash; supervisord restarts it
+    wait_until(lambda: supervisor.info()["pid"] not in (0, first_pid), what="comfyui respawned")
+    body = wait_until(
+        lambda: (b := sidecar.readyz()[1])["ready"] and b["comfyui"]["pid"] != first_pid and b, what="ready again"
+    )
+    assert body["comfyui"]["restarts"] == 1
+    assert body["comfyui"]["pid"] == supervisor.info()["pid"]
+
+    transitions = [line.split("readiness ", 1)[1] for line in log_lines(sidecar, "readiness ")]
+    assert [t.split(" at ")[0] for t in transitions] == [
+        "starting -> ready",
+        "ready -> unready",
+        "unready -> ready",
+    ], transitions
+    assert any(cause in transitions[1] for cause in ("is gone", "restarted", "killed by SIGKILL")), transitions
+    text = sidecar.metrics()
+    assert sample_value(text, "comfy_worker_program_restarts_total", program="comfyui") == 1
+    assert sample_value(text, "comfy_worker_state", state="ready") == 1
+
+
+def test_never_ready_ends_failed_when_the_window_runs_out(world: World) -> None:
+    world.supervisor(standin_env={"STANDIN_NEVER_READY": "1"})
+    sidecar = world.sidecar(COMFY_READY_TIMEOUT_S="2")
+    body = sidecar.wait_state("failed", timeout_s=30)
+    assert body["ready"] is False
+    assert body["reason"].startswith("not ready within the start-up window of 2 s; now: "), body
+    assert body["startup_window_left_s"] == 0
+    assert requests.get(sidecar.url + "/ping", timeout=5).status_code == 503
+    # A waiting gate is answered at once: failed is final.
+    status, body = sidecar.readyz(wait_s=60)
+    assert (status, body["state"]) == (503, "failed")
+    text = sidecar.metrics()
+    assert sample_value(text, "comfy_worker_state", state="failed") == 1
+    assert sample_value(text, "comfy_worker_startup_window_seconds") == 2
+    transitions = log_lines(sidecar, "readiness ")
+    assert len(transitions) == 1 and "starting -> failed" in transitions[0] and "not ready within 2 s" in transitions[0]
+
+
+def test_the_crash_reason_reaches_readyz(world: World) -> None:
+    message = "ModuleNotFoundError: No module named torchsde"
+    world.supervisor(standin_env={"STANDIN_CRASH_ON_START": message}, startsecs=1, startretries=1)
+    sidecar = world.sidecar()
+    body = wait_until(lambda: (b := sidecar.readyz()[1])["comfyui"]["state"] == "FATAL" and b, what="comfyui FATAL")
+    reason = body["reason"]
+    assert reason.startswith("comfyui exited with code 1 "), reason
+    assert "twice" in reason and "supervisord gave up (FATAL)" in reason, reason
+    assert message in reason, reason
+    assert body["state"] == "starting"
+
+
+def test_a_hung_comfyui_becomes_unready_after_consecutive_timeouts(world: World) -> None:
+    world.supervisor(standin_env={"STANDIN_HANG_AFTER_S": "1"})
+    sidecar = world.sidecar(PROBE_INTERVAL_S="0.1", PROBE_TIMEOUT_S="0.3", UNREADY_AFTER_FAILURES="3")
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    body = sidecar.wait_state("unready")
+    assert "no answer in time" in body["reason"], body
+    transitions = log_lines(sidecar, "ready -> unready")
+    assert len(transitions) == 1 and "3 probes in a row" in transitions[0], transitions
+    # Scrapes stay quick and show the staleness instead of blocking on ComfyUI.
+    text = sidecar.metrics()
+    assert sample_value(text, "comfy_worker_comfyui_last_probe_timestamp_seconds") < time.time() - 0.2
+    assert requests.get(sidecar.url + "/livez", timeout=5).status_code == 200
+
+
+def test_without_supervisord_readiness_comes_from_http_alone(world: World) -> None:
+    world.standin()
+    sidecar = world.sidecar()
+    status, body = sidecar.readyz(wait_s=30)
+    assert status == 200, body
+    assert body["comfyui"]["pid"] is None
+    assert "judging ComfyUI by HTTP alone" in sidecar.proc.output()
+    assert "comfy_worker_program_up" not in sidecar.metrics()
+
+
+def test_the_sidecar_itself_writes_no_multiprocess_files(world: World) -> None:
+    multiproc = world.run_dir / "metrics"
+    multiproc.mkdir()
+    world.standin()
+    sidecar = world.sidecar(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    for _ in range(3):
+        promtool_check(sidecar.metrics())
+    assert list(multiproc.iterdir()) == []
+
+
+def test_warmup_runs_once_before_ready(world: World, tmp_path: Path) -> None:
+    workflow = tmp_path / "warmup.json"
+    workflow.write_text(
+        json.dumps(
+            {
+                "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "warmup"}},
+            }
+        )
+    )
+    world.supervisor()
+    sidecar = world.sidecar(WARMUP_WORKFLOW=str(workflow))
+    status, body = sidecar.readyz(wait_s=30)
+    assert status == 200, body
+    output = sidecar.proc.output()
+    assert output.index("warm-up: done") < output.index("readiness starting -> ready")
+    history = requests.get(f"http://127.0.0.1:{world.comfy_port}/history", timeout=5).json()
+    assert len(history) == 1
+    entry = next(iter(history.values()))
+    assert entry["status"]["completed"] is True
+
+
+def test_a_failing_warmup_holds_readiness_back_and_says_why(world: World, tmp_path: Path) -> None:
+    workflow = tmp_path / "warmup.json"
+    workflow.write_text(json.dumps({"1": {"class_type": "NoSuchNode", "inputs": {}}}))
+    supervisor = world.supervisor()
+    # ComfyUI answers before the sidecar starts, so the short window is the warm-up's alone.
+    wait_until(lambda: http_get(f"http://127.0.0.1:{supervisor.comfy_port}/system_stats", 1), what="stand-in up")
+    sidecar = world.sidecar(WARMUP_WORKFLOW=str(workflow), COMFY_READY_TIMEOUT_S="2")
+    body = wait_until(lambda: (b := sidecar.readyz()[1])["reason"].find("failed") >= 0 and b, what="warm-up failure")
+    assert body["state"] == "starting"
+    assert "warm-up workflow" in body["reason"] and "NoSuchNode" in body["reason"], body
+    body = sidecar.wait_state("failed")
+    assert "warm-up workflow" in body["reason"], body
+    assert http_get(sidecar.url + "/ping").status_code == 503

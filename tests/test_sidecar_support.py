@@ -1,0 +1,306 @@
+"""Helpers for the sidecar's tests: a stand-in ComfyUI, a small supervisord, the sidecar.
+
+Everything here starts real processes on loopback with free ports, in short temporary
+directories (supervisord's unix socket path must stay under ~100 characters), and kills
+them by pid at the end. The full worker stack lives in tests/stack.py; these pieces are
+smaller so each sidecar test can shape exactly the situation it checks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.stack import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+STANDIN_DIR = REPO / "standin" / "ComfyUI"
+STANDIN_MAIN = STANDIN_DIR / "main.py"
+STARTUP_TIMEOUT_S = 30.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = STARTUP_TIMEOUT_S, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy (the test's own timeout, not a threshold)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+def short_tmp() -> Path:
+    return Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))
+
+
+def standin_command(port: int) -> list[str]:
+    return [PYTHON, str(STANDIN_MAIN), "--listen", "127.0.0.1", "--port", str(port)]
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=timeout_s)
+    except requests.RequestException:
+        return None
+
+
+class Proc:
+    """A child process whose output goes to a file, killed (with its group) on close."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def close(self, timeout_s: float = 10.0) -> int | None:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(timeout=timeout_s)
+        self._log.close()
+        return self.process.returncode
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STANDIN_", "COMFY", "SIDECAR_", "PORT_HEALTH", "WARMUP_", "PROBE_", "PROMETHEUS_"))
+    }
+    env.pop("WORKER_STARTED_AT", None)
+    env.pop("UNREADY_AFTER_FAILURES", None)
+    env.pop("STARTUP_PROBE_INTERVAL_S", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class MiniSupervisor:
+    """supervisord with a minimal config: the stand-in ComfyUI as program `comfyui`.
+
+    `extra_programs` maps a program name to a command line, for a handler-like process.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        comfy_port: int,
+        standin_env: dict[str, str] | None = None,
+        startsecs: int = 1,
+        startretries: int = 2,
+        autostart: bool = True,
+        extra_programs: dict[str, list[str]] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.comfy_port = comfy_port
+        self.socket = run_dir / "supervisor.sock"
+        self.conf = run_dir / "supervisord.conf"
+        env_items = ",".join(f'{k}="{v}"' for k, v in (standin_env or {}).items())
+        sections = [
+            "[unix_http_server]",
+            f"file={self.socket}",
+            "chmod=0700",
+            "[supervisord]",
+            "nodaemon=true",
+            "silent=true",
+            f"logfile={run_dir}/supervisord.log",
+            f"pidfile={run_dir}/supervisord.pid",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+            "[supervisorctl]",
+            f"serverurl=unix://{self.socket}",
+            "[program:comfyui]",
+            "command=" + " ".join(standin_command(comfy_port)),
+            f"directory={STANDIN_DIR}",
+            "priority=100",
+            f"autostart={'true' if autostart else 'false'}",
+            f"startsecs={startsecs}",
+            f"startretries={startretries}",
+            "autorestart=true",
+            "stopsignal=INT",
+            "stopwaitsecs=1",
+            "redirect_stderr=true",
+            f"stdout_logfile={run_dir}/comfyui.log",
+        ]
+        if env_items:
+            sections.append(f"environment={env_items}")
+        for name, command in (extra_programs or {}).items():
+            sections += [
+                f"[program:{name}]",
+                "command=" + " ".join(command),
+                f"directory={REPO}",
+                "priority=300",
+                "startsecs=0",
+                "autorestart=true",
+                "redirect_stderr=true",
+                f"stdout_logfile={run_dir}/{name}.log",
+            ]
+        self.conf.write_text("\n".join(sections) + "\n")
+        env = base_env(**(extra_env or {}))
+        self.proc = Proc(
+            [str(Path(PYTHON).parent / "supervisord"), "-c", str(self.conf)], env, run_dir / "supervisord.out"
+        )
+        wait_until(self._answers, what="supervisord's socket")
+
+    def rpc(self) -> Any:
+        from worker_common.supervisor_rpc import supervisor_proxy
+
+        return supervisor_proxy(self.socket).supervisor
+
+    def _answers(self) -> bool:
+        try:
+            self.rpc().getState()
+            return True
+        except (OSError, xmlrpc.client.Error):
+            if self.proc.process.poll() is not None:
+                raise AssertionError(f"supervisord exited: {self.proc.output()}") from None
+            return False
+
+    def info(self, name: str = "comfyui") -> dict[str, Any]:
+        return self.rpc().getProcessInfo(name)
+
+    def close(self) -> None:
+        try:
+            self.rpc().shutdown()
+            self.proc.process.wait(timeout=20)
+        except (OSError, xmlrpc.client.Error, subprocess.TimeoutExpired):
+            pass
+        self.proc.close()
+
+
+class Sidecar:
+    """`python -m healthcheck serve` as its own process, as supervisord would run it."""
+
+    def __init__(self, run_dir: Path, comfy_port: int, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = base_env(
+            WORKER_RUN_DIR=str(run_dir),
+            COMFY_PORT=str(comfy_port),
+            SIDECAR_HOST="127.0.0.1",
+            SIDECAR_PORT=str(self.port),
+            **env,
+        )
+        self.proc = Proc([PYTHON, "-m", "healthcheck", "serve"], full_env, run_dir / f"sidecar-{self.port}.log")
+        wait_until(self._live, what="the sidecar's /livez")
+
+    def _live(self) -> bool:
+        if self.proc.process.poll() is not None:
+            raise AssertionError(f"sidecar exited {self.proc.process.returncode}:\n{self.proc.output()}")
+        response = http_get(self.url + "/livez", 1)
+        return response is not None and response.status_code == 200
+
+    def readyz(self, wait_s: float | None = None) -> tuple[int, dict[str, Any]]:
+        suffix = "" if wait_s is None else f"?wait={wait_s}"
+        response = requests.get(self.url + "/readyz" + suffix, timeout=(wait_s or 0) + 10)
+        return response.status_code, response.json()
+
+    def state(self) -> str:
+        return self.readyz()[1]["state"]
+
+    def wait_state(self, state: str, timeout_s: float = STARTUP_TIMEOUT_S) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            body = self.readyz()[1]
+            return body if body["state"] == state else None
+
+        try:
+            return wait_until(reached, timeout_s, what=f"state {state}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last /readyz {self.readyz()}\n{self.proc.output()}") from None
+
+    def metrics(self) -> str:
+        return requests.get(self.url + "/metrics", timeout=5).text
+
+    def metrics_with(self, name: str) -> str:
+        """A scrape that includes `name` (figures refreshed once per probe interval may lag)."""
+
+        def scrape() -> str | None:
+            text = self.metrics()
+            return text if name in text else None
+
+        return wait_until(scrape, what=f"{name} in /metrics")
+
+    def close(self) -> int | None:
+        return self.proc.close()
+
+
+class World:
+    """A temporary run dir with optional supervisord, stand-in and sidecars; all closed at the end."""
+
+    def __init__(self) -> None:
+        self.run_dir = short_tmp()
+        self.comfy_port = free_port()
+        self.closers: list = []
+
+    def supervisor(self, **kwargs) -> MiniSupervisor:
+        supervisor = MiniSupervisor(self.run_dir, self.comfy_port, **kwargs)
+        self.closers.append(supervisor.close)
+        return supervisor
+
+    def sidecar(self, port: int | None = None, **env: str) -> Sidecar:
+        env.setdefault("WORKER_STARTED_AT", repr(time.time()))
+        sidecar = Sidecar(self.run_dir, self.comfy_port, port, **env)
+        self.closers.append(sidecar.close)
+        return sidecar
+
+    def standin(self, **env: str) -> Proc:
+        proc = Proc(standin_command(self.comfy_port), base_env(**env), self.run_dir / "standin.log")
+        self.closers.append(proc.close)
+        return proc
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool is missing: install Debian's `prometheus` package (scripts/install-system-deps)"
+    return path
+
+
+def promtool_check(text: str) -> None:
+    result = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, f"promtool check metrics failed:\n{result.stdout}{result.stderr}"
+
+
+def sample_value(text: str, metric: str, /, **labels: str) -> float | None:
+    """The value of one sample in an exposition text, or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == metric and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
