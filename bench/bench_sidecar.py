@@ -20,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -125,6 +126,7 @@ def readiness_delays(boots: int) -> list[float]:
                 supervisor.rpc().stopProcess("comfyui", True)
     finally:
         supervisor.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
     return delays
 
 
@@ -176,6 +178,7 @@ def resource_use(quiet_s: float, scrapes: int) -> dict[str, float]:
     finally:
         sidecar.close()
         supervisor.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
     return figures
 
 

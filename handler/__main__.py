@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import runpod
+import runpod.serverless.modules.rp_fastapi  # the local API: imported now, not once ComfyUI is ready
 import websocket
 
 from worker_common.settings import ConfigError

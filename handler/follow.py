@@ -141,8 +141,9 @@ class Follower:
         attempts = self.rt.config.ws_reconnect_attempts
         for attempt in range(attempts):
             self._ensure_comfy_alive(why)
-            if self.ctx.cancelled.wait(_backoff(attempt, self.rt.config.ws_reconnect_delay_s)):
-                return None  # the loop raises the cancellation
+            pause = min(_backoff(attempt, self.rt.config.ws_reconnect_delay_s), max(self.ctx.left_s(), 0.0))
+            if self.ctx.cancelled.wait(pause) or self.ctx.stop_reason():
+                return None  # the loop stops the job
             try:
                 self.sock.open()
                 break
@@ -184,7 +185,8 @@ class Follower:
         try:
             entry = self.rt.comfy.history(self.prompt_id)
             if not entry:
-                if _in_queue(self.rt.comfy.queue(), self.prompt_id):
+                queue = self.rt.comfy.queue()
+                if _listed(queue.get("queue_running", []) + queue.get("queue_pending", []), self.prompt_id):
                     return None
                 entry = self.rt.comfy.history(self.prompt_id)  # it may have ended in between
         except ComfyError as error:
@@ -205,7 +207,10 @@ class Follower:
         try:
             self.rt.comfy.interrupt(self.prompt_id)
             self.rt.comfy.delete_from_queue([self.prompt_id])
+            running = _listed(self.rt.comfy.queue().get("queue_running", []), self.prompt_id)
         except ComfyError:
+            return error
+        if not running:  # it was still waiting in the queue, and is gone now
             return error
         node = self._wait_interrupted()
         if node:
@@ -287,9 +292,9 @@ def _gone(status: Readiness, known_pid: int | None) -> bool:
     return not status.ready or bool(known_pid and status.pid != known_pid)
 
 
-def _in_queue(queue: dict[str, Any], prompt_id: str) -> bool:
-    items = (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
-    return any(len(item) > 1 and item[1] == prompt_id for item in items)
+def _listed(queue_items: list[Any], prompt_id: str) -> bool:
+    """Whether /queue's items ([number, prompt_id, prompt, extra_data, outputs]) include the prompt."""
+    return any(len(item) > 1 and item[1] == prompt_id for item in queue_items)
 
 
 def _backoff(attempt: int, base_s: float) -> float:

@@ -250,7 +250,8 @@ def render(report: Report) -> str:
         lines.append(f"supervisord does not answer: {report.supervisor_error}")
     else:
         rows = []
-        for info in report.programs:
+        order = {name: index for index, name in enumerate(("comfyui", "sidecar", "handler"))}
+        for info in sorted(report.programs, key=lambda i: (order.get(i.get("name", ""), 9), i.get("name", ""))):
             name = info.get("name", "?")
             running = info.get("statename") in ("RUNNING", "STARTING") and info.get("start")
             uptime = _duration(info.get("now", report.now) - info["start"]) if running else "-"

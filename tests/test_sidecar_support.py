@@ -282,6 +282,7 @@ class World:
     def close(self) -> None:
         for close in reversed(self.closers):
             close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def promtool() -> str:
