@@ -28,7 +28,7 @@ test: install system-deps lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/shellcheck services/* scripts/* .ci/run
+	$(VENV)/bin/shellcheck services/* scripts/run-local scripts/install-system-deps .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 
 format: install

@@ -45,6 +45,8 @@ def main() -> None:
     except ConfigError as error:
         log.error("configuration error: %s", error)
         sys.exit(EXIT_CONFIG)
+    for line in handler_config.ignored_settings():
+        log.warning(line)
     if config.ws_trace:
         websocket.enableTrace(True)
     metrics.initialise()

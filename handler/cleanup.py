@@ -12,7 +12,7 @@ removal can never hit a file that job uploads under the same name.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,13 +34,20 @@ class Cleaner:
         self._last: Future | None = None
 
     def submit(self, rt: Runtime, ctx: JobContext) -> None:
-        self._last = self._executor.submit(clean_up, rt, ctx)
+        self._last = self._executor.submit(_clean_up_logged, rt, ctx)
 
     def wait(self) -> None:
         """Until every clean-up submitted so far has finished."""
         last = self._last
         if last is not None:
-            last.result()
+            wait([last])
+
+
+def _clean_up_logged(rt: Runtime, ctx: JobContext) -> None:
+    try:
+        clean_up(rt, ctx)
+    except Exception:  # a clean-up bug must not stop the next clean-ups
+        log.exception("job %s: clean-up failed", ctx.job_id)
 
 
 def clean_up(rt: Runtime, ctx: JobContext) -> None:

@@ -19,6 +19,11 @@ MB = 1_000_000
 COMFY_HOST = "127.0.0.1"  # ComfyUI always listens on loopback (docs/design.md).
 S3_UPLOAD_MODES = ("always", "oversize")
 S3_ADDRESSING_STYLES = ("auto", "path", "virtual")
+# worker-comfyui settings that have no meaning here: named once at start, then ignored.
+IGNORED = {
+    "COMFY_API_AVAILABLE_INTERVAL_MS": "readiness is pushed by the sidecar; there is no polling",
+    "COMFY_API_AVAILABLE_MAX_RETRIES": "see COMFY_READY_TIMEOUT_S (start-up) and JOB_READY_WAIT_S (per job)",
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,11 @@ def load() -> Config:
     )
 
 
+def ignored_settings() -> list[str]:
+    """One line for each worker-comfyui setting that is set but not used here."""
+    return [f"{name} is set but not used: {why}" for name, why in IGNORED.items() if env_str(name)]
+
+
 def _comfyui_dir() -> Path:
     """COMFYUI_DIR, else the volume's ComfyUI, as services/comfyui decides."""
     value = env_str("COMFYUI_DIR")
@@ -116,7 +126,7 @@ def load_s3() -> S3Config | None:
     host (https://<bucket>.s3.<region>.amazonaws.com), as runpod's rp_upload expects.
     """
     endpoint = first_env(("S3_ENDPOINT_URL", "BUCKET_ENDPOINT_URL"))
-    bucket = env_str("S3_BUCKET_NAME")
+    bucket = first_env(("S3_BUCKET_NAME", "BUCKET_NAME"))
     if not endpoint and not bucket:
         return None
     if endpoint and not bucket:
@@ -131,7 +141,7 @@ def load_s3() -> S3Config | None:
     return S3Config(
         bucket=bucket,
         endpoint_url=endpoint or None,
-        region=env_str("S3_REGION") or _region_from_endpoint(endpoint),
+        region=first_env(("S3_REGION", "BUCKET_REGION")) or _region_from_endpoint(endpoint),
         access_key_id=key_id,
         secret_access_key=secret,
         prefix=env_str("S3_PREFIX").strip("/"),

@@ -30,6 +30,8 @@ TICK_S = 0.25  # the loop wakes at least this often to check cancellation and th
 MAX_RECONNECT_DELAY_S = 30.0
 INTERRUPT_GRACE_S = 5.0  # how long to let ComfyUI confirm an interrupt before returning
 DEATH_REASON_WAIT_S = 2.0  # how long to give the sidecar to explain why ComfyUI's process ended
+STOP_REQUEST_TIMEOUT_S = 2.0  # a frozen ComfyUI must not hold a job past its deadline
+MIN_REQUEST_TIMEOUT_S = 1.0
 TRACEBACK_LINES = 6
 
 Outputs = dict[str, dict[str, Any]]
@@ -182,13 +184,14 @@ class Follower:
 
     def _reconcile(self) -> Outputs | None:
         """The outputs if the prompt has ended, None while it is queued or running."""
+        timeout_s = min(max(self.ctx.left_s(), MIN_REQUEST_TIMEOUT_S), self.rt.comfy.timeout_s)
         try:
-            entry = self.rt.comfy.history(self.prompt_id)
+            entry = self.rt.comfy.history(self.prompt_id, timeout_s)
             if not entry:
-                queue = self.rt.comfy.queue()
+                queue = self.rt.comfy.queue(timeout_s)
                 if _listed(queue.get("queue_running", []) + queue.get("queue_pending", []), self.prompt_id):
                     return None
-                entry = self.rt.comfy.history(self.prompt_id)  # it may have ended in between
+                entry = self.rt.comfy.history(self.prompt_id, timeout_s)  # it may have ended in between
         except ComfyError as error:
             raise self.rt.comfy_failure(error, "checking on the prompt") from error
         if not entry:
@@ -204,10 +207,12 @@ class Follower:
 
     def _stop(self, error: JobError) -> JobError:
         """Interrupt the prompt and drop it from the queue; returns the error to raise."""
+        comfy, timeout_s = self.rt.comfy, STOP_REQUEST_TIMEOUT_S
         try:
-            self.rt.comfy.interrupt(self.prompt_id)
-            self.rt.comfy.delete_from_queue([self.prompt_id])
-            running = _listed(self.rt.comfy.queue().get("queue_running", []), self.prompt_id)
+            # Sent first: a ComfyUI that is frozen now still acts on it once it runs again.
+            comfy.interrupt(self.prompt_id, timeout_s)
+            comfy.delete_from_queue([self.prompt_id], timeout_s)
+            running = _listed(comfy.queue(timeout_s).get("queue_running", []), self.prompt_id)
         except ComfyError:
             return error
         if not running:  # it was still waiting in the queue, and is gone now

@@ -4,9 +4,9 @@ The sidecar owns the truth about ComfyUI (supervisor state, pid, probes); the ha
 polls ComfyUI itself to find out. With `wait`, the sidecar answers the moment ComfyUI
 becomes ready, so readiness reaches the handler without a polling delay.
 
-Each question uses a fresh loopback connection: it costs a fraction of a millisecond, and a
-kept-alive connection to a server that writes headers and body separately can stall 40 ms
-per answer (Nagle's algorithm meeting delayed ACKs).
+Each question uses a fresh loopback connection through http.client: about 0.4 ms, less than
+a kept-alive requests session, and never stalled by a server that writes headers and body
+in two packets (Nagle's algorithm meeting delayed ACKs costs 40 ms an answer).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Step 1: check the job's input and decode its images, before anything reaches ComfyUI.
 
 The input is worker-comfyui 5.x's: {"workflow": {...} | "<json>", "images": [{"name",
-"image"}], "comfy_org_api_key"?}. Every problem found is reported at once, each naming the
+"image"}], "comfy_org_api_key"? (or "api_key_comfy_org")}. Every problem found is reported at once, each naming the
 field and what was expected. Base64 images are decoded here, once; URL images are only
 checked for form (stage.py downloads them).
 """
@@ -52,9 +52,10 @@ def parse(raw: Any, image_max_bytes: int) -> JobInput:
     problems: list[str] = []
     workflow = _workflow(raw.get("workflow"), problems)
     images = _images(raw.get("images"), image_max_bytes, problems)
-    api_key = raw.get("comfy_org_api_key")
+    key_field = "comfy_org_api_key" if "comfy_org_api_key" in raw else "api_key_comfy_org"
+    api_key = raw.get(key_field)
     if api_key is not None and not isinstance(api_key, str):
-        problems.append(f"input.comfy_org_api_key must be a string; got {_kind(api_key)}")
+        problems.append(f"input.{key_field} must be a string; got {_kind(api_key)}")
     if problems:
         raise _invalid(problems)
     return JobInput(workflow=workflow, images=images, api_key=api_key or None)

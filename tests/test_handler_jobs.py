@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import random
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageOps
 
-from tests.handler_harness import Rig
+from tests.handler_harness import FileServer, Rig
 
 
 @pytest.fixture(scope="module")
@@ -245,32 +243,9 @@ def test_an_execution_error_names_node_class_exception_and_traceback(rig: Rig) -
     assert "Traceback (last lines):" in error
 
 
-class _ImageServer:
-    def __init__(self, files: dict[str, bytes]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                body = files.get(path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_url_images_are_downloaded_and_bad_urls_name_the_field(rig: Rig) -> None:
     source = noise_png(seed=5)
-    server = _ImageServer({"/in.png": source})
+    server = FileServer({"/in.png": source})
     try:
         job = invert_job()
         job["images"] = [{"name": "in.png", "image": f"{server.url}/in.png?token=secret"}]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.handler_harness import PYTHON, Process, Recorder, Rig
+from tests.handler_harness import PYTHON, FileServer, Process, Recorder, Rig
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,20 @@ def test_a_comfy_org_key_is_accepted_and_never_logged(rig: Rig) -> None:
     assert rig.runsync({**job, "comfy_org_api_key": "input-key-456"})["status"] == "COMPLETED"
     log = "\n".join(rig.handler.lines)
     assert "env-key-123" not in log and "input-key-456" not in log
+
+
+def test_a_download_over_its_limit_is_refused_naming_the_field(rig: Rig) -> None:
+    rig.start_handler({"IMAGE_DOWNLOAD_MAX_BYTES": "1000"})
+    server = FileServer({"/big.png": b"\x89PNG" + bytes(5000)})
+    try:
+        job = save_job("dl")
+        job["images"] = [{"name": "big.png", "image": f"{server.url}/big.png"}]
+        result = rig.runsync(job)
+        assert result["status"] == "FAILED", result
+        assert "input.images[0].image:" in result["error"]
+        assert "the limit is 1000 bytes (IMAGE_DOWNLOAD_MAX_BYTES)" in result["error"]
+    finally:
+        server.close()
 
 
 def run_test_input(rig: Rig, value: str, **env: str) -> Process:

@@ -50,6 +50,20 @@ def test_worker_comfyui_bucket_settings_are_understood(clean_env: pytest.MonkeyP
     assert "very-secret" not in repr(s3)
 
 
+def test_the_volume_forks_bucket_name_and_region_are_understood(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("BUCKET_NAME", "fork-bucket")
+    clean_env.setenv("BUCKET_REGION", "ap-south-1")
+    s3 = config.load_s3()
+    assert s3 is not None
+    assert (s3.bucket, s3.region, s3.endpoint_url) == ("fork-bucket", "ap-south-1", None)
+
+
+def test_upstream_polling_settings_are_named_once_and_ignored(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("COMFY_API_AVAILABLE_INTERVAL_MS", "50")
+    [line] = config.ignored_settings()
+    assert line.startswith("COMFY_API_AVAILABLE_INTERVAL_MS is set but not used:")
+
+
 def test_s3_settings_win_over_the_legacy_ones(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("BUCKET_ENDPOINT_URL", "https://old.s3.us-east-1.amazonaws.com")
     clean_env.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9000")

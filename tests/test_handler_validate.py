@@ -50,6 +50,10 @@ def test_workflow_may_be_a_json_string_and_the_api_key_is_kept() -> None:
     assert job.api_key == "k"
 
 
+def test_the_api_key_may_use_comfyuis_own_field_name() -> None:
+    assert parse({"workflow": WORKFLOW, "api_key_comfy_org": "k2"}, LIMIT).api_key == "k2"
+
+
 def test_data_uri_and_line_wrapped_base64_are_accepted() -> None:
     wrapped = "\n".join(PNG_B64[i : i + 60] for i in range(0, len(PNG_B64), 60))
     job = parse(

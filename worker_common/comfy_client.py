@@ -121,11 +121,11 @@ class ComfyClient:
         data = {"type": "input", "overwrite": "true", "subfolder": subfolder}
         return self.request("POST", "/upload/image", files=files, data=data).json()
 
-    def interrupt(self, prompt_id: str | None = None) -> None:
-        self.post_json("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
+    def interrupt(self, prompt_id: str | None = None, timeout_s: float | None = None) -> None:
+        self.post_json("/interrupt", {"prompt_id": prompt_id} if prompt_id else {}, timeout_s)
 
-    def delete_from_queue(self, prompt_ids: list[str]) -> None:
-        self.post_json("/queue", {"delete": prompt_ids})
+    def delete_from_queue(self, prompt_ids: list[str], timeout_s: float | None = None) -> None:
+        self.post_json("/queue", {"delete": prompt_ids}, timeout_s)
 
     def delete_history(self, prompt_ids: list[str]) -> None:
         self.post_json("/history", {"delete": prompt_ids})
