@@ -160,9 +160,7 @@ def large_job(stack: Stack, count: int, side: int) -> dict[str, Any]:
     before = psutil.Process(pid).memory_info().rss
     started_at = time.perf_counter()
     with RssSampler(pid) as sampler:
-        response = requests.post(
-            f"{stack.api_url}/runsync", json={"input": noise_job(count, side, 1)}, timeout=900
-        )
+        response = requests.post(f"{stack.api_url}/runsync", json={"input": noise_job(count, side, 1)}, timeout=900)
     seconds = time.perf_counter() - started_at
     hwm = status_kb(pid, "VmHWM") * 1024 if hwm_reset else None
     result = response.json()

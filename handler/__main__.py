@@ -54,7 +54,10 @@ def main() -> None:
     on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
     if on_runpod:
         # Fitness checks run before the worker takes jobs, and only on RunPod.
-        runpod.serverless.register_fitness_check(lambda: wait_for_comfyui(rt, on_runpod=True))
+        def comfyui_ready() -> None:
+            wait_for_comfyui(rt, on_runpod=True)
+
+        runpod.serverless.register_fitness_check(comfyui_ready)
     else:
         wait_for_comfyui(rt, on_runpod=False)
     if not on_runpod and not test_input:

@@ -6,6 +6,7 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 from .errors import JobError, Reason
 
@@ -28,15 +29,16 @@ def fetch(session: requests.Session, url: str, field: str, max_bytes: int, timeo
             if declared > max_bytes:
                 raise _failed(field, f"{shown} is {declared} bytes; {_limit(max_bytes)}")
             return _read(response, field, shown, max_bytes, deadline, timeout_s)
-    except requests.RequestException as error:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         raise _failed(field, f"downloading {shown} failed: {type(error).__name__}") from None
 
 
 def _read(
     response: requests.Response, field: str, shown: str, max_bytes: int, deadline: float, timeout_s: float
 ) -> bytes:
+    """The body, read as it arrives (read1), so a server sending a byte at a time meets the deadline."""
     body = bytearray()
-    for chunk in response.iter_content(CHUNK_BYTES):
+    while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
         body += chunk
         if len(body) > max_bytes:
             raise _failed(field, f"{shown} is larger than {max_bytes} bytes; {_limit(max_bytes)}")

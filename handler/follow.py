@@ -142,10 +142,10 @@ class Follower:
         self.stream_complete = False
         attempts = self.rt.config.ws_reconnect_attempts
         for attempt in range(attempts):
-            self._ensure_comfy_alive(why)
             pause = min(_backoff(attempt, self.rt.config.ws_reconnect_delay_s), max(self.ctx.left_s(), 0.0))
             if self.ctx.cancelled.wait(pause) or self.ctx.stop_reason():
                 return None  # the loop stops the job
+            self._ensure_comfy_alive(why)
             try:
                 self.sock.open()
                 break
@@ -166,9 +166,12 @@ class Follower:
         """Fail at once when ComfyUI died or restarted: the sidecar says so, or its pid is gone."""
         status = self.rt.gate.status()
         known_pid = self.ctx.comfy_pid
+        if status.ready and known_pid and status.pid and status.pid != known_pid:
+            message = f"ComfyUI restarted during the job (pid {known_pid}, now {status.pid}); the prompt was lost"
+            raise JobError(Reason.COMFYUI_UNAVAILABLE, message)
         if _gone(status, known_pid):
             raise JobError(Reason.COMFYUI_UNAVAILABLE, f"ComfyUI stopped during the job ({why}): {status.describe()}")
-        if known_pid and not psutil.pid_exists(known_pid):
+        if known_pid and _ended(known_pid):
             message = f"ComfyUI's process (pid {known_pid}) ended during the job{self._sidecar_reason(known_pid)}"
             raise JobError(Reason.COMFYUI_UNAVAILABLE, message)
 
@@ -288,6 +291,14 @@ def interrupted_error(data: dict[str, Any]) -> JobError:
 
 def _where(node_id: Any, class_type: Any) -> str:
     return f"node {node_id} ({class_type or '?'})"
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process has exited (a zombie not yet reaped by supervisord counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _gone(status: Readiness, known_pid: int | None) -> bool:

@@ -21,6 +21,8 @@ MAX_LISTED_OPTIONS = 25
 # An input ComfyUI does not know: nodes ignore it, but it is part of their cache key.
 RERUN_INPUT = "_comfy_worker_run"
 _CHOICE_ERRORS = ("value_not_in_list", "custom_validation_failed")
+# Errors whose details mean little without their message ("Dependency cycle detected: 1 -> 2 -> 1").
+_MESSAGE_FIRST = ("dependency_cycle", "exception_during_validation", "exception_during_inner_validation")
 
 
 def queue(rt: Runtime, ctx: JobContext, client_id: str, job_input: JobInput) -> str:
@@ -66,7 +68,7 @@ def rejection(comfy: ComfyClient, body: dict[str, Any], workflow: dict[str, Any]
     for node_id, entry in (body.get("node_errors") or {}).items():
         class_type = entry.get("class_type") or workflow.get(node_id, {}).get("class_type", "?")
         for error in entry.get("errors") or []:
-            problems.append(_node_problem(str(node_id), class_type, error, options))
+            problems.append(_node_problem(str(node_id), class_type, error, options, workflow))
     if not problems:
         problems.append(_top_level_problem(body.get("error") or {}))
     sentences = [problem["message"] for problem in problems]
@@ -81,7 +83,9 @@ def _top_level_problem(error: dict[str, Any]) -> dict[str, Any]:
     return {"type": error.get("type", ""), "message": text}
 
 
-def _node_problem(node_id: str, class_type: str, error: dict[str, Any], options: _OptionLookup) -> dict[str, Any]:
+def _node_problem(
+    node_id: str, class_type: str, error: dict[str, Any], options: _OptionLookup, workflow: dict[str, Any]
+) -> dict[str, Any]:
     extra = error.get("extra_info") or {}
     input_name = extra.get("input_name")
     problem: dict[str, Any] = {"node_id": node_id, "class_type": class_type, "type": error.get("type", "")}
@@ -90,6 +94,10 @@ def _node_problem(node_id: str, class_type: str, error: dict[str, Any], options:
         problem["input"] = input_name
     if error.get("type") == "required_input_missing" and input_name:
         problem["message"] = f"{where}: required input '{input_name}' is missing"
+        return problem
+    missing = _missing_links(workflow.get(node_id) or {}, workflow)
+    if error.get("type") == "exception_during_validation" and missing:
+        problem["message"] = f"{where}: {missing}"
         return problem
     text = f"{where}: {_error_text(error, input_name, extra)}"
     available = options.get(class_type, input_name) if error.get("type") in _CHOICE_ERRORS else None
@@ -102,17 +110,31 @@ def _node_problem(node_id: str, class_type: str, error: dict[str, Any], options:
 
 def _error_text(error: dict[str, Any], input_name: str | None, extra: dict[str, Any]) -> str:
     """One phrase: "width: Value 0 smaller than min of 1", "image: Invalid image file: x.png"…"""
-    if error.get("type") == "value_not_in_list" and input_name and "received_value" in extra:
+    kind = error.get("type")
+    if kind == "value_not_in_list" and input_name and "received_value" in extra:
         return f"{input_name} {extra['received_value']!r} not found"
-    message = str(error.get("message") or error.get("type") or "invalid")
+    message = str(error.get("message") or kind or "invalid")
     details = str(error.get("details") or "")
     if input_name:
         for separator in (": ", " - "):
             details = details.removeprefix(input_name + separator)
         if details == input_name:
             details = ""
-    text = details or message
+    if kind in _MESSAGE_FIRST and details:
+        exception = extra.get("exception_type")
+        text = f"{message}: {exception + ' ' if exception else ''}{details}"
+    else:
+        text = details or message
     return f"{input_name}: {text}" if input_name else text
+
+
+def _missing_links(node: dict[str, Any], workflow: dict[str, Any]) -> str:
+    """ "input 'images' links to node 99, which is not in the workflow" for each such link, joined."""
+    inputs = node.get("inputs") or {}
+    dangling = [(name, value[0]) for name, value in inputs.items() if _is_link(value) and value[0] not in workflow]
+    return "; ".join(
+        f"input '{name}' links to node {target}, which is not in the workflow" for name, target in dangling
+    )
 
 
 def _listing(values: list[str]) -> str:

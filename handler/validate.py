@@ -21,10 +21,12 @@ from PIL import Image, UnidentifiedImageError
 from .errors import JobError, Reason
 
 API_FORMAT_HINT = "export it with 'Export (API)' in ComfyUI's workflow menu"
+IMAGE_FORMS = "base64 data, a data URI or an http(s) URL"
 MAX_NAME_BYTES = 255
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[^;,]*)*)(;base64)?,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
+_UNSENDABLE = re.compile(r'[\x00-\x1f\x7f"]')  # multipart file names escape these (RFC 7578)
 
 
 @dataclass
@@ -86,6 +88,9 @@ def _workflow(value: Any, problems: list[str]) -> dict[str, Any]:
         except ValueError as error:
             problems.append(f"input.workflow is a string but not valid JSON: {error}")
             return {}
+        except RecursionError:
+            problems.append("input.workflow is a string holding JSON nested too deeply to be a workflow")
+            return {}
     if not isinstance(value, dict):
         problems.append(f"input.workflow must be a JSON object mapping node ids to nodes; got {_kind(value)}")
         return {}
@@ -108,8 +113,11 @@ def _node_problem(node_id: str, node: Any) -> str | None:
     where = f"input.workflow node {node_id!r}"
     if not isinstance(node, dict):
         return f"{where} must be an object with 'class_type' and 'inputs'; got {_kind(node)}"
-    if not isinstance(node.get("class_type"), str) or not node["class_type"]:
+    class_type = node.get("class_type")
+    if class_type is None or class_type == "":
         return f"{where} has no 'class_type' (is the workflow in API format? {API_FORMAT_HINT})"
+    if not isinstance(class_type, str):
+        return f"{where}: 'class_type' must be a node class name (a string); got {_kind(class_type)}"
     if not isinstance(node.get("inputs", {}), dict):
         return f"{where} ({node['class_type']}): 'inputs' must be an object; got {_kind(node['inputs'])}"
     return None
@@ -148,8 +156,13 @@ def _image(field: str, item: Any, max_bytes: int, problems: list[str]) -> InputI
         problems.append(f"{field}.name {name_problem}")
         return None
     name, source = item["name"], item.get("image")
-    if not isinstance(source, str) or not source:
-        problems.append(f"{field}.image is missing: give base64 data, a data URI or an http(s) URL")
+    if source is None or source == "":
+        problems.append(f"{field}.image is missing: give {IMAGE_FORMS}")
+        return None
+    if not isinstance(source, str):
+        problems.append(
+            f"{field}.image must be base64 data, a data URI or an http(s) URL (a string); got {_kind(source)}"
+        )
         return None
     if _URL.match(source):
         return InputImage(name=name, field=f"{field}.image", url=source)
@@ -164,10 +177,14 @@ def _image(field: str, item: Any, max_bytes: int, problems: list[str]) -> InputI
 
 def _name_problem(name: Any) -> str | None:
     """Why `name` cannot be a file name in ComfyUI's input folder, or None."""
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         return "is missing: give a file name such as 'input.png'"
+    if not isinstance(name, str):
+        return f"must be a file name (a string); got {_kind(name)}"
     if "\0" in name:
         return f"{name!r} contains a NUL character"
+    if _UNSENDABLE.search(name):
+        return f"{name!r} contains a control character or a double quote, which a file upload cannot carry"
     if "/" in name or "\\" in name:
         return f"{name!r} must be a plain file name, without '/' or '\\' (no folders, no absolute paths)"
     if name in (".", "..") or name.strip() != name:
@@ -180,7 +197,7 @@ def _name_problem(name: Any) -> str | None:
 def _decode(source: str, max_bytes: int) -> bytes:
     """The decoded bytes of base64 or a base64 data URI."""
     if "://" in source[:16]:
-        raise _Problem("must be base64 data, a data URI or an http(s) URL; other URL schemes are not fetched")
+        raise _Problem(f"must be {IMAGE_FORMS}; other URL schemes are not fetched")
     if source[:5].lower() == "data:":
         match = _DATA_URI.match(source)
         if not match or not match.group(3):
@@ -195,7 +212,7 @@ def _decode(source: str, max_bytes: int) -> bytes:
     try:  # line-wrapped base64 is common: accept it, at the cost of one copy
         return base64.b64decode(_WHITESPACE.sub("", source), validate=True)
     except (binascii.Error, ValueError) as error:
-        raise _Problem(f"is not valid base64 ({error}); send base64 data, a data URI or an http(s) URL") from None
+        raise _Problem(f"is not valid base64 ({error}); send {IMAGE_FORMS}") from None
 
 
 def _sniff(data: bytes, max_bytes: int) -> str:

@@ -70,18 +70,33 @@ class SidecarRequestHandler(BaseHTTPRequestHandler):
     server_version = "comfy-worker-sidecar"
     sys_version = ""
 
+    def _routes(self) -> dict:
+        return {"/livez": self._livez, "/readyz": self._readyz, "/ping": self._ping, "/metrics": self._metrics}
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        route = {
-            "/livez": self._livez,
-            "/readyz": self._readyz,
-            "/ping": self._ping,
-            "/metrics": self._metrics,
-        }.get(url.path.rstrip("/") or "/")
+        route = self._routes().get(url.path.rstrip("/") or "/")
         if route is None:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {url.path}"})
             return
         route(parse_qs(url.query))
+
+    def _refuse_change(self) -> None:
+        """Every endpoint is read-only: nothing here changes the worker's state."""
+        self.close_connection = True  # the request body stays unread
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        if path not in self._routes():
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {path}"})
+            return
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        body = b'{"error": "read-only endpoint: only GET is allowed"}'
+        self.send_header("Allow", "GET")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_change
 
     def _livez(self, _query: dict) -> None:
         age = self.server.monotonic() - self.server.store.current.tick_at

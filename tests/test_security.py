@@ -274,4 +274,3 @@ def test_no_secret_in_any_log_response_or_metric(secure: Secure) -> None:
         if secret in text
     ]
     assert leaks == [], "\n".join(leaks)
-
