@@ -23,6 +23,9 @@ from .s3 import S3Uploader, Upload
 
 ITEM_OVERHEAD_BYTES = 200  # JSON keys, filename, mime and node id around each item's data
 ENCODE_CHUNK_BYTES = 3 << 20  # a multiple of 3, so chunks encode without padding in between
+# Uploads get at least this long, even past the job's deadline, so a job that ends just
+# before its deadline still has its outputs delivered.
+MIN_UPLOAD_WAIT_S = 10.0
 S3_SETTINGS = "S3_BUCKET_NAME, S3_ENDPOINT_URL, S3_BUCKET_CREDS_ACCESS_KEY_ID, S3_BUCKET_CREDS_SECRET_ACCESS_KEY"
 
 
@@ -75,12 +78,13 @@ def _inline(ctx: JobContext, collected: Collected) -> dict[str, Any]:
 
 
 def _to_s3(s3: S3Uploader, ctx: JobContext, collected: Collected) -> dict[str, Any]:
+    wait_s = max(ctx.left_s(), MIN_UPLOAD_WAIT_S)
     uploads = [
         Upload(item.path, s3.key(ctx.job_id, item.subfolder, item.filename), item.mime) for item in collected.files
     ]
     result = _empty_result(collected)
     failed = []
-    for item, outcome in zip(collected.files, s3.upload_all(uploads), strict=True):
+    for item, outcome in zip(collected.files, s3.upload_all(uploads, wait_s), strict=True):
         if outcome.url is None:
             failed.append(
                 {"filename": item.display_name, "node_id": item.node_id, "size": item.size, "error": outcome.error}

@@ -4,13 +4,20 @@ One client is built at start-up (clients are thread-safe and keep their connecti
 job's files go through one boto3 transfer manager: managed uploads read the file in parts
 from disk, so no whole file is held in memory, and several files upload at once. Failed
 requests are retried by botocore's own retry policy (S3_MAX_ATTEMPTS, "standard" mode).
+The job waits for its uploads only until its deadline: a stalled endpoint fails the files
+still in flight, and their transfers are cancelled in the background.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import queue
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import S3Config
 
@@ -23,6 +30,7 @@ TRANSFER = {
 }
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
+LATE = "did not finish within the job's time limit (JOB_TIMEOUT_S)"
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ class S3Uploader:
             aws_secret_access_key=config.secret_access_key,
             config=Config(
                 signature_version="s3v4",
-                retries={"max_attempts": config.max_attempts, "mode": "standard"},
+                # total_max_attempts counts the first try; botocore's max_attempts would not.
+                retries={"total_max_attempts": config.max_attempts, "mode": "standard"},
                 s3={"addressing_style": config.addressing_style},
                 connect_timeout=CONNECT_TIMEOUT_S,
                 read_timeout=READ_TIMEOUT_S,
@@ -76,21 +85,31 @@ class S3Uploader:
         parts = (self.config.prefix, job_id, subfolder.strip("/"), filename)
         return "/".join(part for part in parts if part)
 
-    def upload_all(self, uploads: Iterable[Upload]) -> list[Uploaded]:
-        """Upload every file; each result has a presigned URL or the reason it failed."""
-        with self._transfer_manager(self.client, self.transfer_config) as manager:
-            pending = [
-                (
-                    upload,
-                    manager.upload(
-                        str(upload.path), self.config.bucket, upload.key, {"ContentType": upload.content_type}
-                    ),
-                )
-                for upload in uploads
-            ]
-            return [self._outcome(upload, future) for upload, future in pending]
+    def upload_all(self, uploads: Sequence[Upload], wait_s: float) -> list[Uploaded]:
+        """Upload every file, waiting at most `wait_s`; each result has a presigned URL or why it failed."""
+        manager = self._transfer_manager(self.client, self.transfer_config)
+        finished: queue.SimpleQueue[None] = queue.SimpleQueue()
+        futures = [
+            manager.upload(
+                str(upload.path),
+                self.config.bucket,
+                upload.key,
+                {"ContentType": upload.content_type},
+                subscribers=[_done_signal()(finished)],
+            )
+            for upload in uploads
+        ]
+        all_done = _wait_for(finished, len(futures), time.monotonic() + wait_s)
+        results = [self._outcome(upload, future) for upload, future in zip(uploads, futures, strict=True)]
+        if all_done:
+            manager.shutdown()
+        else:  # threads blocked on a silent endpoint end at its read timeout, not the job's
+            threading.Thread(target=manager.shutdown, kwargs={"cancel": True}, daemon=True).start()
+        return results
 
-    def _outcome(self, upload: Upload, future) -> Uploaded:
+    def _outcome(self, upload: Upload, future: Any) -> Uploaded:
+        if not future.done():
+            return Uploaded(upload, None, LATE)
         try:
             future.result()
         except Exception as error:  # botocore/s3transfer raise many types; each is reported
@@ -103,6 +122,31 @@ class S3Uploader:
             Params={"Bucket": self.config.bucket, "Key": key},
             ExpiresIn=self.config.presign_expires_s,
         )
+
+
+@functools.cache
+def _done_signal() -> type:
+    """An s3transfer subscriber that signals a queue when its transfer ends (s3transfer is imported late)."""
+    from s3transfer.subscribers import BaseSubscriber
+
+    class DoneSignal(BaseSubscriber):
+        def __init__(self, signal: queue.SimpleQueue) -> None:
+            self.signal = signal
+
+        def on_done(self, future: Any, **kwargs: Any) -> None:
+            self.signal.put(None)
+
+    return DoneSignal
+
+
+def _wait_for(finished: queue.SimpleQueue, count: int, deadline: float) -> bool:
+    """Whether `count` transfers signalled they finished before `deadline`."""
+    for _ in range(count):
+        try:
+            finished.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except queue.Empty:
+            return False
+    return True
 
 
 def describe(error: Exception) -> str:

@@ -271,10 +271,16 @@ def test_handler_sigkilled_between_jobs_refuses_connections_then_serves_again(ma
     stack.wait_running()
     inputs_before, outputs_before = _files(stack.comfyui_dir / "input"), _files(stack.comfyui_dir / "output")
     assert_next_job_succeeds(stack, "before")
-    stack.wait_for(lambda: _files(stack.comfyui_dir / "output") == outputs_before, 10, what="the job's clean-up")
+
+    def cleaned_up() -> bool:
+        history = requests.get(f"{stack.comfy_url}/history", timeout=5).json()
+        return history == {} and _files(stack.comfyui_dir / "output") == outputs_before
+
+    stack.wait_for(cleaned_up, 10, what="the job's clean-up")
     old = psutil.Process(stack.pid_of("handler"))
     old.kill()
-    stack.wait_for(lambda: not _alive(old), 10, what="the handler to die")
+    # Until supervisord has reaped it: all its threads ended, so its listening socket is closed.
+    stack.wait_for(lambda: not old.is_running(), 10, what="the handler to die")
     # Sent while no handler listens (a new one needs seconds to import runpod and start its API).
     with pytest.raises(requests.ConnectionError, match="Connection refused"):
         stack.runsync(image_job(sleeping(1), prefix="lost"))
@@ -289,13 +295,6 @@ def test_handler_sigkilled_between_jobs_refuses_connections_then_serves_again(ma
     assert _files(stack.comfyui_dir / "input") == inputs_before
     assert _files(stack.comfyui_dir / "output") == outputs_before
     assert_next_job_succeeds(stack, "after")
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _files(folder: Path) -> list[str]:

@@ -159,7 +159,7 @@ def test_s3_endpoint_that_never_answers_fails_the_job_within_its_deadline(make_s
             problems.append(f"the job answered after {took:.1f} s with JOB_TIMEOUT_S={deadline_s}")
         if len(server.requests) != 1:
             problems.append(f"S3_MAX_ATTEMPTS=1, yet the endpoint got {len(server.requests)} requests")
-        assert problems == [], error
+        assert not problems, "; ".join(problems) + "\n" + error
         assert_no_secrets(stack, repr(result))
         assert readyz(stack)["ready"]
 
