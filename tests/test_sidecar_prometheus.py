@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -34,11 +35,12 @@ def world() -> Iterator[World]:
     w.close()
 
 
-def start_prometheus(world: World, target: str) -> str:
+def start_prometheus(run_dir: Path, target: str) -> tuple[str, Proc]:
+    """Debian's Prometheus on a free loopback port, scraping `target` every second."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: install Debian's `prometheus` package (scripts/install-system-deps)"
     port = free_port()
-    config = world.run_dir / "prometheus.yml"
+    config = run_dir / "prometheus.yml"
     config.write_text(
         "global:\n"
         "  scrape_interval: 1s\n"
@@ -53,16 +55,15 @@ def start_prometheus(world: World, target: str) -> str:
         [
             binary,
             f"--config.file={config}",
-            f"--storage.tsdb.path={world.run_dir / 'tsdb'}",
+            f"--storage.tsdb.path={run_dir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ],
         dict(os.environ),
-        world.run_dir / "prometheus.log",
-        cwd=world.run_dir,
+        run_dir / "prometheus.log",
+        cwd=run_dir,
     )
-    world.closers.append(proc.close)
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", proc
 
 
 def query(prometheus: str, expression: str) -> list[dict]:
@@ -79,7 +80,8 @@ def test_prometheus_scrapes_readiness_and_handler_counters(world: World) -> None
     # Prometheus 2.x applies new targets at most every 5 s, so it starts first and that wait
     # overlaps with the worker's start-up.
     sidecar_port = free_port()
-    prometheus = start_prometheus(world, f"127.0.0.1:{sidecar_port}")
+    prometheus, prometheus_proc = start_prometheus(world.run_dir, f"127.0.0.1:{sidecar_port}")
+    world.closers.append(prometheus_proc.close)
     multiproc = world.run_dir / "metrics"
     multiproc.mkdir()
     world.supervisor()
