@@ -21,7 +21,7 @@ import runpod
 import runpod.serverless.modules.rp_fastapi  # the local API: imported now, not once ComfyUI is ready
 import websocket
 
-from worker_common.settings import ConfigError
+from worker_common.settings import EXIT_CONFIG, ConfigError, record_config_error
 
 from . import config as handler_config
 from . import metrics
@@ -29,7 +29,7 @@ from .runtime import Runtime
 from .worker import Worker
 
 EXIT_NOT_READY = 3
-EXIT_CONFIG = 78
+
 
 log = logging.getLogger("handler")
 
@@ -44,7 +44,7 @@ def main() -> None:
         rt = Runtime.build(config)
     except ConfigError as error:
         log.error("configuration error: %s", error)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(record_config_error("handler", error))
     for line in handler_config.ignored_settings():
         log.warning(line)
     if config.ws_trace:

@@ -106,8 +106,9 @@ def load() -> Config:
 
 
 def ignored_settings() -> list[str]:
-    """One line for each worker-comfyui setting that is set but not used here."""
-    return [f"{name} is set but not used: {why}" for name, why in IGNORED.items() if env_str(name)]
+    """At most one line naming every worker-comfyui setting that is set but not used here."""
+    reasons = [f"{name} is set but not used: {why}" for name, why in IGNORED.items() if env_str(name)]
+    return ["; ".join(reasons)] if reasons else []
 
 
 def _comfyui_dir() -> Path:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import requests
 
-from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError
+from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
 
 from .cleanup import Cleaner
 from .config import COMFY_HOST, Config
@@ -55,7 +55,7 @@ class Runtime:
 
     def comfy_failure(self, error: ComfyError, doing: str) -> JobError:
         """The JobError for ComfyUI failing while `doing`, with the sidecar's view of why."""
-        if isinstance(error, ComfyHTTPError):
+        if not isinstance(error, ComfyUnavailable):  # it answered, with an error status or nonsense
             return JobError(Reason.INTERNAL, f"ComfyUI failed while {doing}: {error}")
         status = self.gate.status()
         why = f"; the sidecar says: {status.describe()}" if not status.ready else ""

@@ -14,7 +14,7 @@ import threading
 
 
 def _serve(_args: argparse.Namespace) -> int:
-    from worker_common.settings import ConfigError
+    from worker_common.settings import ConfigError, record_config_error
 
     from .config import SidecarConfig, environ_without_multiproc
 
@@ -24,7 +24,7 @@ def _serve(_args: argparse.Namespace) -> int:
         config = SidecarConfig.from_env()
     except ConfigError as error:
         log.error("configuration error: %s", error)
-        return 78
+        return record_config_error("sidecar", error)
     environ_without_multiproc()
 
     from .collectors import build_registry

@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from .comfy_http import ComfyHTTP
+from worker_common.comfy_client import ComfyClient
+
 from .config import COMFY_PROGRAM, SidecarConfig
 from .gpu import GpuReader, GpuReading
 from .handler_metrics import HandlerMetricsReaper
@@ -50,7 +51,7 @@ class Monitor:
         self.supervisor = supervisor or SupervisorReader(config.supervisor_socket, config.probe_timeout_s)
         self.stats = ProcessStats()
         self.prober = prober or ComfyProber(
-            ComfyHTTP(config.comfy_host, config.comfy_port),
+            ComfyClient(config.comfy_host, config.comfy_port, timeout_s=config.probe_timeout_s),
             config.probe_timeout_s,
             self.stats,
         )

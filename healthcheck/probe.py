@@ -20,7 +20,8 @@ from typing import Any
 import psutil
 from supervisor.xmlrpc import SupervisorTransport
 
-from .comfy_http import ComfyHTTP, ProbeError
+from worker_common.comfy_client import ComfyClient, ComfyError
+
 from .reasons import TAIL_BYTES
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class ComfyProber:
 
     def __init__(
         self,
-        client: ComfyHTTP,
+        client: ComfyClient,
         timeout_s: float,
         stats: ProcessStats | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -268,18 +269,18 @@ class ComfyProber:
                 return ComfyProbe(False, True, False, f"comfyui restarted (pid {old} -> {pid})")
         deadline = self._clock() + self.timeout_s
         try:
-            system_stats = self.client.get_json("/system_stats", self.timeout_s)
-        except ProbeError as error:
+            system_stats = self.client.system_stats(self.timeout_s)
+        except ComfyError as error:
             self._object_info_seen = False
-            return ComfyProbe(False, False, False, f"GET /system_stats: {error}")
+            return ComfyProbe(False, False, False, f"GET /system_stats: {error.reason}")
         if not isinstance(system_stats, dict):
             return ComfyProbe(False, False, False, "GET /system_stats: not a JSON object")
         if not self._object_info_seen or self._object_info_seen_for != pid:
             left = max(0.05, deadline - self._clock())
             try:
-                body = self.client.get("/object_info", left)
-            except ProbeError as error:
-                return ComfyProbe(False, False, False, f"GET /object_info: {error}", system_stats)
+                body = self.client.get_bytes("/object_info", left)
+            except ComfyError as error:
+                return ComfyProbe(False, False, False, f"GET /object_info: {error.reason}", system_stats)
             # Large (megabytes with many custom nodes): a JSON object is all we need to know.
             if not body.lstrip().startswith(b"{"):
                 return ComfyProbe(False, False, False, "GET /object_info: not a JSON object", system_stats)
@@ -290,8 +291,8 @@ class ComfyProber:
     def queue(self) -> tuple[int, int] | None:
         """(running, pending) from /queue, or None when ComfyUI does not answer."""
         try:
-            queue = self.client.get_json("/queue", self.timeout_s)
-        except ProbeError:
+            queue = self.client.queue(self.timeout_s)
+        except ComfyError:
             return None
         if not isinstance(queue, dict):
             return None

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker_common import settings
+from worker_common.comfy_client import ComfyClient, ComfyError
 from worker_common.settings import ConfigError
 
 
@@ -148,8 +149,6 @@ def _read_figures(report: Report) -> None:
         if running is not None and pending is not None:
             report.queue = (int(running), int(pending))
         return
-    from worker_common.comfy_client import ComfyClient, ComfyError
-
     from .gpu import GpuReader
 
     client = ComfyClient("127.0.0.1", settings.comfy_port(), timeout_s=2.0)

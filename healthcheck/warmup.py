@@ -22,10 +22,9 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from worker_common.comfy_client import ComfyClient, ComfyHTTPError
+from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError, ComfyUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,6 @@ def _rejection(error: ComfyHTTPError) -> str:
 
 def run_workflow(client: ComfyClient, workflow: dict[str, Any], timeout_s: float) -> float:
     """Queue `workflow`, wait until it completes; returns its duration or raises WarmupFailed."""
-    from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyUnavailable
-
     started = time.monotonic()
     prompt_id = str(uuid.uuid4())
     try:
@@ -163,9 +160,6 @@ class Warmup:
 
     def _run(self, comfy_pid: int | None) -> None:
         log.info("warm-up: running %s", self.path)
-        # Imported here: requests costs ~10 MB of RSS, paid only when a warm-up is configured.
-        from worker_common.comfy_client import ComfyClient
-
         client = ComfyClient(self.comfy_host, self.comfy_port, timeout_s=10.0)
         try:
             assert self.path is not None

@@ -1,8 +1,9 @@
 """Brings the container down, with a meaningful exit code, when the worker cannot work.
 
-Two events end the container (docs/design.md, exit codes):
-- a critical program goes FATAL (it kept dying during start-up): exit 4, or 78 when
-  ComfyUI's launch checks found a configuration error;
+Three events end the container (docs/design.md, exit codes):
+- a critical program stops on a configuration error (ComfyUI's launch checks, a bad
+  setting of the handler or the sidecar): exit 78;
+- a critical program goes FATAL (it kept dying during start-up): exit 4;
 - the handler exits with code 3 (ComfyUI never got ready within the start-up window).
 
 The cause, taken from the end of the program's own log, is logged as one line and
@@ -18,12 +19,12 @@ from pathlib import Path
 from supervisor import childutils
 
 from worker_common import settings
+from worker_common.settings import EXIT_CONFIG
 from worker_common.supervisor_rpc import supervisor_proxy
 
 CRITICAL_PROGRAMS = ("comfyui", "sidecar", "handler")
 EXIT_NOT_READY = 3
 EXIT_FATAL = 4
-EXIT_CONFIG = 78
 LOG_TAIL_BYTES = 4096
 
 
@@ -37,12 +38,16 @@ def last_log_line(rpc, program: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def fatal_verdict(rpc, program: str, run_dir: Path) -> tuple[int, str]:
-    # supervisord forgets the exit status of a start-up failure, so services/comfyui leaves
-    # its configuration error in a file.
-    launch_error = run_dir / "comfyui-launch-error"
-    if program == "comfyui" and launch_error.is_file():
-        return EXIT_CONFIG, f"comfyui cannot start: {launch_error.read_text().strip()}"
+def config_error_verdict(program: str, run_dir: Path) -> tuple[int, str] | None:
+    # supervisord forgets the exit status of a start-up failure, so a program that stops on a
+    # configuration error leaves it in a file (services/comfyui, settings.record_config_error).
+    config_error = run_dir / f"{program}-config-error"
+    if config_error.is_file():
+        return EXIT_CONFIG, f"{program} cannot start: {config_error.read_text().strip()}"
+    return None
+
+
+def fatal_verdict(rpc, program: str) -> tuple[int, str]:
     cause = last_log_line(rpc, program)
     if cause == "(no output)":
         cause = rpc.supervisor.getProcessInfo(program).get("spawnerr") or cause
@@ -51,13 +56,14 @@ def fatal_verdict(rpc, program: str, run_dir: Path) -> tuple[int, str]:
 
 def decide(rpc, event: str, program: str, run_dir: Path) -> tuple[int, str] | None:
     """The exit code and cause this event calls for, or None when the container should live on."""
-    if program not in CRITICAL_PROGRAMS:
+    if program not in CRITICAL_PROGRAMS or event not in ("PROCESS_STATE_FATAL", "PROCESS_STATE_EXITED"):
         return None
-    if event == "PROCESS_STATE_FATAL":
-        return fatal_verdict(rpc, program, run_dir)
-    if event == "PROCESS_STATE_EXITED" and program == "handler" and _exit_status(rpc, program) == EXIT_NOT_READY:
-        return EXIT_NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, 'handler')}"
-    return None
+    verdict = config_error_verdict(program, run_dir)
+    if verdict is None and event == "PROCESS_STATE_FATAL":
+        verdict = fatal_verdict(rpc, program)
+    if verdict is None and program == "handler" and _exit_status(rpc, program) == EXIT_NOT_READY:
+        verdict = EXIT_NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, 'handler')}"
+    return verdict
 
 
 def _exit_status(rpc, program: str) -> int | None:

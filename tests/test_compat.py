@@ -204,7 +204,7 @@ def test_upstream_client_reads_a_failure_as_a_string(base64_rig: Rig, tmp_path: 
 
 def test_upstream_client_handles_upstream_documents(tmp_path: Path) -> None:
     [saved] = save_images(UPSTREAM_BASE64, tmp_path)
-    assert saved.name == "ComfyUI_00001_.png" and png(saved).size == (512, 512)
+    assert saved.name == "ComfyUI_00001_.png" and png(saved).size == (64, 64)
     server = FileServer({"/sync-uuid/ComfyUI_00001_.png": EXAMPLE_PNG.read_bytes()})
     try:
         document = json.loads(json.dumps(UPSTREAM_S3))
@@ -365,8 +365,13 @@ def test_serve_api_locally_listens_on_all_interfaces(legacy: Stack, rig: Rig) ->
     assert listening(rig.handler.pid) == {("127.0.0.1", rig.api_port)}, "without it: loopback only"
 
 
+REPORT_LINE = re.compile(
+    r"\[comfyui\] (volume report for |models/\w+: |  \S.* \([\d.]+ [KMGT]?B\)$|  pyvenv\.cfg |venv |volume space: )"
+)
+
+
 def volume_report(stack: Stack) -> list[str]:
-    return [ln for ln in stack.lines if re.match(r"\[comfyui\] (volume report|models/|  |venv |volume space)", ln)]
+    return [ln for ln in stack.lines if REPORT_LINE.match(ln)]
 
 
 def test_network_volume_debug_reports_once_per_container_start(legacy: Stack) -> None:

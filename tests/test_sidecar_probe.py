@@ -1,20 +1,27 @@
-"""The probe's parts: restart counting from supervisor facts, the lean ComfyUI client, GPUs."""
+"""The probe's parts: restart counting from supervisor facts, the shared ComfyUI client, GPUs."""
 
 from __future__ import annotations
 
 import logging
+import select
 import signal
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from unittest.mock import patch
 
 import pytest
 import requests
 
-from healthcheck.comfy_http import ComfyHTTP, ProbeError
 from healthcheck.config import SidecarConfig
 from healthcheck.gpu import GpuReader, from_system_stats
 from healthcheck.probe import ProcessStats, ProgramTracker
 from tests.stack import free_port
 from tests.test_sidecar_support import World, wait_until
+from worker_common.comfy_client import MAX_IDLE_CONNECTIONS, ComfyClient, ComfyError, ComfyHTTPError, ComfyUnavailable
 
 
 def info(name: str, start: int, pid: int, state: str = "RUNNING") -> dict:
@@ -86,39 +93,133 @@ def world() -> Iterator[World]:
     w.close()
 
 
-def test_comfy_http_says_why_in_a_few_words(world: World) -> None:
-    client = ComfyHTTP("127.0.0.1", free_port())
-    with pytest.raises(ProbeError, match=r"^connection refused$"):
-        client.get("/system_stats", 1.0)
-    client = ComfyHTTP("127.0.0.1", world.comfy_port)
+def _reason(call: Callable[[], Any]) -> str:
+    with pytest.raises(ComfyError) as caught:
+        call()
+    return caught.value.reason
+
+
+def test_comfy_client_says_why_in_a_few_words(world: World) -> None:
+    client = ComfyClient("127.0.0.1", free_port())
+    assert _reason(lambda: client.system_stats(1.0)) == "connection refused"
+    client = ComfyClient("127.0.0.1", world.comfy_port)
     world.standin(STANDIN_HANG_AFTER_S="0.5")
     wait_until(lambda: _answers(client), what="stand-in up")
-    with pytest.raises(ProbeError, match=r"^answered HTTP 404$"):
-        client.get("/no/such/route", 2.0)
+    with pytest.raises(ComfyHTTPError) as caught:
+        client.get_json("/no/such/route", 2.0)
+    assert (caught.value.reason, caught.value.status) == ("answered HTTP 404", 404)
     wait_until(lambda: not _answers(client, timeout_s=0.2), what="stand-in hung")
-    with pytest.raises(ProbeError, match=r"^no answer in time$"):
-        client.get("/system_stats", 0.2)
+    with pytest.raises(ComfyUnavailable) as unavailable:
+        client.system_stats(0.2)
+    assert unavailable.value.reason == "no answer in time"
 
 
-def _answers(client: ComfyHTTP, timeout_s: float = 1.0) -> bool:
+def _answers(client: ComfyClient, timeout_s: float = 1.0) -> bool:
     try:
-        return isinstance(client.get_json("/system_stats", timeout_s), dict)
-    except ProbeError:
+        return isinstance(client.system_stats(timeout_s), dict)
+    except ComfyError:
         return False
 
 
-def test_comfy_http_reconnects_after_comfyui_restarts(world: World) -> None:
-    """A kept-alive connection to a ComfyUI that restarted is retried once, not reported as a failure."""
-    client = ComfyHTTP("127.0.0.1", world.comfy_port)
+def test_comfy_client_reconnects_after_comfyui_restarts(world: World) -> None:
+    """A kept-alive connection to a ComfyUI that restarted is not reported as a failure, for GET and POST."""
+    client = ComfyClient("127.0.0.1", world.comfy_port)
     first = world.standin()
     wait_until(lambda: _answers(client), what="stand-in up")
-    connection = client._connection
+    [connection] = client._idle
     first.signal(signal.SIGKILL)
     first.process.wait(timeout=30)
     world.standin()
     wait_until(lambda: _port_open(world.comfy_port), what="second stand-in up")
-    assert isinstance(client.get_json("/system_stats", 2.0), dict)
-    assert client._connection is not connection
+    assert isinstance(client.system_stats(2.0), dict)
+    assert client._idle and client._idle[0] is not connection
+    # A connection the server closes while our request is on its way is retried once, fresh.
+    [connection] = client._idle
+    assert connection.sock is not None
+    connection.sock.shutdown(socket.SHUT_WR)  # the server sees EOF and closes it
+    wait_until(lambda: _readable(connection.sock), what="server closed the connection")
+    sends = patch.object(ComfyClient, "_send", autospec=True, side_effect=ComfyClient._send)
+    with patch("worker_common.comfy_client._dropped", return_value=False), sends as send:
+        client.interrupt(timeout_s=2.0)
+    assert send.call_count == 2
+    assert client._idle and client._idle[0].sock is not None
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_one_comfy_client_serves_many_threads(world: World) -> None:
+    """The handler's job and clean-up threads share one client: each request gets a connection of its own."""
+    client = ComfyClient("127.0.0.1", world.comfy_port)
+    world.standin()
+    wait_until(lambda: _answers(client), what="stand-in up")
+
+    def hammer(_: int) -> int:
+        answers = 0
+        for _ in range(30):
+            answers += isinstance(client.system_stats(5.0), dict)
+            answers += isinstance(client.queue(5.0), dict)
+            client.delete_history(["no-such-prompt"])
+        return answers
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(hammer, range(8))) == 8 * 30 * 2
+    assert 1 <= len(client._idle) <= MAX_IDLE_CONNECTIONS
+    client.close()
+    assert client._idle == []
+    assert isinstance(client.system_stats(2.0), dict)  # usable again after close
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers GET with 503 `fail` times, then 200 with a JSON body (or `body`)."""
+
+    protocol_version = "HTTP/1.1"
+    fail = 0
+    body = b'{"ok": true}'
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        failing = len(self.seen) <= self.fail
+        body = b"busy" if failing else self.body
+        self.send_response(503 if failing else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[type[_Flaky], int]]:
+    handler = type("Flaky", (_Flaky,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield handler, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_get_retries_retry_5xx_answers_only_as_often_as_asked(flaky: tuple[type[_Flaky], int]) -> None:
+    handler, port = flaky
+    handler.fail = 2
+    assert ComfyClient("127.0.0.1", port, get_retries=2).get_json("/history/x") == {"ok": True}
+    assert len(handler.seen) == 3
+    handler.seen.clear()
+    with pytest.raises(ComfyHTTPError) as caught:
+        ComfyClient("127.0.0.1", port, get_retries=1).get_json("/history/x")
+    assert (caught.value.status, caught.value.body, len(handler.seen)) == (503, "busy", 2)
+
+
+def test_an_answer_that_is_not_json_is_a_comfy_error(flaky: tuple[type[_Flaky], int]) -> None:
+    handler, port = flaky
+    handler.body = b"<html>"
+    client = ComfyClient("127.0.0.1", port)
+    assert _reason(lambda: client.system_stats()) == "answered with something that is not JSON"
+    assert client.get_bytes("/object_info") == b"<html>"
 
 
 def _port_open(port: int) -> bool:

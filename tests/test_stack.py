@@ -156,3 +156,17 @@ def test_comfyui_crash_loop_goes_fatal_and_exits_with_the_cause(make_stack, cras
     assert code == 4, stack.output()
     assert sum("STARTING -> BACKOFF" in line for line in stack.lines if line.startswith("[supervisord] comfyui")) == 3
     assert crash in stack.lines[-1]
+
+
+def test_bad_handler_setting_exits_78_naming_the_variable(make_stack) -> None:
+    stack = make_stack(JOB_TIMEOUT_S="ten minutes")
+    code = stack.start().wait_exit(timeout_s=90)
+    assert code == 78, stack.output()
+    assert "handler cannot start" in stack.lines[-1] and "JOB_TIMEOUT_S" in stack.lines[-1]
+
+
+def test_bad_sidecar_setting_exits_78_naming_the_variable(make_stack) -> None:
+    stack = make_stack(PROBE_INTERVAL_S="soon")
+    code = stack.start().wait_exit(timeout_s=90)
+    assert code == 78, stack.output()
+    assert "sidecar cannot start" in stack.lines[-1] and "PROBE_INTERVAL_S" in stack.lines[-1]

@@ -8,6 +8,7 @@ line a person can act on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -112,3 +113,17 @@ def started_at() -> float:
 
 def ready_timeout_s() -> float:
     return env_float("COMFY_READY_TIMEOUT_S", 300.0, minimum=1.0)
+
+
+EXIT_CONFIG = 78
+
+
+def record_config_error(program: str, error: ConfigError) -> int:
+    """Leave a program's configuration error where the watchdog finds it; returns the exit code.
+
+    supervisord forgets why a program kept failing during start-up; with this file the
+    watchdog makes the container exit 78 (configuration error) with this message.
+    """
+    with contextlib.suppress(OSError):
+        (run_dir() / f"{program}-config-error").write_text(f"{error}\n")
+    return EXIT_CONFIG

@@ -1,0 +1,130 @@
+"""`make bench`: every benchmark in bench/, one after another, then one table of figures and targets.
+
+    .venv/bin/python bench/run_all.py [--quick]
+
+Each script's own output is printed as it runs. The summary is read from bench/results/*.json, which the
+scripts write; bench_handler.py writes none, so its printed table is saved as bench/results/handler.json.
+--quick runs every script with small arguments (a smoke test of the benchmarks, not figures to report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+QUICK = {
+    "bench_sidecar.py": ["--boots", "2", "--quiet-s", "3", "--scrapes", "100"],
+    "bench_handler.py": ["--runs", "6", "--big-side", "512", "--ready-tries", "1"],
+    "bench_soak.py": ["--jobs", "60", "--big-count", "2", "--big-side", "512"],
+}
+MB = 1_000_000
+
+
+def median_ms(d: dict) -> str:
+    return f"{statistics.median(d['readiness_delays_ms']):.1f} ms"
+
+
+def large(d: dict) -> str:
+    ratio = f" = {d['peak_increment_mb'] * MB / d['base64_bytes']:.2f}x the base64" if d["base64_bytes"] else ""
+    return f"{d['peak_increment_mb']:.0f} MB{ratio} ({d['images']} x {d['side']}²)"
+
+
+# (results file, figure, value from its JSON, target); the targets are the scripts' own.
+FIGURES = [
+    ("sidecar", "first answer -> /readyz ready, p50", median_ms, "<= 100 ms"),
+    ("sidecar", "sidecar RSS once ready", lambda d: f"{d['rss_mb_quiet']:.1f} MB", "<= 40 MB"),
+    ("sidecar", "sidecar RSS after the scrapes", lambda d: f"{d['rss_mb_after_scrapes']:.1f} MB", "<= 40 MB"),
+    ("sidecar", "sidecar CPU, default interval", lambda d: f"{d['cpu_percent_quiet']:.2f} %", "<= 0.5 %"),
+    ("sidecar", "/metrics latency p99", lambda d: f"{d['metrics_p99_ms']:.2f} ms", "<= 20 ms"),
+    ("soak", "soak: sequential jobs", lambda d: f"{d['soak']['jobs_per_s']:.0f} jobs/s", "all succeed"),
+    ("soak", "soak: handler RSS growth", lambda d: f"{d['soak']['handler_rss_growth_pct']:+.2f} %", "< +10 %"),
+    ("soak", "soak: handler open fds", lambda d: "{} -> {}".format(*d["soak"]["handler_fds"]), "flat (+3)"),
+    ("soak", "soak: handler threads", lambda d: "{} -> {}".format(*d["soak"]["handler_threads"]), "flat (+3)"),
+    (
+        "soak",
+        "soak: files in input/, output/",
+        lambda d: "{} -> {}".format(*map(tuple, d["soak"]["input_output_files"])),
+        "no growth",
+    ),
+    ("soak", "large job, base64: handler peak RSS +", lambda d: large(d["large_base64"]), "<= 2.5x the base64"),
+    ("soak", "large job, S3: handler peak RSS +", lambda d: large(d["large_s3"]), "<= 100 MB"),
+]
+
+
+def run(script: str, args: list[str]) -> tuple[int, list[str]]:
+    print(f"\n=== {script} {' '.join(args)}", flush=True)
+    command = [sys.executable, "-u", str(BENCH / script), *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            lines.append(line.rstrip("\n"))
+    return process.returncode, lines
+
+
+def printed_table(lines: list[str]) -> list[list[str]]:
+    """The rows of a `measure  result  target` table, cut at the columns of its dashed line."""
+    dashes = next((i for i, line in enumerate(lines) if line.startswith("---") and set(line) <= {"-", " "}), None)
+    if dashes is None:
+        return []
+    starts = [i for i, ch in enumerate(lines[dashes]) if ch == "-" and (i == 0 or lines[dashes][i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [[line[a:b].strip() for a, b in bounds] for line in lines[dashes + 1 :] if line.strip()]
+
+
+def written_since(path: Path, started: float) -> bool:
+    return path.exists() and path.stat().st_mtime >= started
+
+
+def summary(started: float) -> None:
+    rows = []
+    for name, figure, value, target in FIGURES:
+        path = RESULTS / f"{name}.json"
+        try:
+            measured = value(json.loads(path.read_text()))
+            if not written_since(path, started):
+                measured += " (stale: from an earlier run)"
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as error:
+            measured = f"n/a ({type(error).__name__})"
+        rows.append((name, figure, measured, target))
+    path = RESULTS / "handler.json"
+    if path.exists():
+        stale = "" if written_since(path, started) else " (stale: from an earlier run)"
+        rows += [("handler", m, r + stale, t) for m, r, t in json.loads(path.read_text())["rows"]]
+    header = ("bench", "figure", "measured", "target")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    print("\n=== summary (bench/results/*.json)")
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small arguments for every script")
+    args = parser.parse_args()
+    started = time.time()
+    RESULTS.mkdir(exist_ok=True)
+    failed = []
+    for script in sorted(QUICK):
+        code, lines = run(script, QUICK[script] if args.quick else [])
+        if code:
+            failed.append(f"{script} (exit {code})")
+        elif script == "bench_handler.py" and not written_since(RESULTS / "handler.json", started):
+            rows = [row for row in printed_table(lines) if len(row) == 3]
+            (RESULTS / "handler.json").write_text(json.dumps({"rows": rows}, indent=1, ensure_ascii=False) + "\n")
+    summary(started)
+    if failed:
+        print("failed: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
