@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,18 +21,12 @@ from typing import Any
 
 import requests
 
+from tests.processes import Process, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 STANDIN_MAIN = REPO / "standin" / "ComfyUI" / "main.py"
 _SCRUBBED = ("RUNPOD_", "COMFY", "S3_", "BUCKET_", "STANDIN_", "PROMETHEUS_", "WORKER_")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def base_env() -> dict[str, str]:
@@ -42,51 +34,6 @@ def base_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-class Process:
-    """A child process whose output is kept for failure messages."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
-        self.name = name
-        self.lines: list[str] = []
-        self.popen = subprocess.Popen(
-            command,
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout_s: float = 10) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGINT)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        self._reader.join(timeout=2)
-
-    def output(self, last: int = 80) -> str:
-        return f"--- {self.name} ---\n" + "\n".join(self.lines[-last:])
 
 
 class Rig:

@@ -13,9 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,17 +21,13 @@ from typing import Any
 import psutil
 import requests
 
+from tests.processes import Process, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv"
 _COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", ".run", "__pycache__", ".pytest_cache", ".ruff_cache", "bench", "tests", "deploy"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def copy_project(destination: Path) -> Path:
@@ -55,7 +49,7 @@ class Stack:
         self.env = self._environment(env or {})
         self.lines: list[str] = []
         self.process: subprocess.Popen | None = None
-        self._reader: threading.Thread | None = None
+        self._entrypoint: Process | None = None
 
     def _environment(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "COMFY", "S3_", "BUCKET_"))}
@@ -76,22 +70,10 @@ class Stack:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> Stack:
-        self.process = subprocess.Popen(
-            [str(self.home / "services" / "entrypoint")],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
+        self._entrypoint = Process("entrypoint", [str(self.home / "services" / "entrypoint")], self.env, self.home)
+        self.process = self._entrypoint.popen
+        self.lines = self._entrypoint.lines
         return self
-
-    def _read_output(self) -> None:
-        assert self.process and self.process.stdout
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
         """Signal the entrypoint and return its exit code."""
@@ -103,8 +85,8 @@ class Stack:
     def wait_exit(self, timeout_s: float = 60) -> int:
         assert self.process
         code = self.process.wait(timeout=timeout_s)
-        if self._reader:
-            self._reader.join(timeout=5)
+        if self._entrypoint:
+            self._entrypoint.join_output()
         return code
 
     def kill_everything(self) -> None:

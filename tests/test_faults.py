@@ -28,21 +28,14 @@ import requests
 from PIL import Image
 
 from tests.stack import Stack
+from tests.workflows import image_chain
 
 # -- helpers shared with tests/test_faults_s3.py ---------------------------------------------
 
 
 def image_job(*middle: tuple[str, dict], prefix: str = "fault", side: int = 16, color: int = 0x3366CC) -> dict:
     """EmptyImage -> the given nodes, chained -> SaveImage."""
-    workflow: dict[str, Any] = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": side, "height": side, "batch_size": 1, "color": color}}
-    }
-    previous = "1"
-    for index, (class_type, inputs) in enumerate(middle, start=2):
-        workflow[str(index)] = {"class_type": class_type, "inputs": {**inputs, "image": [previous, 0]}}
-        previous = str(index)
-    workflow["99"] = {"class_type": "SaveImage", "inputs": {"images": [previous, 0], "filename_prefix": prefix}}
-    return {"workflow": workflow}
+    return image_chain(*middle, prefix=prefix, side=side, color=color)
 
 
 def sleeping(seconds: float) -> tuple[str, dict]:

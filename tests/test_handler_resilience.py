@@ -14,17 +14,12 @@ import requests
 
 from tests.handler_harness import Rig
 from tests.stack import Stack
+from tests.workflows import image_chain
 
 
 def image_through(*middle: tuple[str, dict], prefix: str = "r") -> dict:
-    """EmptyImage -> the given nodes in a chain -> SaveImage."""
-    workflow = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0xFF}}}
-    previous = "1"
-    for index, (class_type, inputs) in enumerate(middle, start=2):
-        workflow[str(index)] = {"class_type": class_type, "inputs": {**inputs, "image": [previous, 0]}}
-        previous = str(index)
-    workflow["99"] = {"class_type": "SaveImage", "inputs": {"images": [previous, 0], "filename_prefix": prefix}}
-    return {"workflow": workflow}
+    """EmptyImage (8x8) -> the given nodes in a chain -> SaveImage."""
+    return image_chain(*middle, prefix=prefix, side=8, color=0xFF)
 
 
 SLEEP = ("StandinSleep", {"seconds": 0.4, "steps": 4})
