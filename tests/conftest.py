@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.handler_harness import MotoServer
 from tests.stack import Stack
 
 
@@ -34,3 +35,12 @@ def stack(make_stack) -> Stack:
     running = make_stack().start()
     running.wait_accepting_jobs()
     return running
+
+
+@pytest.fixture(scope="module")
+def moto(request: pytest.FixtureRequest) -> Iterator[MotoServer]:
+    """A real S3-compatible server (moto) on loopback, with the test module's BUCKET created."""
+    server = MotoServer()
+    server.client().create_bucket(Bucket=request.module.BUCKET)
+    yield server
+    server.stop()

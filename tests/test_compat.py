@@ -122,14 +122,6 @@ def png(path: Path) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     running = Rig(tmp_path_factory.mktemp("compat")).start_without_handler()
     shutil.copy(EXAMPLE_PNG, running.comfy_dir / "input")  # ComfyUI ships it in input/

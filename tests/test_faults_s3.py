@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 from PIL import Image
 
@@ -162,14 +161,6 @@ def test_s3_endpoint_that_never_answers_fails_the_job_within_its_deadline(make_s
         assert not problems, "; ".join(problems) + "\n" + error
         assert_no_secrets(stack, repr(result))
         assert readyz(stack)["ready"]
-
-
-@pytest.fixture
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
 
 
 def test_presigned_urls_from_a_custom_endpoint_point_at_it_and_serve_the_bytes(make_stack, moto: MotoServer) -> None:
