@@ -16,6 +16,7 @@ runpod's local API (POST /runsync), moto's S3 server. Jobs are sent one after an
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.handler_harness import MotoServer, Rig  # noqa: E402
 
+RESULTS = Path(__file__).resolve().parent / "results"
 MB = 1_000_000
 PEER_BIG_BYTES = 40.5 * MB  # the peer's 16-image response, whose overhead was 857 ms
 
@@ -180,6 +182,8 @@ def main() -> None:
         finally:
             rig.stop()
     print_table(rows)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "handler.json").write_text(json.dumps({"rows": rows}, indent=1, ensure_ascii=False) + "\n")
 
 
 def memory_rows(rig: Rig, side: int) -> list[tuple[str, str, str]]:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/run_all.py [--quick]
 
 Each script's own output is printed as it runs. The summary is read from bench/results/*.json, which the
-scripts write; bench_handler.py writes none, so its printed table is saved as bench/results/handler.json.
+scripts write (bench_handler.py writes its table of rows as handler.json).
 --quick runs every script with small arguments (a smoke test of the benchmarks, not figures to report).
 """
 
@@ -58,26 +58,10 @@ FIGURES = [
 ]
 
 
-def run(script: str, args: list[str]) -> tuple[int, list[str]]:
+def run(script: str, args: list[str]) -> int:
+    """Run one bench script, its output going straight to ours; returns its exit code."""
     print(f"\n=== {script} {' '.join(args)}", flush=True)
-    command = [sys.executable, "-u", str(BENCH / script), *args]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-        assert process.stdout is not None
-        lines = []
-        for line in process.stdout:
-            print(line, end="", flush=True)
-            lines.append(line.rstrip("\n"))
-    return process.returncode, lines
-
-
-def printed_table(lines: list[str]) -> list[list[str]]:
-    """The rows of a `measure  result  target` table, cut at the columns of its dashed line."""
-    dashes = next((i for i, line in enumerate(lines) if line.startswith("---") and set(line) <= {"-", " "}), None)
-    if dashes is None:
-        return []
-    starts = [i for i, ch in enumerate(lines[dashes]) if ch == "-" and (i == 0 or lines[dashes][i - 1] == " ")]
-    bounds = list(zip(starts, [*starts[1:], None], strict=True))
-    return [[line[a:b].strip() for a, b in bounds] for line in lines[dashes + 1 :] if line.strip()]
+    return subprocess.run([sys.executable, "-u", str(BENCH / script), *args], check=False).returncode
 
 
 def written_since(path: Path, started: float) -> bool:
@@ -114,12 +98,9 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     failed = []
     for script in sorted(QUICK):
-        code, lines = run(script, QUICK[script] if args.quick else [])
+        code = run(script, QUICK[script] if args.quick else [])
         if code:
             failed.append(f"{script} (exit {code})")
-        elif script == "bench_handler.py" and not written_since(RESULTS / "handler.json", started):
-            rows = [row for row in printed_table(lines) if len(row) == 3]
-            (RESULTS / "handler.json").write_text(json.dumps({"rows": rows}, indent=1, ensure_ascii=False) + "\n")
     summary(started)
     if failed:
         print("failed: " + ", ".join(failed))
