@@ -102,11 +102,25 @@ def _workflow(value: Any, problems: list[str]) -> dict[str, Any]:
         return {}
     if not value:
         problems.append("input.workflow is empty: it has no nodes")
+    problem = _json_problem(value)
+    if problem:
+        problems.append(problem)
     for node_id, node in value.items():
         problem = _node_problem(node_id, node)
         if problem:
             problems.append(problem)
     return value
+
+
+def _json_problem(workflow: dict[str, Any]) -> str | None:
+    """ComfyUI only takes strict JSON: NaN and Infinity (which Python's parser lets through) are refused."""
+    try:
+        json.dumps(workflow, allow_nan=False)
+    except ValueError:
+        return "input.workflow contains NaN or Infinity, which JSON does not allow: send a number instead"
+    except RecursionError:
+        return "input.workflow is nested too deeply to be a workflow"
+    return None
 
 
 def _node_problem(node_id: str, node: Any) -> str | None:

@@ -155,3 +155,9 @@ def test_every_problem_is_reported_at_once() -> None:
         parse({"workflow": {"1": {}}, "images": [{"name": "../x"}]}, LIMIT)
     assert caught.value.message.startswith("Invalid input: 2 problems:")
     assert len(caught.value.details["problems"]) == 2
+
+
+def test_nan_in_a_workflow_is_an_input_error() -> None:
+    workflow = {"1": {"class_type": "EmptyImage", "inputs": {"width": float("nan")}}}
+    with pytest.raises(JobError, match="NaN or Infinity"):
+        parse({"workflow": workflow}, 1000)
