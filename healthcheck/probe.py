@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from supervisor.xmlrpc import SupervisorTransport
 
 from worker_common.comfy_client import ComfyClient, ComfyError
+from worker_common.supervisor_rpc import supervisor_proxy
 
 from .reasons import TAIL_BYTES
 
@@ -92,32 +92,6 @@ class ProgramTracker:
         return tuple(programs)
 
 
-class _TimeoutTransport(SupervisorTransport):
-    """supervisord's unix-socket transport with a socket timeout, so a stuck supervisord
-    cannot stall the probe loop (worker_common's proxy has none, which suits one-shot tools)."""
-
-    def __init__(self, socket_path: Path, timeout_s: float) -> None:
-        super().__init__(None, None, serverurl=f"unix://{socket_path}")
-        make_connection = self._get_connection
-
-        def connection_with_timeout() -> Any:
-            connection = make_connection()
-            connect = connection.connect
-
-            def connect_with_timeout() -> None:
-                connect()
-                connection.sock.settimeout(timeout_s)
-
-            connection.connect = connect_with_timeout
-            return connection
-
-        self._get_connection = connection_with_timeout
-
-
-def supervisor_proxy_with_timeout(socket_path: Path, timeout_s: float) -> xmlrpc.client.ServerProxy:
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=_TimeoutTransport(socket_path, timeout_s))
-
-
 class SupervisorReader:
     """supervisord's XML-RPC, tolerant of supervisord not (yet) answering."""
 
@@ -130,7 +104,7 @@ class SupervisorReader:
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._proxy is None:
-            self._proxy = supervisor_proxy_with_timeout(self.socket_path, self.timeout_s)
+            self._proxy = supervisor_proxy(self.socket_path, self.timeout_s)
         return getattr(self._proxy.supervisor, method)(*args)
 
     def all_process_info(self) -> list[dict[str, Any]] | None:

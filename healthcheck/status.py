@@ -109,12 +109,13 @@ def _read_sidecar(report: Report, timeout_s: float) -> None:
 def _read_supervisor(report: Report) -> None:
     import xmlrpc.client
 
-    from .probe import supervisor_proxy_with_timeout
+    from worker_common.supervisor_rpc import supervisor_proxy
+
     from .reasons import last_error_line
 
     try:
         socket_path = settings.supervisor_socket()
-        rpc = supervisor_proxy_with_timeout(socket_path, 3.0).supervisor
+        rpc = supervisor_proxy(socket_path, 3.0).supervisor
         report.programs = list(rpc.getAllProcessInfo())
         for info in report.programs:
             if info.get("group") != info.get("name"):
