@@ -49,20 +49,27 @@ class Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout_s: float = 10) -> None:
+    def send_signal(self, sig: int) -> None:
+        """Signal the process and its group (it leads a session of its own)."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGINT)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout_s: float = 10, sig: int = signal.SIGINT) -> int | None:
+        """`sig`, then SIGKILL if it is still alive after `timeout_s`; returns the exit code."""
+        self.send_signal(sig)
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.send_signal(signal.SIGKILL)
+            self.popen.wait(5)
         self._reader.join(timeout=2)
+        return self.popen.returncode
 
     def join_output(self, timeout_s: float = 5) -> None:
         """After the process has exited: wait until its last output lines are read."""
         self._reader.join(timeout=timeout_s)
 
-    def output(self, last: int = 80) -> str:
-        return f"--- {self.name} ---\n" + "\n".join(self.lines[-last:])
+    def output(self, last: int | None = None) -> str:
+        lines = self.lines if last is None else self.lines[-last:]
+        return f"--- {self.name} ---\n" + "\n".join(lines)

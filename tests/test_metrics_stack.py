@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def test_handler_job_counter_reaches_prometheus_through_the_sidecar(make_stack, 
         assert failed[0]["value"][1] == "1"
         assert query(prometheus, "comfy_worker_job_duration_seconds_count") != []
     finally:
-        prometheus_proc.close()
+        prometheus_proc.stop(sig=signal.SIGTERM)
 
 
 def test_metrics_after_a_job_pass_promtool(stack: Stack) -> None:

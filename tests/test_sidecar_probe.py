@@ -127,8 +127,8 @@ def test_comfy_client_reconnects_after_comfyui_restarts(world: World) -> None:
     first = world.standin()
     wait_until(lambda: _answers(client), what="stand-in up")
     [connection] = client._idle
-    first.signal(signal.SIGKILL)
-    first.process.wait(timeout=30)
+    first.send_signal(signal.SIGKILL)
+    first.popen.wait(timeout=30)
     world.standin()
     wait_until(lambda: _port_open(world.comfy_port), what="second stand-in up")
     assert isinstance(client.system_stats(2.0), dict)

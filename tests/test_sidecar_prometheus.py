@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import Process
 from tests.stack import free_port
-from tests.test_sidecar_support import Proc, World, wait_until
+from tests.test_sidecar_support import World, wait_until
 
 HANDLER_LIKE = """
 import sys
@@ -35,7 +37,7 @@ def world() -> Iterator[World]:
     w.close()
 
 
-def start_prometheus(run_dir: Path, target: str) -> tuple[str, Proc]:
+def start_prometheus(run_dir: Path, target: str) -> tuple[str, Process]:
     """Debian's Prometheus on a free loopback port, scraping `target` every second."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: install Debian's `prometheus` package (scripts/install-system-deps)"
@@ -51,7 +53,8 @@ def start_prometheus(run_dir: Path, target: str) -> tuple[str, Proc]:
         "    static_configs:\n"
         f"      - targets: ['{target}']\n"
     )
-    proc = Proc(
+    proc = Process(
+        "prometheus",
         [
             binary,
             f"--config.file={config}",
@@ -60,7 +63,6 @@ def start_prometheus(run_dir: Path, target: str) -> tuple[str, Proc]:
             "--log.level=warn",
         ],
         dict(os.environ),
-        run_dir / "prometheus.log",
         cwd=run_dir,
     )
     return f"http://127.0.0.1:{port}", proc
@@ -81,7 +83,7 @@ def test_prometheus_scrapes_readiness_and_handler_counters(world: World) -> None
     # overlaps with the worker's start-up.
     sidecar_port = free_port()
     prometheus, prometheus_proc = start_prometheus(world.run_dir, f"127.0.0.1:{sidecar_port}")
-    world.closers.append(prometheus_proc.close)
+    world.closers.append(lambda: prometheus_proc.stop(sig=signal.SIGTERM))
     multiproc = world.run_dir / "metrics"
     multiproc.mkdir()
     world.supervisor()
@@ -107,4 +109,4 @@ def test_prometheus_scrapes_readiness_and_handler_counters(world: World) -> None
         assert [t["health"] for t in targets] == ["up"], targets
         assert targets[0]["lastError"] == ""
     except AssertionError as error:
-        raise AssertionError(f"{error}\nprometheus log:\n{(world.run_dir / 'prometheus.log').read_text()}") from None
+        raise AssertionError(f"{error}\n{prometheus_proc.output()}") from None

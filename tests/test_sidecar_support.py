@@ -8,6 +8,7 @@ smaller so each sidecar test can shape exactly the situation it checks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 
 import requests
 
-from tests.stack import free_port
+from tests.processes import Process, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -56,39 +57,6 @@ def http_get(url: str, timeout_s: float = 5.0) -> requests.Response | None:
         return requests.get(url, timeout=timeout_s)
     except requests.RequestException:
         return None
-
-
-class Proc:
-    """A child process whose output goes to a file, killed (with its group) on close."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-
-    def close(self, timeout_s: float = 10.0) -> int | None:
-        if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.process.wait(timeout=timeout_s)
-        self._log.close()
-        return self.process.returncode
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -168,9 +136,7 @@ class MiniSupervisor:
             ]
         self.conf.write_text("\n".join(sections) + "\n")
         env = base_env(**(extra_env or {}))
-        self.proc = Proc(
-            [str(Path(PYTHON).parent / "supervisord"), "-c", str(self.conf)], env, run_dir / "supervisord.out"
-        )
+        self.proc = Process("supervisord", [str(Path(PYTHON).parent / "supervisord"), "-c", str(self.conf)], env)
         wait_until(self._answers, what="supervisord's socket")
 
     def rpc(self) -> Any:
@@ -183,7 +149,7 @@ class MiniSupervisor:
             self.rpc().getState()
             return True
         except (OSError, xmlrpc.client.Error):
-            if self.proc.process.poll() is not None:
+            if self.proc.popen.poll() is not None:
                 raise AssertionError(f"supervisord exited: {self.proc.output()}") from None
             return False
 
@@ -191,12 +157,10 @@ class MiniSupervisor:
         return self.rpc().getProcessInfo(name)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, xmlrpc.client.Error, subprocess.TimeoutExpired):
             self.rpc().shutdown()
-            self.proc.process.wait(timeout=20)
-        except (OSError, xmlrpc.client.Error, subprocess.TimeoutExpired):
-            pass
-        self.proc.close()
+            self.proc.popen.wait(timeout=20)
+        self.proc.stop(sig=signal.SIGTERM)
 
 
 class Sidecar:
@@ -212,12 +176,12 @@ class Sidecar:
             SIDECAR_PORT=str(self.port),
             **env,
         )
-        self.proc = Proc([PYTHON, "-m", "healthcheck", "serve"], full_env, run_dir / f"sidecar-{self.port}.log")
+        self.proc = Process("sidecar", [PYTHON, "-m", "healthcheck", "serve"], full_env)
         wait_until(self._live, what="the sidecar's /livez")
 
     def _live(self) -> bool:
-        if self.proc.process.poll() is not None:
-            raise AssertionError(f"sidecar exited {self.proc.process.returncode}:\n{self.proc.output()}")
+        if self.proc.popen.poll() is not None:
+            raise AssertionError(f"sidecar exited {self.proc.popen.returncode}:\n{self.proc.output()}")
         response = http_get(self.url + "/livez", 1)
         return response is not None and response.status_code == 200
 
@@ -252,7 +216,7 @@ class Sidecar:
         return wait_until(scrape, what=f"{name} in /metrics")
 
     def close(self) -> int | None:
-        return self.proc.close()
+        return self.proc.stop(sig=signal.SIGTERM)
 
 
 class World:
@@ -274,9 +238,9 @@ class World:
         self.closers.append(sidecar.close)
         return sidecar
 
-    def standin(self, **env: str) -> Proc:
-        proc = Proc(standin_command(self.comfy_port), base_env(**env), self.run_dir / "standin.log")
-        self.closers.append(proc.close)
+    def standin(self, **env: str) -> Process:
+        proc = Process("standin", standin_command(self.comfy_port), base_env(**env))
+        self.closers.append(lambda: proc.stop(sig=signal.SIGTERM))
         return proc
 
     def close(self) -> None:
