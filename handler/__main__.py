@@ -21,15 +21,13 @@ import runpod
 import runpod.serverless.modules.rp_fastapi  # the local API: imported now, not once ComfyUI is ready
 import websocket
 
-from worker_common.settings import EXIT_CONFIG, ConfigError, record_config_error
+from worker_common.contract import ExitCode
+from worker_common.settings import ConfigError, record_config_error
 
 from . import config as handler_config
 from . import metrics
 from .runtime import Runtime
 from .worker import Worker
-
-EXIT_NOT_READY = 3
-
 
 log = logging.getLogger("handler")
 
@@ -80,7 +78,7 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
             _report_unhealthy(line)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        os._exit(EXIT_NOT_READY)
+        os._exit(ExitCode.NOT_READY)
     rt.discover_folders()
     log.info(
         "ComfyUI is ready %.2f s after the container's start; accepting jobs (outputs in %s)",
@@ -118,7 +116,7 @@ def _json_or_file(value: str) -> str:
         path = Path(value)
         if not path.is_file():
             log.error("--test_input %r is neither JSON nor a readable file", value)
-            sys.exit(EXIT_CONFIG)
+            sys.exit(ExitCode.CONFIG)
         return path.read_text(encoding="utf-8")
 
 

@@ -1,7 +1,7 @@
 """Every setting of the handler, read from the environment once at start-up and validated.
 
 Nothing else in the package reads `os.environ` for settings. A bad value raises ConfigError
-with one line naming the variable, and `python -m handler` exits with EXIT_CONFIG.
+with one line naming the variable, and `python -m handler` exits with ExitCode.CONFIG (78).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from worker_common import settings
 from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_str, first_env
 
 MB = 1_000_000
-COMFY_HOST = "127.0.0.1"  # ComfyUI always listens on loopback (docs/design.md).
 S3_UPLOAD_MODES = ("always", "oversize")
 S3_ADDRESSING_STYLES = ("auto", "path", "virtual")
 # worker-comfyui settings that have no meaning here: named once at start, then ignored.

@@ -18,10 +18,10 @@ from typing import Any
 import psutil
 
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
+from worker_common.contract import Readiness
 
 from .context import JobContext
 from .errors import JobError, Reason
-from .gate import Readiness
 from .progress import Progress
 from .runtime import Runtime
 from .ws import ComfySocket, Dropped
@@ -166,8 +166,10 @@ class Follower:
         """Fail at once when ComfyUI died or restarted: the sidecar says so, or its pid is gone."""
         status = self.rt.gate.status()
         known_pid = self.ctx.comfy_pid
-        if status.ready and known_pid and status.pid and status.pid != known_pid:
-            message = f"ComfyUI restarted during the job (pid {known_pid}, now {status.pid}); the prompt was lost"
+        if status.ready and known_pid and status.comfyui_pid and status.comfyui_pid != known_pid:
+            message = (
+                f"ComfyUI restarted during the job (pid {known_pid}, now {status.comfyui_pid}); the prompt was lost"
+            )
             raise JobError(Reason.COMFYUI_UNAVAILABLE, message)
         if _gone(status, known_pid):
             raise JobError(Reason.COMFYUI_UNAVAILABLE, f"ComfyUI stopped during the job ({why}): {status.describe()}")
@@ -305,7 +307,7 @@ def _gone(status: Readiness, known_pid: int | None) -> bool:
     """Whether the sidecar says ComfyUI is down, or is another process than the job's."""
     if status.state == "unreachable":
         return False
-    return not status.ready or bool(known_pid and status.pid != known_pid)
+    return not status.ready or bool(known_pid and status.comfyui_pid != known_pid)
 
 
 def _listed(queue_items: list[Any], prompt_id: str) -> bool:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
+
+from worker_common.contract import Readiness
 
 from .errors import JobError, Reason
 
@@ -29,34 +29,6 @@ ANSWER_SLACK_S = 5.0
 # from the last job is still open (a ComfyUI restart closes it): jobs arriving back to back
 # skip a round trip to the sidecar.
 READY_FRESH_S = 1.0
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    state: str
-    reason: str
-    pid: int | None
-
-    @classmethod
-    def from_body(cls, body: Any) -> Readiness:
-        if not isinstance(body, dict):
-            raise ValueError(f"unexpected /readyz body {body!r:.100}")
-        comfyui = body.get("comfyui") or {}
-        return cls(
-            ready=bool(body.get("ready")),
-            state=str(body.get("state", "unknown")),
-            reason=str(body.get("reason") or ""),
-            pid=comfyui.get("pid"),
-        )
-
-    @property
-    def failed(self) -> bool:
-        """The sidecar gave up on ComfyUI: waiting cannot help."""
-        return self.state == "failed"
-
-    def describe(self) -> str:
-        return self.reason or f"ComfyUI is {self.state}"
 
 
 class Gate:
@@ -76,7 +48,7 @@ class Gate:
             connection.request("GET", path, headers={"Connection": "close"})
             status = Readiness.from_body(json.loads(connection.getresponse().read()))
         except (OSError, http.client.HTTPException, ValueError) as error:
-            status = Readiness(False, "unreachable", f"the sidecar at {self.url} did not answer: {error}", None)
+            status = Readiness(False, "unreachable", f"the sidecar at {self.url} did not answer: {error}")
         finally:
             connection.close()
         self._last_ready = (time.monotonic(), status) if status.ready else None

@@ -39,7 +39,7 @@ def run(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
 
 def _wait_until_ready(rt: Runtime, ctx: JobContext) -> None:
     started = time.monotonic()
-    ctx.comfy_pid = ready_for_job(rt.gate, rt.config.job_ready_wait_s, rt.sockets.idle_alive()).pid
+    ctx.comfy_pid = ready_for_job(rt.gate, rt.config.job_ready_wait_s, rt.sockets.idle_alive()).comfyui_pid
     metrics.READY_WAIT.observe(time.monotonic() - started)
 
 

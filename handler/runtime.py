@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import requests
 
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
+from worker_common.contract import COMFY_HOST
 
 from .cleanup import Cleaner
-from .config import COMFY_HOST, Config
+from .config import Config
 from .errors import JobError, Reason
 from .folders import Folders, discover
 from .gate import Gate

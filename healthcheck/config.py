@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker_common import settings
+from worker_common.contract import COMFY_HOST
 from worker_common.settings import ConfigError, env_float, env_int, env_str
-
-COMFY_HOST = "127.0.0.1"  # ComfyUI always listens on loopback (docs/design.md).
-COMFY_PROGRAM = "comfyui"
-HANDLER_PROGRAM = "handler"
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 
 from worker_common.comfy_client import ComfyClient
+from worker_common.contract import PROGRAM_COMFYUI
 
-from .config import COMFY_PROGRAM, SidecarConfig
+from .config import SidecarConfig
 from .gpu import GpuReader, GpuReading
 from .handler_metrics import HandlerMetricsReaper
 from .probe import ComfyProbe, ComfyProber, ProcessStats, ProgramStatus, ProgramTracker, SupervisorReader
@@ -119,8 +120,8 @@ class Monitor:
         now = self._clock()
         infos = self.supervisor.all_process_info()
         programs = self.tracker.update(infos) if infos is not None else None
-        comfy = next((p for p in programs or () if p.name == COMFY_PROGRAM), None)
-        if self.tracker.new_spawns.get(COMFY_PROGRAM):
+        comfy = next((p for p in programs or () if p.name == PROGRAM_COMFYUI), None)
+        if self.tracker.new_spawns.get(PROGRAM_COMFYUI):
             self._spawns_since_answer += 1
 
         probe = self.prober.probe(comfy, programs is not None)

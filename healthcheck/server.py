@@ -113,7 +113,7 @@ class SidecarRequestHandler(BaseHTTPRequestHandler):
                 return
             if wait_s > 0 and not snap.ready:
                 snap = self.server.store.wait_ready(min(wait_s, MAX_WAIT_S))
-        self._send_json(HTTPStatus.OK if snap.ready else HTTPStatus.SERVICE_UNAVAILABLE, snap.readyz_body())
+        self._send_json(HTTPStatus.OK if snap.ready else HTTPStatus.SERVICE_UNAVAILABLE, snap.readiness().to_body())
 
     def _ping(self, _query: dict) -> None:
         """RunPod's load-balancer semantics: 200 ready, 204 still initialising, 503 unhealthy."""

@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from worker_common.contract import Readiness
+
 from .gpu import GpuReading
 from .probe import ProgramStatus
 from .state import State
@@ -41,16 +43,18 @@ class Snapshot:
     def ready(self) -> bool:
         return self.state is State.READY
 
-    def readyz_body(self) -> dict:
-        """The /readyz JSON body fixed by docs/design.md."""
-        return {
-            "ready": self.ready,
-            "state": str(self.state),
-            "since": self.since,
-            "startup_window_left_s": round(self.window_left_s, 3),
-            "comfyui": {"pid": self.comfyui_pid, "state": self.comfyui_statename, "restarts": self.comfyui_restarts},
-            "reason": self.reason,
-        }
+    def readiness(self) -> Readiness:
+        """The `/readyz` body (worker_common.contract)."""
+        return Readiness(
+            ready=self.ready,
+            state=str(self.state),
+            reason=self.reason,
+            since=self.since,
+            startup_window_left_s=self.window_left_s,
+            comfyui_pid=self.comfyui_pid,
+            comfyui_state=self.comfyui_statename,
+            comfyui_restarts=self.comfyui_restarts,
+        )
 
 
 class SnapshotStore:

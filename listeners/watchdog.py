@@ -19,12 +19,9 @@ from pathlib import Path
 from supervisor import childutils
 
 from worker_common import settings
-from worker_common.settings import EXIT_CONFIG
+from worker_common.contract import CRITICAL_PROGRAMS, PROGRAM_HANDLER, ExitCode
 from worker_common.supervisor_rpc import supervisor_proxy
 
-CRITICAL_PROGRAMS = ("comfyui", "sidecar", "handler")
-EXIT_NOT_READY = 3
-EXIT_FATAL = 4
 LOG_TAIL_BYTES = 4096
 
 
@@ -43,7 +40,7 @@ def config_error_verdict(program: str, run_dir: Path) -> tuple[int, str] | None:
     # configuration error leaves it in a file (services/comfyui, settings.record_config_error).
     config_error = run_dir / f"{program}-config-error"
     if config_error.is_file():
-        return EXIT_CONFIG, f"{program} cannot start: {config_error.read_text().strip()}"
+        return ExitCode.CONFIG, f"{program} cannot start: {config_error.read_text().strip()}"
     return None
 
 
@@ -51,7 +48,7 @@ def fatal_verdict(rpc, program: str) -> tuple[int, str]:
     cause = last_log_line(rpc, program)
     if cause == "(no output)":
         cause = rpc.supervisor.getProcessInfo(program).get("spawnerr") or cause
-    return EXIT_FATAL, f"{program} kept exiting during start-up and is FATAL: {cause}"
+    return ExitCode.FATAL, f"{program} kept exiting during start-up and is FATAL: {cause}"
 
 
 def decide(rpc, event: str, program: str, run_dir: Path) -> tuple[int, str] | None:
@@ -61,8 +58,8 @@ def decide(rpc, event: str, program: str, run_dir: Path) -> tuple[int, str] | No
     verdict = config_error_verdict(program, run_dir)
     if verdict is None and event == "PROCESS_STATE_FATAL":
         verdict = fatal_verdict(rpc, program)
-    if verdict is None and program == "handler" and _exit_status(rpc, program) == EXIT_NOT_READY:
-        verdict = EXIT_NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, 'handler')}"
+    if verdict is None and program == PROGRAM_HANDLER and _exit_status(rpc, program) == ExitCode.NOT_READY:
+        verdict = ExitCode.NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, 'handler')}"
     return verdict
 
 

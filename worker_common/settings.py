@@ -12,6 +12,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from worker_common.contract import ExitCode
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -115,9 +117,6 @@ def ready_timeout_s() -> float:
     return env_float("COMFY_READY_TIMEOUT_S", 300.0, minimum=1.0)
 
 
-EXIT_CONFIG = 78
-
-
 def record_config_error(program: str, error: ConfigError) -> int:
     """Leave a program's configuration error where the watchdog finds it; returns the exit code.
 
@@ -126,4 +125,4 @@ def record_config_error(program: str, error: ConfigError) -> int:
     """
     with contextlib.suppress(OSError):
         (run_dir() / f"{program}-config-error").write_text(f"{error}\n")
-    return EXIT_CONFIG
+    return ExitCode.CONFIG

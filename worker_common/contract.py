@@ -1,0 +1,86 @@
+"""What the worker's processes must agree on, each defined once.
+
+The entrypoint, supervisord.conf and the launch scripts are shell and repeat a few of these
+values; docs/design.md is the table a person reads. Everything written in Python imports them
+from here: exit codes, program names, ComfyUI's address, and the `/readyz` body the sidecar
+serves and the handler's gate reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+# ComfyUI always listens on loopback only; nothing outside the container reaches it.
+COMFY_HOST = "127.0.0.1"
+
+# supervisord's program names (supervisord.conf).
+PROGRAM_COMFYUI = "comfyui"
+PROGRAM_SIDECAR = "sidecar"
+PROGRAM_HANDLER = "handler"
+CRITICAL_PROGRAMS = (PROGRAM_COMFYUI, PROGRAM_SIDECAR, PROGRAM_HANDLER)
+
+
+class ExitCode(enum.IntEnum):
+    """The container's exit codes (README, docs/design.md)."""
+
+    OK = 0  # orderly stop
+    NOT_READY = 3  # ComfyUI not ready within COMFY_READY_TIMEOUT_S
+    FATAL = 4  # a critical program kept crashing during start-up
+    SUPERVISOR_DIED = 70  # supervisord itself ended unexpectedly; every program was stopped
+    CONFIG = 78  # a configuration error (launch checks, a bad setting)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The `/readyz` body: what the sidecar serves and the handler's gate reads.
+
+    It carries program states and exit causes, never log text: the sidecar may listen on a
+    public address, and ComfyUI's log can hold a previous job's prompt.
+    """
+
+    ready: bool
+    state: str  # starting, ready, unready, failed; "unreachable" when the sidecar did not answer
+    reason: str
+    since: float = 0.0
+    startup_window_left_s: float = 0.0
+    comfyui_pid: int | None = None
+    comfyui_state: str = "UNKNOWN"
+    comfyui_restarts: int = 0
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "state": self.state,
+            "since": self.since,
+            "startup_window_left_s": round(self.startup_window_left_s, 3),
+            "comfyui": {"pid": self.comfyui_pid, "state": self.comfyui_state, "restarts": self.comfyui_restarts},
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_body(cls, body: Any) -> Readiness:
+        """Parse a `/readyz` body; raises ValueError when it is not one."""
+        if not isinstance(body, dict) or not isinstance(body.get("comfyui", {}), dict):
+            raise ValueError(f"unexpected /readyz body {body!r:.100}")
+        comfyui = body.get("comfyui") or {}
+        pid = comfyui.get("pid")
+        return cls(
+            ready=bool(body.get("ready")),
+            state=str(body.get("state", "unknown")),
+            reason=str(body.get("reason") or ""),
+            since=float(body.get("since") or 0.0),
+            startup_window_left_s=float(body.get("startup_window_left_s") or 0.0),
+            comfyui_pid=pid if isinstance(pid, int) else None,
+            comfyui_state=str(comfyui.get("state", "UNKNOWN")),
+            comfyui_restarts=int(comfyui.get("restarts") or 0),
+        )
+
+    @property
+    def failed(self) -> bool:
+        """The sidecar gave up on ComfyUI: waiting cannot help."""
+        return self.state == "failed"
+
+    def describe(self) -> str:
+        return self.reason or f"ComfyUI is {self.state}"

@@ -1,0 +1,187 @@
+"""Where everything lives: the shared network volume, and the folders this worker owns.
+
+An endpoint is many workers on one network volume, so the volume is shared and read-mostly:
+ComfyUI's code, models, custom nodes and venv are read from it, and the files users placed in
+its `input/` may be read by jobs but are never written. Everything ComfyUI writes goes to
+folders of this worker alone, on the container's own disk under WORKER_DATA_DIR:
+
+    WORKER_DATA_DIR/input    the jobs' input files (one subfolder per job)
+    WORKER_DATA_DIR/output   ComfyUI's outputs (one subfolder per job)
+    WORKER_DATA_DIR/temp     ComfyUI's temp folder (previews); ComfyUI wipes it at start
+    WORKER_DATA_DIR/user     ComfyUI's user directory (settings, the asset database of newer releases)
+
+With OUTPUTS_ON_VOLUME=true outputs go to the volume instead, but still to a folder of this
+worker's own: `$COMFYUI_DIR/output/workers/<worker id>`.
+
+The launcher passes these folders to ComfyUI; the handler, the sidecar's warm-up and every
+clean-up take them from `load()`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker_common import settings
+from worker_common.settings import env_bool, env_path, env_str
+
+DEFAULT_VOLUME_MOUNTS = "/runpod-volume /workspace"
+WORKER_FOLDERS = ("input", "output", "temp", "user")
+# The asset database of newer ComfyUI releases and the files beside it (never copied into a worker).
+_DATABASE_FILES = re.compile(r"^comfyui\.db")
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class Layout:
+    comfyui_dir: Path  # the ComfyUI install on the volume
+    venv: Path  # ComfyUI's own venv on the volume
+    data_dir: Path  # the root of this worker's own folders
+    worker_id: str
+    outputs_on_volume: bool = False
+
+    # -- the volume's (read by jobs, never written) -------------------------------------
+
+    @property
+    def shared_input(self) -> Path:
+        """Files users placed on the volume for workflows to load (masks, reference images)."""
+        return self.comfyui_dir / "input"
+
+    @property
+    def shared_user(self) -> Path:
+        """The volume's user directory: copied into the worker's at start, never used in place."""
+        return self.comfyui_dir / "user"
+
+    # -- the worker's own ---------------------------------------------------------------
+
+    @property
+    def input(self) -> Path:
+        return self.data_dir / "input"
+
+    @property
+    def output(self) -> Path:
+        if self.outputs_on_volume:
+            return self.comfyui_dir / "output" / "workers" / self.worker_id
+        return self.data_dir / "output"
+
+    @property
+    def temp(self) -> Path:
+        """ComfyUI's temp folder: `--temp-directory DIR` makes it DIR/temp."""
+        return self.data_dir / "temp"
+
+    @property
+    def user(self) -> Path:
+        return self.data_dir / "user"
+
+    def folder(self, kind: str) -> Path | None:
+        """The worker's folder for one of ComfyUI's folder types (input, output, temp)."""
+        return {"input": self.input, "output": self.output, "temp": self.temp}.get(kind)
+
+    def comfy_args(self) -> list[str]:
+        """ComfyUI's flags that put every folder it writes into the worker's own."""
+        return [
+            "--input-directory",
+            str(self.input),
+            "--output-directory",
+            str(self.output),
+            "--temp-directory",
+            str(self.data_dir),
+            "--user-directory",
+            str(self.user),
+        ]
+
+    def describe(self) -> list[str]:
+        """Lines for the volume report: which folders are the volume's and which the worker's."""
+        kept = " (OUTPUTS_ON_VOLUME: this worker's own folder on the volume)" if self.outputs_on_volume else ""
+        return [
+            f"volume (shared, read-only for jobs): ComfyUI {self.comfyui_dir}, venv {self.venv}, "
+            f"models {self.comfyui_dir / 'models'}, custom nodes {self.comfyui_dir / 'custom_nodes'}, "
+            f"shared inputs {self.shared_input}",
+            f"worker {self.worker_id} (its own, on the container's disk): input {self.input}, "
+            f"output {self.output}{kept}, temp {self.temp}, user {self.user}",
+        ]
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the worker's folders, empty except the user directory (seeded from the volume's).
+
+        Called once per container start, before ComfyUI first starts: whatever an earlier run
+        of this container left (a killed handler's inputs, a failed job's outputs) goes.
+        """
+        for path in (self.input, self.output, self.temp, self.user):
+            path.mkdir(parents=True, exist_ok=True)
+        self.clear()
+        if not any(self.user.iterdir()) and self.shared_user.is_dir():
+            seed_user_directory(self.shared_user, self.user)
+
+    def clear(self) -> None:
+        """Empty the worker's input, output (unless kept on the volume) and temp folders."""
+        folders = [self.input, self.temp] + ([] if self.outputs_on_volume else [self.output])
+        for folder in folders:
+            empty_folder(folder)
+
+
+def load() -> Layout:
+    """The layout from the environment (COMFYUI_DIR, VOLUME_MOUNTS, COMFYUI_VENV, WORKER_DATA_DIR...)."""
+    comfyui_dir = find_comfyui_dir()
+    return Layout(
+        comfyui_dir=comfyui_dir,
+        venv=env_path("COMFYUI_VENV", comfyui_dir / "com_venv"),
+        data_dir=Path(os.path.abspath(env_path("WORKER_DATA_DIR", settings.run_dir() / "comfyui"))),
+        worker_id=worker_id(),
+        outputs_on_volume=env_bool("OUTPUTS_ON_VOLUME", False),
+    )
+
+
+def volume_mounts() -> list[Path]:
+    return [Path(mount) for mount in env_str("VOLUME_MOUNTS", DEFAULT_VOLUME_MOUNTS).split()]
+
+
+def find_comfyui_dir() -> Path:
+    """COMFYUI_DIR, else `ComfyUI` on the first mounted volume of VOLUME_MOUNTS, else on the first one.
+
+    A missing volume is not an error here: the launcher's checks say what is wrong and how to
+    fix it; the other programs only need to know where ComfyUI would be.
+    """
+    value = env_str("COMFYUI_DIR")
+    if value:
+        return Path(os.path.abspath(value))
+    mounts = volume_mounts()
+    mounted = next((mount for mount in mounts if mount.is_dir()), mounts[0] if mounts else Path("/runpod-volume"))
+    return mounted / "ComfyUI"
+
+
+def worker_id() -> str:
+    """This worker's name: RunPod's pod id, else the host name (a Pod, a checkout)."""
+    raw = env_str("RUNPOD_POD_ID") or socket.gethostname() or "worker"
+    return _UNSAFE_ID_CHARS.sub("_", raw)[:64]
+
+
+def empty_folder(folder: Path) -> None:
+    """Remove everything inside `folder` without following symbolic links out of it."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+
+
+def seed_user_directory(source: Path, destination: Path) -> None:
+    """Copy the volume's user directory (settings, custom nodes' configs), without the asset database."""
+
+    def skipped(_folder: str, names: list[str]) -> list[str]:
+        return [name for name in names if _DATABASE_FILES.match(name)]
+
+    shutil.copytree(source, destination, ignore=skipped, symlinks=True, dirs_exist_ok=True)
