@@ -26,6 +26,7 @@ from worker_common.settings import ConfigError, record_config_error
 
 from . import config as handler_config
 from . import metrics
+from .cleanup import clear_leftovers
 from .runtime import Runtime
 from .worker import Worker
 
@@ -61,7 +62,8 @@ def main() -> None:
     if not on_runpod and not test_input:
         sys.argv += ["--rp_serve_api", "--rp_api_host", config.local_api_host]
         sys.argv += ["--rp_api_port", str(config.local_api_port)]
-    runpod.serverless.start({"handler": Worker(rt).handler})
+    worker = Worker(rt)
+    runpod.serverless.start({"handler": worker.handler, "concurrency_modifier": worker.concurrency})
 
 
 def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
@@ -79,11 +81,12 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(ExitCode.NOT_READY)
-    rt.discover_folders()
+    clear_leftovers(rt)
     log.info(
-        "ComfyUI is ready %.2f s after the container's start; accepting jobs (outputs in %s)",
+        "ComfyUI is ready %.2f s after the container's start; accepting jobs (%d at a time; files in %s)",
         time.time() - config.started_at,
-        rt.folders.output,
+        config.pipeline_depth,
+        config.layout.data_dir,
     )
 
 

@@ -1,24 +1,37 @@
-"""Step 7: remove what the job left in ComfyUI: its uploaded inputs, its delivered outputs, its history.
+"""Step 7: remove what a job left: its input files, its outputs, its ComfyUI history entry.
 
-Only files the job created are removed, and outputs only once delivered (returned as base64
-or uploaded): an output that could not be delivered stays on disk. A failed removal is
-logged and never fails the job.
+The worker owns everything in its folders (worker_common.layout), and each job owns its names
+in them (namespace.py): `<input>/<key>-*`, `<output>/<key>/`, plus the files its prompt wrote
+elsewhere (previews in temp/). So a job's clean-up removes exactly its own files, whether it
+succeeded or failed, and can never touch another job's. Whenever no job is in flight, what is
+left in the worker's folders (a killed handler's files, a stuck prompt's late writes) is swept
+too. CLEANUP_INPUTS, CLEANUP_OUTPUTS and CLEANUP_HISTORY turn each part off.
 
-Clean-up runs after the result is handed back, in one background thread, so it adds
-nothing to the job's time. The next job waits for it before touching ComfyUI, so a late
-removal can never hit a file that job uploads under the same name.
+Clean-ups run one after another in a background thread, after the job's result is returned.
+With JOB_PIPELINE_DEPTH=1 the next job waits for the previous one's clean-up before it starts,
+so jobs never overlap at all; with more, their names keep them apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
+from worker_common.comfy_protocol import HistoryEntry, output_files
+from worker_common.layout import empty_folder
 
-from .context import JobContext
+from .config import Config
+from .folders import real_path_in
+from .namespace import JobSpace
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -26,48 +39,145 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Cleaner:
-    """Runs clean-ups one after another, off the jobs' path."""
+@dataclass(frozen=True)
+class Leftovers:
+    """What a job leaves for its clean-up."""
 
-    def __init__(self) -> None:
+    space: JobSpace
+    prompt_id: str | None  # None when nothing was ever sent to ComfyUI
+
+
+class Cleaner:
+    """Runs clean-ups one after another, off the jobs' path, and sweeps when no job is in flight."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanup")
         self._last: Future | None = None
+        self._in_flight = 0
+        self._lock = threading.Lock()  # held by a sweep; a job starting waits for it
 
-    def submit(self, rt: Runtime, ctx: JobContext) -> None:
-        self._last = self._executor.submit(_clean_up_logged, rt, ctx)
+    @contextlib.contextmanager
+    def job(self) -> Iterator[None]:
+        """Mark a job in flight for its whole run (the sweep waits until none is)."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
-    def wait(self) -> None:
-        """Until every clean-up submitted so far has finished."""
+    def submit(self, rt: Runtime, leftovers: Leftovers) -> None:
+        self._last = self._executor.submit(self._clean_up_logged, rt, leftovers)
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Until every clean-up submitted so far has finished (or `timeout_s`)."""
         last = self._last
         if last is not None:
-            wait([last])
+            wait([last], timeout=timeout_s)
 
+    def sweep(self) -> None:
+        """Empty the worker's folders if no job is in flight (at start, and after clean-ups)."""
+        with self._lock:
+            if self._in_flight:
+                return
+            layout, config = self.config.layout, self.config
+            if config.cleanup_inputs:
+                empty_folder(layout.input)
+            if config.cleanup_outputs:
+                empty_folder(layout.temp)
+                if not layout.outputs_on_volume:
+                    empty_folder(layout.output)
 
-def _clean_up_logged(rt: Runtime, ctx: JobContext) -> None:
-    try:
-        clean_up(rt, ctx)
-    except Exception:  # a clean-up bug must not stop the next clean-ups
-        log.exception("job %s: clean-up failed", ctx.job_id)
-
-
-def clean_up(rt: Runtime, ctx: JobContext) -> None:
-    config = rt.config
-    if config.cleanup_inputs:
-        _remove(ctx.job_id, ctx.created_inputs)
-    if config.cleanup_outputs:
-        _remove(ctx.job_id, ctx.delivered_outputs)
-    if config.cleanup_history and ctx.prompt_id:
+    def _clean_up_logged(self, rt: Runtime, leftovers: Leftovers) -> None:
         try:
-            rt.comfy.delete_history([ctx.prompt_id])
+            clean_up(rt, leftovers)
+            self.sweep()
+        except Exception:  # a clean-up bug must not stop the next clean-ups
+            log.exception("job clean-up failed (%s)", leftovers.space.key)
+
+
+def clean_up(rt: Runtime, leftovers: Leftovers) -> None:
+    config, space = rt.config, leftovers.space
+    if config.cleanup_inputs:
+        remove_inputs(space)
+    if config.cleanup_outputs:
+        _remove_tree(space.output_dir)
+        for path in _files_written_elsewhere(rt, leftovers.prompt_id):
+            _remove(path)
+    if config.cleanup_history and leftovers.prompt_id:
+        try:
+            rt.comfy.delete_history([leftovers.prompt_id])
         except ComfyUnavailable:
             pass  # ComfyUI is down: its history, kept in memory, is gone anyway
         except ComfyError as error:
-            log.warning("job %s: could not delete its ComfyUI history entry: %s", ctx.job_id, error)
+            log.warning("could not delete the ComfyUI history entry of prompt %s: %s", leftovers.prompt_id, error)
 
 
-def _remove(job_id: str, paths: list[Path]) -> None:
-    for path in paths:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as error:
-            log.warning("job %s: could not remove %s: %s", job_id, path, error)
+def _files_written_elsewhere(rt: Runtime, prompt_id: str | None) -> list[Path]:
+    """The prompt's output files outside the job's folder (previews in temp/), from its history."""
+    if not prompt_id:
+        return []
+    try:
+        entry = rt.comfy.history(prompt_id)
+    except ComfyError:
+        return []  # ComfyUI is down or busy: the next sweep gets them
+    outputs = HistoryEntry.from_entry(entry).outputs if entry else {}
+    paths = (
+        real_path_in(rt.config.layout, ref.type, ref.subfolder, ref.filename)
+        for ui in outputs.values()
+        for ref in output_files(ui)
+        if ref.type in ("output", "temp")
+    )
+    return [path for path in paths if path is not None]
+
+
+def remove_inputs(space: JobSpace) -> None:
+    """Every entry of the input folder named for the job (files, links to the volume, folders)."""
+    try:
+        entries = [entry for entry in os.scandir(space.layout.input) if space.owns_input(entry.name)]
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _remove_tree(Path(entry.path))
+        else:
+            _remove(Path(entry.path))
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a folder and what is in it; links inside are removed, never followed."""
+    if path.is_symlink():
+        _remove(path)
+        return
+    shutil.rmtree(path, onerror=lambda _function, failed, info: _log_failure(failed, info[1]))
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        _log_failure(str(path), error)
+
+
+def _log_failure(path: str, error: BaseException) -> None:
+    if not isinstance(error, FileNotFoundError):
+        log.warning("could not remove %s: %s", path, error)
+
+
+def clear_leftovers(rt: Runtime) -> None:
+    """At the handler's start: nothing of an earlier handler's jobs may remain, in ComfyUI or on disk.
+
+    A handler that was killed leaves its prompts running or queued in ComfyUI (this worker's
+    ComfyUI serves this handler alone) and its files in the worker's folders.
+    """
+    try:
+        queue = rt.comfy.queue()
+        if queue.get("queue_running") or queue.get("queue_pending"):
+            log.warning("ComfyUI still runs prompts of an earlier handler: dropping them")
+            rt.comfy.call("POST", "/queue", {"clear": True})
+            rt.comfy.interrupt()
+    except ComfyError as error:
+        log.warning("could not check ComfyUI's queue for an earlier handler's prompts: %s", error)
+    rt.cleaner.sweep()

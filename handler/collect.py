@@ -1,10 +1,12 @@
-"""Step 5: list every output of every node: files (images, videos, audio, others) and text.
+"""Step 5: list every output of every output node: files (images, videos, audio, 3D, others) and text.
 
 A node's outputs are lists of {"filename", "subfolder", "type"} under any key (`images`,
-`gifs`, `audio`, `latents`…); what a file is comes from its extension, so a video saved
-under `images` (SaveVideo) is still a video. Files are found on disk in ComfyUI's folders;
-one that is not there (ComfyUI on other folders than expected) is fetched through /view
-into a scratch file. Temp outputs (PreviewImage) are left out unless INCLUDE_TEMP_OUTPUTS.
+`gifs`, `audio`, `3d`, `latents`…; comfy_protocol.output_files reads them); what a file is
+comes from its extension, so a video saved under `images` (SaveVideo) is still a video. Files
+are found on disk in the worker's folders, by their real path, which must stay inside the
+folder; one that is not there is fetched through /view into a scratch file. Temp outputs
+(PreviewImage) are left out unless INCLUDE_TEMP_OUTPUTS. Subfolders are reported as the user
+named them, without the job's own folder.
 """
 
 from __future__ import annotations
@@ -17,11 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from worker_common.comfy_client import ComfyError, ComfyHTTPError
+from worker_common.comfy_protocol import FileRef, output_files, output_texts
 
 from .errors import JobError, Reason
+from .folders import real_path_in
+from .namespace import JobSpace
 from .runtime import Runtime
 
-CATEGORIES = {"image": "images", "video": "videos", "audio": "audio"}
+CATEGORIES = {"image": "images", "video": "videos", "audio": "audio", "model": "3d"}
+# 3D formats ComfyUI writes, which the system's MIME table may not know.
+MIME_TYPES = {
+    ".glb": "model/gltf-binary",
+    ".gltf": "model/gltf+json",
+    ".obj": "model/obj",
+    ".stl": "model/stl",
+    ".usdz": "model/vnd.usdz+zip",
+    ".fbx": "application/octet-stream",
+    ".latent": "application/octet-stream",
+}
 VIEW_CHUNK_BYTES = 1 << 20
 
 
@@ -29,7 +44,8 @@ VIEW_CHUNK_BYTES = 1 << 20
 class OutputFile:
     node_id: str
     filename: str
-    subfolder: str
+    comfy_subfolder: str  # as ComfyUI reported it (with the job's own folder)
+    subfolder: str  # as the user named it
     kind: str  # ComfyUI's folder type: output, temp or input
     mime: str
     path: Path
@@ -56,44 +72,48 @@ class Collected:
                 item.path.unlink(missing_ok=True)
 
 
-def collect(rt: Runtime, outputs: dict[str, dict[str, Any]]) -> Collected:
+def collect(rt: Runtime, outputs: dict[str, dict[str, Any]], space: JobSpace) -> Collected:
     collected = Collected()
     seen: set[tuple[str, str, str]] = set()
     try:
         for node_id, ui in outputs.items():
-            for key, value in (ui or {}).items():
-                if key == "text":
-                    collected.texts.extend(_texts(node_id, value))
-                    continue
-                for ref in value if isinstance(value, list) else []:
-                    item = _file(rt, node_id, ref, seen)
-                    if item is not None:
-                        collected.files.append(item)
+            collected.texts.extend({"node_id": node_id, "text": text} for text in output_texts(ui))
+            for ref in output_files(ui):
+                item = _file(rt, node_id, ref, space, seen)
+                if item is not None:
+                    collected.files.append(item)
     except BaseException:
         collected.discard_scratch()
         raise
     return collected
 
 
-def _texts(node_id: str, value: Any) -> list[dict[str, str]]:
-    values = value if isinstance(value, list) else [value]
-    return [{"node_id": node_id, "text": str(text)} for text in values if text is not None]
+def mime_type(filename: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    return MIME_TYPES.get(suffix) or mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
-def _file(rt: Runtime, node_id: str, ref: Any, seen: set[tuple[str, str, str]]) -> OutputFile | None:
-    if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
+def _file(
+    rt: Runtime, node_id: str, ref: FileRef, space: JobSpace, seen: set[tuple[str, str, str]]
+) -> OutputFile | None:
+    if ref.type == "temp" and not rt.config.include_temp_outputs:
         return None
-    kind, subfolder, filename = str(ref.get("type") or "output"), str(ref.get("subfolder") or ""), ref["filename"]
-    if kind == "temp" and not rt.config.include_temp_outputs:
+    if (ref.type, ref.subfolder, ref.filename) in seen:  # a cached re-run lists the same file again
         return None
-    if (kind, subfolder, filename) in seen:  # a cached re-run lists the same file again
-        return None
-    seen.add((kind, subfolder, filename))
-    mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    item = OutputFile(node_id, filename, subfolder, kind, mime, Path(), 0)
-    path = rt.folders.resolve(kind, subfolder, filename)
+    seen.add((ref.type, ref.subfolder, ref.filename))
+    item = OutputFile(
+        node_id,
+        ref.filename,
+        ref.subfolder,
+        space.public_subfolder(ref.subfolder),
+        ref.type,
+        mime_type(ref.filename),
+        Path(),
+        0,
+    )
+    path = real_path_in(rt.config.layout, ref.type, ref.subfolder, ref.filename)
     if path is None:
-        raise _missing(item, "its path leaves ComfyUI's folder")
+        raise _missing(item, "its path leaves the worker's folder")
     try:
         item.path, item.size = path, path.stat().st_size
     except OSError:
@@ -104,7 +124,7 @@ def _file(rt: Runtime, node_id: str, ref: Any, seen: set[tuple[str, str, str]]) 
 def _fetch_view(rt: Runtime, item: OutputFile) -> None:
     """Copy a file that is not on disk where expected from GET /view into a scratch file."""
     try:
-        response = rt.comfy.view(item.filename, item.subfolder, item.kind)
+        response = rt.comfy.view(item.filename, item.comfy_subfolder, item.kind)
     except ComfyHTTPError as error:
         raise _missing(item, f"it is not on disk and /view answered {error.status}") from error
     except ComfyError as error:

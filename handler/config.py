@@ -6,16 +6,18 @@ with one line naming the variable, and `python -m handler` exits with ExitCode.C
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from worker_common import settings
+from worker_common import layout, settings
+from worker_common.layout import Layout
 from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_str, first_env
 
 MB = 1_000_000
+# Jobs a worker takes at once: one running in ComfyUI, the next already queued behind it
+# (docs/handler.md, "Throughput under a backlog", has the figures behind the default).
+DEFAULT_PIPELINE_DEPTH = 2
 S3_UPLOAD_MODES = ("always", "oversize")
 S3_ADDRESSING_STYLES = ("auto", "path", "virtual")
 # worker-comfyui settings that have no meaning here: named once at start, then ignored.
@@ -42,12 +44,14 @@ class S3Config:
 @dataclass(frozen=True)
 class Config:
     comfy_port: int
-    comfyui_dir: Path
+    layout: Layout
     sidecar_port: int
     started_at: float
     ready_timeout_s: float
     job_ready_wait_s: float
     job_timeout_s: float
+    interrupt_grace_s: float
+    pipeline_depth: int
     image_max_bytes: int
     image_download_max_bytes: int
     image_download_timeout_s: float
@@ -77,12 +81,14 @@ def load() -> Config:
     """Parse every setting; raises ConfigError naming the first bad variable."""
     return Config(
         comfy_port=settings.comfy_port(),
-        comfyui_dir=_comfyui_dir(),
+        layout=layout.load(),
         sidecar_port=settings.sidecar_port(),
         started_at=settings.started_at() or time.time(),
         ready_timeout_s=settings.ready_timeout_s(),
         job_ready_wait_s=env_float("JOB_READY_WAIT_S", 30.0, minimum=0.0),
         job_timeout_s=env_float("JOB_TIMEOUT_S", 600.0, minimum=0.1),
+        interrupt_grace_s=env_float("COMFY_INTERRUPT_GRACE_S", 5.0, minimum=0.0, maximum=300.0),
+        pipeline_depth=env_int("JOB_PIPELINE_DEPTH", DEFAULT_PIPELINE_DEPTH, minimum=1, maximum=8),
         image_max_bytes=env_int("IMAGE_MAX_BYTES", 50 * MB, minimum=1),
         image_download_max_bytes=env_int("IMAGE_DOWNLOAD_MAX_BYTES", 50 * MB, minimum=1),
         image_download_timeout_s=env_float("IMAGE_DOWNLOAD_TIMEOUT_S", 30.0, minimum=0.1),
@@ -108,14 +114,6 @@ def ignored_settings() -> list[str]:
     """At most one line naming every worker-comfyui setting that is set but not used here."""
     reasons = [f"{name} is set but not used: {why}" for name, why in IGNORED.items() if env_str(name)]
     return ["; ".join(reasons)] if reasons else []
-
-
-def _comfyui_dir() -> Path:
-    """COMFYUI_DIR, else the volume's ComfyUI, as services/comfyui decides."""
-    value = env_str("COMFYUI_DIR")
-    if value:
-        return Path(value)
-    return Path("/runpod-volume/ComfyUI" if os.path.isdir("/runpod-volume") else "/workspace/ComfyUI")
 
 
 def load_s3() -> S3Config | None:

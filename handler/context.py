@@ -1,28 +1,46 @@
-"""What one job carries through its steps: its id, deadline, cancellation and clean-up list."""
+"""What one job carries through its steps: its id, its deadline and its cancellation.
+
+The time budget of a job, in one place (every wait in the handler asks the context):
+
+    JOB_TIMEOUT_S, counted from the moment the handler gets the job, bounds every step:
+      waiting for a restarting ComfyUI   min(JOB_READY_WAIT_S, time left)
+      downloading URL images            min(IMAGE_DOWNLOAD_TIMEOUT_S, time left), all together
+      POST /prompt, /history, /queue    time left (each request), at most the client's timeout
+      following the prompt              time left
+      S3 uploads                        time left
+    then, only when the deadline passed or RunPod cancelled the job after ComfyUI took it:
+      the stop request                  STOP_REQUEST_TIMEOUT_S
+      ComfyUI confirming the stop       COMFY_INTERRUPT_GRACE_S; if it does not, ComfyUI is
+                                        restarted through supervisord (a request of
+                                        STOP_REQUEST_TIMEOUT_S; the restart itself goes on
+                                        in the background)
+
+So a job's result comes at most JOB_TIMEOUT_S + 2 x STOP_REQUEST_TIMEOUT_S +
+COMFY_INTERRUPT_GRACE_S after it started. Its clean-up runs after the result, in the
+background; with JOB_PIPELINE_DEPTH=1 the next job waits for it (bounded by its own deadline).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import JobError, Reason
 
+STOP_REQUEST_TIMEOUT_S = 2.0  # one request of the stop sequence; a frozen ComfyUI must not hold a job
+MIN_REQUEST_TIMEOUT_S = 0.5  # no request gets less, even with less left (it would fail for nothing)
+
 
 @dataclass
 class JobContext:
-    """Per-job state. `cancelled` is set from the event loop when RunPod cancels the job."""
+    """Per-job deadline and cancellation; `cancelled` is set from the event loop when RunPod cancels."""
 
     job: dict[str, Any]
     timeout_s: float
     started: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
-    prompt_id: str | None = None
-    comfy_pid: int | None = None
-    created_inputs: list[Path] = field(default_factory=list)
-    delivered_outputs: list[Path] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
@@ -37,6 +55,10 @@ class JobContext:
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
+
+    def request_timeout_s(self, limit_s: float) -> float:
+        """A timeout for one request: the time left, at most `limit_s`."""
+        return max(MIN_REQUEST_TIMEOUT_S, min(limit_s, self.left_s()))
 
     def stop_reason(self) -> JobError | None:
         """Why the job must stop now (RunPod cancelled it, or its deadline passed), else None."""
@@ -53,3 +75,8 @@ class JobContext:
         error = self.stop_reason()
         if error is not None:
             raise error
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less when the job is cancelled or its deadline comes first; then check."""
+        self.cancelled.wait(max(0.0, min(seconds, self.left_s())))
+        self.check()

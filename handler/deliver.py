@@ -23,9 +23,7 @@ from .s3 import S3Uploader, Upload
 
 ITEM_OVERHEAD_BYTES = 200  # JSON keys, filename, mime and node id around each item's data
 ENCODE_CHUNK_BYTES = 3 << 20  # a multiple of 3, so chunks encode without padding in between
-# Uploads get at least this long, even past the job's deadline, so a job that ends just
-# before its deadline still has its outputs delivered.
-MIN_UPLOAD_WAIT_S = 10.0
+KEPT = "The files are removed with the job (CLEANUP_OUTPUTS=false keeps them on this worker)."
 S3_SETTINGS = "S3_BUCKET_NAME, S3_ENDPOINT_URL, S3_BUCKET_CREDS_ACCESS_KEY_ID, S3_BUCKET_CREDS_SECRET_ACCESS_KEY"
 
 
@@ -36,7 +34,7 @@ def deliver(rt: Runtime, ctx: JobContext, collected: Collected) -> dict[str, Any
         return _to_s3(rt.s3, ctx, collected)
     if size > limit:
         raise _too_large(collected, size, limit)
-    return _inline(ctx, collected)
+    return _inline(collected)
 
 
 def encoded_size(size: int) -> int:
@@ -65,20 +63,19 @@ def encode_file(path: Path) -> str:
     return encoded.decode("ascii")
 
 
-def _inline(ctx: JobContext, collected: Collected) -> dict[str, Any]:
+def _inline(collected: Collected) -> dict[str, Any]:
     result = _empty_result(collected)
     sent = 0
     for item in collected.files:
         data = encode_file(item.path)
         sent += len(data)
         result[item.category].append(_item(item, "base64", data))
-        _delivered(ctx, item)
     metrics.OUTPUT_BYTES.labels("base64").inc(sent)
     return result
 
 
 def _to_s3(s3: S3Uploader, ctx: JobContext, collected: Collected) -> dict[str, Any]:
-    wait_s = max(ctx.left_s(), MIN_UPLOAD_WAIT_S)
+    wait_s = max(ctx.left_s(), 0.0)
     uploads = [
         Upload(item.path, s3.key(ctx.job_id, item.subfolder, item.filename), item.mime) for item in collected.files
     ]
@@ -92,7 +89,6 @@ def _to_s3(s3: S3Uploader, ctx: JobContext, collected: Collected) -> dict[str, A
             continue
         result[item.category].append(_item(item, "s3_url", outcome.url))
         metrics.OUTPUT_BYTES.labels("s3").inc(item.size)
-        _delivered(ctx, item)
     if failed:
         raise _upload_failed(failed, len(collected.files), result)
     return result
@@ -114,18 +110,12 @@ def _item(item: OutputFile, kind: str, data: str) -> dict[str, Any]:
     return entry
 
 
-def _delivered(ctx: JobContext, item: OutputFile) -> None:
-    """Mark ComfyUI's own file for clean-up (never an input, never a /view scratch copy)."""
-    if not item.scratch and item.kind in ("output", "temp"):
-        ctx.delivered_outputs.append(item.path)
-
-
 def _too_large(collected: Collected, size: int, limit: int) -> JobError:
     files = ", ".join(f"{item.display_name} ({_mb(encoded_size(item.size))})" for item in collected.files)
     message = (
         f"The outputs come to {_mb(size)} as base64, over the response limit of {_mb(limit)} "
         f"(RESPONSE_SIZE_LIMIT_BYTES): {files}. Configure S3 ({S3_SETTINGS}) to receive large "
-        "outputs as URLs. The files remain in ComfyUI's output folder on this worker."
+        f"outputs as URLs. {KEPT}"
     )
     details = {"response_bytes": size, "limit_bytes": limit, "files": [_file_fact(item) for item in collected.files]}
     return JobError(Reason.OUTPUT_TOO_LARGE, message, details)
@@ -133,10 +123,7 @@ def _too_large(collected: Collected, size: int, limit: int) -> JobError:
 
 def _upload_failed(failed: list[dict[str, Any]], total: int, uploaded: dict[str, Any]) -> JobError:
     listing = "; ".join(f"{entry['filename']} ({_mb(entry['size'])}): {entry['error']}" for entry in failed)
-    message = (
-        f"S3 upload failed for {len(failed)} of {total} outputs: {listing}. "
-        "The files that failed remain in ComfyUI's output folder on this worker."
-    )
+    message = f"S3 upload failed for {len(failed)} of {total} outputs: {listing}. {KEPT}"
     return JobError(Reason.UPLOAD, message, {"failed_uploads": failed, "uploaded": uploaded})
 
 

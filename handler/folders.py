@@ -1,67 +1,32 @@
-"""Where ComfyUI keeps its input, output and temp files, and safe paths inside them.
+"""Safe paths inside the worker's folders (worker_common.layout), checked with real paths.
 
-The handler runs in ComfyUI's container, so it reads outputs straight from disk instead of
-fetching them over HTTP. The folders follow ComfyUI's own rules: `--output-directory`,
-`--input-directory`, `--temp-directory` (ComfyUI appends "temp" to it) and
-`--base-directory` from the command line ComfyUI reports in /system_stats, relative to
-COMFYUI_DIR (its working directory), else COMFYUI_DIR's own input/, output/ and temp/.
+The handler runs as root beside ComfyUI and reads ComfyUI's outputs straight from disk. A name
+ComfyUI reports comes from node code nobody here wrote, and a folder may hold a symbolic link a
+custom node placed: every path is resolved with its links and must stay inside its folder.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-FOLDER_TYPES = ("input", "output", "temp")
+from worker_common.layout import Layout
 
 
-@dataclass(frozen=True)
-class Folders:
-    input: Path
-    output: Path
-    temp: Path
-
-    def root(self, kind: str) -> Path | None:
-        return getattr(self, kind) if kind in FOLDER_TYPES else None
-
-    def resolve(self, kind: str, subfolder: str, filename: str) -> Path | None:
-        """The file's path, or None when `kind` is unknown or the path would leave its folder."""
-        root = self.root(kind)
-        if root is None or not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
-            return None
-        base = os.path.abspath(root)
-        path = os.path.abspath(os.path.join(base, subfolder or "", filename))
-        if os.path.commonpath([base, path]) != base:
-            return None
-        return Path(path)
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path` is `root` or below it (both already real paths)."""
+    return path == root or root in path.parents
 
 
-def discover(comfyui_dir: Path, argv: list[str] | None) -> Folders:
-    """ComfyUI's folders as its command line (from /system_stats) sets them."""
-    flags = _flags(argv or [])
-    base = _absolute(comfyui_dir, flags.get("--base-directory")) or comfyui_dir
-    temp_parent = _absolute(comfyui_dir, flags.get("--temp-directory"))
-    return Folders(
-        input=_absolute(comfyui_dir, flags.get("--input-directory")) or base / "input",
-        output=_absolute(comfyui_dir, flags.get("--output-directory")) or base / "output",
-        temp=temp_parent / "temp" if temp_parent else base / "temp",
-    )
+def real_path_in(layout: Layout, kind: str, subfolder: str, filename: str) -> Path | None:
+    """The real path of a file in one of ComfyUI's folders (input, output, temp), or None.
 
-
-def _flags(argv: list[str]) -> dict[str, str]:
-    """`--name value` and `--name=value` pairs of a command line."""
-    flags: dict[str, str] = {}
-    for index, arg in enumerate(argv):
-        if not arg.startswith("--"):
-            continue
-        name, equals, value = arg.partition("=")
-        if equals:
-            flags[name] = value
-        elif index + 1 < len(argv) and not argv[index + 1].startswith("--"):
-            flags[name] = argv[index + 1]
-    return flags
-
-
-def _absolute(cwd: Path, value: str | None) -> Path | None:
-    return None if not value else Path(os.path.abspath(cwd / value))
+    None when the folder type is unknown, the name is not a plain file name, or the path,
+    once its links are resolved, leaves the folder.
+    """
+    folder = layout.folder(kind)
+    if folder is None or not filename or "/" in filename or filename in (".", "..") or "\0" in filename + subfolder:
+        return None
+    root = Path(os.path.realpath(folder))
+    path = Path(os.path.realpath(root / subfolder / filename))
+    return path if inside(root, path) and path != root else None

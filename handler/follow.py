@@ -1,72 +1,97 @@
 """Step 4: follow the prompt over the WebSocket until ComfyUI has finished it.
 
-The stream is trusted while it is unbroken: `executed` frames carry each output node's
+The stream is trusted while it is unbroken: `executed` frames of output nodes carry their
 files, and `executing` with node null ends the prompt. Whenever the stream may have missed
-something (the socket dropped, or went quiet past WEBSOCKET_RECEIVE_TIMEOUT_S), the prompt
-is reconciled with /history/{prompt_id} and /queue, which also finds a completion that
-happened while disconnected. A ComfyUI that died is found through the sidecar (not ready,
-or another pid) and fails the job at once. The job's deadline and RunPod's cancellation
-interrupt the prompt in ComfyUI and drop it from the queue.
+something (the socket dropped, or went quiet past WEBSOCKET_RECEIVE_TIMEOUT_S), the prompt is
+reconciled with ComfyUI (tracking.prompt_state), which also finds a completion that happened
+while disconnected. When ComfyUI's process ends:
+- a prompt ComfyUI had not started rides the supervised restart: it is sent again, under the
+  same prompt id, once ComfyUI is ready (submit.queue waits for it, up to JOB_READY_WAIT_S);
+- a prompt that was running fails at once, with the sidecar's account of why.
+A ComfyUI that stops answering altogether fails the job (job.py then stops the prompt, and
+restarts ComfyUI if it does not recover). The deadline and RunPod's cancellation end the loop
+within TICK_S.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
+from worker_common import comfy_protocol as protocol
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
 from worker_common.contract import Readiness
 
+from . import explain
 from .context import JobContext
 from .errors import JobError, Reason
 from .progress import Progress
 from .runtime import Runtime
+from .tracking import Where, prompt_state
 from .ws import ComfySocket, Dropped
 
 TICK_S = 0.25  # the loop wakes at least this often to check cancellation and the deadline
 MAX_RECONNECT_DELAY_S = 30.0
-INTERRUPT_GRACE_S = 5.0  # how long to let ComfyUI confirm an interrupt before returning
 DEATH_REASON_WAIT_S = 2.0  # how long to give the sidecar to explain why ComfyUI's process ended
-STOP_REQUEST_TIMEOUT_S = 2.0  # a frozen ComfyUI must not hold a job past its deadline
-MIN_REQUEST_TIMEOUT_S = 1.0
-TRACEBACK_LINES = 6
 
 Outputs = dict[str, dict[str, Any]]
+Resubmit = Callable[[Readiness], Readiness]  # sends the prompt again after a restart; the new readiness
 
 log = logging.getLogger(__name__)
 
 
-class Follower:
-    """Follows one prompt; `run()` returns its outputs by node id, or raises JobError."""
+@dataclass
+class Followed:
+    """How the prompt ended well: its outputs by node id, and when ComfyUI ran it."""
 
-    def __init__(self, rt: Runtime, ctx: JobContext, sock: ComfySocket, progress: Progress) -> None:
-        assert ctx.prompt_id is not None
-        self.rt = rt
-        self.ctx = ctx
-        self.sock = sock
-        self.prompt_id = ctx.prompt_id
+    outputs: Outputs
+    started_at: float | None = None  # monotonic: ComfyUI started executing it
+    ended_at: float = field(default_factory=time.monotonic)
+
+
+class Follower:
+    """Follows one prompt; `run()` returns how it ended, or raises JobError."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        ctx: JobContext,
+        sock: ComfySocket,
+        prompt_id: str,
+        ready: Readiness,
+        progress: Progress,
+        intermediate_nodes: frozenset[str],
+        resubmit: Resubmit,
+        unmask: explain.Unmask,
+    ) -> None:
+        self.rt, self.ctx, self.sock = rt, ctx, sock
+        self.prompt_id = prompt_id
+        self.ready = ready
         self.progress = progress
+        self.intermediate_nodes = intermediate_nodes  # nodes of known non-output classes
+        self.resubmit = resubmit
+        self.unmask = unmask
         self.outputs: Outputs = {}
+        self.started_at: float | None = None
         self.stream_complete = True  # False once frames may have been missed
-        self.node_id: str | None = None
         self.last_frame = self.last_check = time.monotonic()
         self.ping_sent_at: float | None = None
 
-    def run(self) -> Outputs:
+    def run(self) -> Followed:
         while True:
-            stop = self.ctx.stop_reason()
-            if stop is not None:
-                raise self._stop(stop)
-            outputs = self._step()
-            if outputs is not None:
-                return outputs
+            self.ctx.check()
+            followed = self._step()
+            if followed is not None:
+                return followed
 
     # -- one pass of the loop -------------------------------------------------------
 
-    def _step(self) -> Outputs | None:
+    def _step(self) -> Followed | None:
         try:
             message = self.sock.receive(min(TICK_S, max(self.ctx.left_s(), 0.0)))
         except Dropped as error:
@@ -77,46 +102,53 @@ class Follower:
         self.ping_sent_at = None
         return self._handle(message)
 
-    def _handle(self, message: dict[str, Any]) -> Outputs | None:
+    def _handle(self, message: dict[str, Any]) -> Followed | None:
         kind, data = message.get("type"), message.get("data") or {}
         prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
         # After a reconnect ComfyUI re-sends the running node without a prompt_id: it is ours.
-        if prompt_id != self.prompt_id and not (prompt_id is None and kind == "executing"):
+        if prompt_id != self.prompt_id and not (prompt_id is None and kind == protocol.EXECUTING):
             self.progress.flush()
             return None
-        if kind == "executing":
+        if kind == protocol.EXECUTION_START:
+            self._started()
+        elif kind == protocol.EXECUTING:
             return self._executing(data.get("node"), prompt_id)
-        if kind == "executed":
-            self.outputs[str(data.get("node"))] = data.get("output") or {}
-        elif kind == "execution_cached":
+        elif kind == protocol.EXECUTED:
+            node_id = str(data.get("node"))
+            if node_id not in self.intermediate_nodes:  # 0.38.1 also reports cached intermediate nodes
+                self.outputs[node_id] = data.get("output") or {}
+        elif kind == protocol.EXECUTION_CACHED:
+            self._started()
             self.progress.cached(data.get("nodes") or [])
-        elif kind == "progress":
+        elif kind == protocol.PROGRESS:
             self.progress.step(data.get("value"), data.get("max"), data.get("node"))
-        elif kind == "execution_error":
-            raise execution_error(data)
-        elif kind == "execution_interrupted":
-            raise interrupted_error(data)
+        elif kind in (protocol.EXECUTION_ERROR, protocol.EXECUTION_INTERRUPTED):
+            raise explain.execution_failure(protocol.ExecutionFailure.from_message(kind, data), self.unmask)
         return None
 
-    def _executing(self, node: Any, prompt_id: str | None) -> Outputs | None:
+    def _started(self) -> None:
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+
+    def _executing(self, node: Any, prompt_id: str | None) -> Followed | None:
         if node is None:
             return self._finish() if prompt_id == self.prompt_id else None
-        self.node_id = str(node)
-        self.progress.node(self.node_id)
+        self._started()
+        self.progress.node(str(node))
         return None
 
-    def _finish(self) -> Outputs:
+    def _finish(self) -> Followed:
         if self.stream_complete:
-            return self.outputs
-        outputs = self._reconcile()
-        if outputs is None:
-            raise JobError(Reason.INTERNAL, "ComfyUI reported the prompt finished but /history does not have it")
-        return outputs
+            return Followed(self.outputs, self.started_at)
+        followed = self._reconcile()
+        if followed is None:
+            raise JobError(Reason.INTERNAL, "ComfyUI reported the prompt finished but does not list it as finished")
+        return followed
 
-    def _idle(self) -> Outputs | None:
+    def _idle(self) -> Followed | None:
         """The socket was quiet for a tick.
 
-        After WEBSOCKET_RECEIVE_TIMEOUT_S without a frame, ping the socket and ask /history
+        After WEBSOCKET_RECEIVE_TIMEOUT_S without a frame, ping the socket and ask ComfyUI
         (a completion may have been missed). If neither a frame nor the pong comes within
         another timeout, the socket is half-open: reconnect.
         """
@@ -136,23 +168,23 @@ class Follower:
 
     # -- recovery -------------------------------------------------------------------
 
-    def _recover(self, why: str) -> Outputs | None:
-        """Reconnect with backoff, then ask /history whether the prompt ended meanwhile."""
+    def _recover(self, why: str) -> Followed | None:
+        """Reconnect with backoff, then ask ComfyUI whether the prompt ended meanwhile."""
         log.warning("job %s: %s; reconnecting", self.ctx.job_id, why)
         self.stream_complete = False
         attempts = self.rt.config.ws_reconnect_attempts
         for attempt in range(attempts):
-            pause = min(_backoff(attempt, self.rt.config.ws_reconnect_delay_s), max(self.ctx.left_s(), 0.0))
-            if self.ctx.cancelled.wait(pause) or self.ctx.stop_reason():
-                return None  # the loop stops the job
-            self._ensure_comfy_alive(why)
+            self.ctx.sleep(min(_backoff(attempt, self.rt.config.ws_reconnect_delay_s), MAX_RECONNECT_DELAY_S))
+            if self._comfy_replaced(why):
+                return None  # sent again to the new ComfyUI (a fresh socket is open)
             try:
                 self.sock.open()
                 break
             except ComfyUnavailable:
                 continue
         else:
-            self._ensure_comfy_alive(why)
+            if self._comfy_replaced(why):
+                return None
             raise JobError(
                 Reason.COMFYUI_UNAVAILABLE,
                 f"Lost the connection to ComfyUI ({why}) and could not reconnect in {attempts} attempts "
@@ -162,22 +194,32 @@ class Follower:
         self.ping_sent_at = None
         return self._reconcile()
 
-    def _ensure_comfy_alive(self, why: str) -> None:
-        """Fail at once when ComfyUI died or restarted: the sidecar says so, or its pid is gone."""
-        status = self.rt.gate.status()
-        known_pid = self.ctx.comfy_pid
-        if status.ready and known_pid and status.comfyui_pid and status.comfyui_pid != known_pid:
-            message = (
-                f"ComfyUI restarted during the job (pid {known_pid}, now {status.comfyui_pid}); the prompt was lost"
-            )
-            raise JobError(Reason.COMFYUI_UNAVAILABLE, message)
-        if _gone(status, known_pid):
-            raise JobError(Reason.COMFYUI_UNAVAILABLE, f"ComfyUI stopped during the job ({why}): {status.describe()}")
-        if known_pid and _ended(known_pid):
-            message = f"ComfyUI's process (pid {known_pid}) ended during the job{self._sidecar_reason(known_pid)}"
-            raise JobError(Reason.COMFYUI_UNAVAILABLE, message)
+    def _comfy_replaced(self, why: str) -> bool:
+        """Whether ComfyUI's process ended; then ride the restart if the prompt had not started.
 
-    def _sidecar_reason(self, known_pid: int) -> str:
+        Returns True when the prompt was sent again to a new ComfyUI, False when the same
+        process still runs; raises JobError when the prompt was lost with a running process.
+        """
+        status = self.rt.gate.status()
+        known_pid = self.ready.comfyui_pid
+        replaced = status.ready and known_pid and status.comfyui_pid and status.comfyui_pid != known_pid
+        ended = bool(known_pid and _ended(known_pid))
+        if not (replaced or ended or _gone(status, known_pid)):
+            return False
+        if self.started_at is not None:
+            reason = f": {status.describe()}" if not status.ready else self._sidecar_reason(known_pid)
+            raise JobError(
+                Reason.COMFYUI_UNAVAILABLE,
+                f"ComfyUI's process (pid {known_pid}) ended while running the prompt ({why}){reason}",
+            )
+        log.info("job %s: ComfyUI restarted before running the prompt; sending it again once ready", self.ctx.job_id)
+        self.ready = self.resubmit(self.ready)
+        self.stream_complete = True
+        self.outputs = {}
+        self.last_frame = self.last_check = time.monotonic()
+        return True
+
+    def _sidecar_reason(self, known_pid: int | None) -> str:
         """The sidecar's account of a death it may not have seen yet: asked for up to DEATH_REASON_WAIT_S."""
         deadline = time.monotonic() + DEATH_REASON_WAIT_S
         while time.monotonic() < deadline:
@@ -187,112 +229,36 @@ class Follower:
             time.sleep(TICK_S / 2)
         return ""
 
-    def _reconcile(self) -> Outputs | None:
-        """The outputs if the prompt has ended, None while it is queued or running."""
-        timeout_s = min(max(self.ctx.left_s(), MIN_REQUEST_TIMEOUT_S), self.rt.comfy.timeout_s)
+    def _reconcile(self) -> Followed | None:
+        """How the prompt ended if it has, None while it is queued or running."""
+        features = self.rt.features(self.ready.comfyui_pid)
         try:
-            entry = self.rt.comfy.history(self.prompt_id, timeout_s)
-            if not entry:
-                queue = self.rt.comfy.queue(timeout_s)
-                if _listed(queue.get("queue_running", []) + queue.get("queue_pending", []), self.prompt_id):
-                    return None
-                entry = self.rt.comfy.history(self.prompt_id, timeout_s)  # it may have ended in between
+            state = prompt_state(
+                self.rt.comfy, features, self.prompt_id, self.ctx.request_timeout_s(self.rt.comfy.timeout_s)
+            )
+        except ComfyUnavailable as error:
+            raise JobError(
+                Reason.COMFYUI_UNAVAILABLE, f"ComfyUI stopped answering while running the prompt ({error.reason})"
+            ) from error
         except ComfyError as error:
             raise self.rt.comfy_failure(error, "checking on the prompt") from error
-        if not entry:
-            status = self.rt.gate.status()
+        if state.where is Where.RUNNING:
+            self._started()
+        if state.where in (Where.PENDING, Where.RUNNING):
+            return None
+        if state.entry is None:
+            if self._comfy_replaced("ComfyUI no longer knows the prompt"):
+                return None
             raise JobError(
                 Reason.COMFYUI_UNAVAILABLE,
-                f"ComfyUI no longer knows the prompt {self.prompt_id}: it was lost, most likely in a restart "
-                f"({status.describe() if not status.ready else 'ComfyUI is up again'})",
+                f"ComfyUI no longer knows the prompt {self.prompt_id}: it was lost, most likely in a restart",
             )
-        return outputs_from_history(entry)
-
-    # -- stopping -------------------------------------------------------------------
-
-    def _stop(self, error: JobError) -> JobError:
-        """Interrupt the prompt and drop it from the queue; returns the error to raise."""
-        comfy, timeout_s = self.rt.comfy, STOP_REQUEST_TIMEOUT_S
-        try:
-            # Sent first: a ComfyUI that is frozen now still acts on it once it runs again.
-            comfy.interrupt(self.prompt_id, timeout_s)
-            comfy.delete_from_queue([self.prompt_id], timeout_s)
-            running = _listed(comfy.queue(timeout_s).get("queue_running", []), self.prompt_id)
-        except ComfyError:
-            return error
-        if not running:  # it was still waiting in the queue, and is gone now
-            return error
-        node = self._wait_interrupted()
-        if node:
-            error.message += f"; ComfyUI was interrupted at {node}"
-        return error
-
-    def _wait_interrupted(self) -> str | None:
-        """Wait briefly for ComfyUI to confirm; returns where it stopped, e.g. 'node 3 (KSampler)'."""
-        deadline = time.monotonic() + INTERRUPT_GRACE_S
-        while time.monotonic() < deadline:
-            try:
-                message = self.sock.receive(TICK_S)
-            except Dropped:
-                break
-            data = (message or {}).get("data") or {}
-            if not isinstance(data, dict) or data.get("prompt_id") != self.prompt_id:
-                continue
-            if message and message.get("type") in ("execution_interrupted", "execution_error"):
-                return _where(data.get("node_id"), data.get("node_type"))
-            if message and message.get("type") == "executing" and data.get("node") is None:
-                break
-        return _where(self.node_id, self.progress.class_of(self.node_id)) if self.node_id else None
-
-
-def follow(rt: Runtime, ctx: JobContext, sock: ComfySocket, progress: Progress) -> Outputs:
-    return Follower(rt, ctx, sock, progress).run()
-
-
-def outputs_from_history(entry: dict[str, Any]) -> Outputs:
-    """The outputs of a finished history entry; raises the prompt's own error if it failed."""
-    status = entry.get("status") or {}
-    if status.get("status_str") == "error":
-        for kind, data in reversed(status.get("messages") or []):
-            if kind == "execution_error":
-                raise execution_error(data)
-            if kind == "execution_interrupted":
-                raise interrupted_error(data)
-        raise JobError(Reason.EXECUTION, "ComfyUI reports the prompt failed, without saying why")
-    return entry.get("outputs") or {}
-
-
-def execution_error(data: dict[str, Any]) -> JobError:
-    """The JobError for an execution_error frame: node, class, exception and traceback tail."""
-    node = _where(data.get("node_id"), data.get("node_type"))
-    exception = f"{data.get('exception_type', 'Exception')}: {str(data.get('exception_message', '')).strip()}"
-    traceback = data.get("traceback") or []
-    lines = [line for line in "".join(traceback).rstrip().splitlines() if line.strip(" ^~")][-TRACEBACK_LINES:]
-    message = f"ComfyUI failed at {node}: {exception}"
-    if lines:
-        message += "\nTraceback (last lines):\n" + "\n".join(lines)
-    details = {
-        "node_id": data.get("node_id"),
-        "class_type": data.get("node_type"),
-        "exception_type": data.get("exception_type"),
-        "exception_message": data.get("exception_message"),
-        "traceback": traceback,
-    }
-    return JobError(Reason.EXECUTION, message, details)
-
-
-def interrupted_error(data: dict[str, Any]) -> JobError:
-    """The JobError for an interrupt this job did not ask for."""
-    node = _where(data.get("node_id"), data.get("node_type"))
-    return JobError(
-        Reason.INTERRUPTED,
-        f"ComfyUI interrupted the prompt at {node}: someone called POST /interrupt, or ComfyUI was stopping",
-        {"node_id": data.get("node_id"), "class_type": data.get("node_type")},
-    )
-
-
-def _where(node_id: Any, class_type: Any) -> str:
-    return f"node {node_id} ({class_type or '?'})"
+        if state.entry.failure is not None and state.entry.failed:
+            raise explain.execution_failure(state.entry.failure, self.unmask)
+        if state.entry.failed:
+            raise JobError(Reason.EXECUTION, "ComfyUI reports the prompt failed, without saying why")
+        outputs = {node: ui for node, ui in state.entry.outputs.items() if node not in self.intermediate_nodes}
+        return Followed(outputs, self.started_at)
 
 
 def _ended(pid: int) -> bool:
@@ -310,11 +276,6 @@ def _gone(status: Readiness, known_pid: int | None) -> bool:
     return not status.ready or bool(known_pid and status.comfyui_pid != known_pid)
 
 
-def _listed(queue_items: list[Any], prompt_id: str) -> bool:
-    """Whether /queue's items ([number, prompt_id, prompt, extra_data, outputs]) include the prompt."""
-    return any(len(item) > 1 and item[1] == prompt_id for item in queue_items)
-
-
 def _backoff(attempt: int, base_s: float) -> float:
     """No wait before the first reconnect (a dropped socket on a live server), then doubling."""
-    return 0.0 if attempt == 0 else min(base_s * 2 ** (attempt - 1), MAX_RECONNECT_DELAY_S)
+    return 0.0 if attempt == 0 else base_s * 2 ** (attempt - 1)

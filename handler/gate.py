@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
+
+import psutil
 
 from worker_common.contract import Readiness
 
+from .context import JobContext
 from .errors import JobError, Reason
 
 # The longest single long-poll; the loop re-asks until its own deadline.
@@ -25,6 +29,8 @@ MAX_POLL_S = 30.0
 RETRY_PAUSE_S = 0.05
 # Time the sidecar gets on top of `wait` to answer.
 ANSWER_SLACK_S = 5.0
+# With a job's cancellation to watch, the longest single long-poll.
+STOPPABLE_POLL_S = 0.5
 # A "ready" answer younger than this is trusted for a new job, as long as the WebSocket kept
 # from the last job is still open (a ComfyUI restart closes it): jobs arriving back to back
 # skip a round trip to the sidecar.
@@ -59,37 +65,90 @@ class Gate:
         last = self._last_ready
         return last[1] if last is not None and time.monotonic() - last[0] < max_age_s else None
 
-    def wait_ready(self, until: float) -> Readiness:
-        """Long-poll until ComfyUI is ready or the Unix time `until`; returns the last answer."""
+    def wait_ready(self, until: float, stop: threading.Event | None = None) -> Readiness:
+        """Long-poll until ComfyUI is ready or the Unix time `until`; returns the last answer.
+
+        With `stop` (a job's cancellation), each long-poll is short, so a cancelled job stops
+        waiting within STOPPABLE_POLL_S; readiness still arrives the moment the sidecar sees it.
+        """
+        chunk_s = MAX_POLL_S if stop is None else STOPPABLE_POLL_S
         while True:
             asked_at = time.time()
-            wait_s = min(max(until - asked_at, 0.0), MAX_POLL_S)
+            wait_s = min(max(until - asked_at, 0.0), chunk_s)
             status = self.status(wait_s)
-            if status.ready or status.failed or time.time() >= until:
+            if status.ready or status.failed or time.time() >= until or (stop is not None and stop.is_set()):
                 return status
             if time.time() - asked_at < wait_s:
                 # Answered early without being ready (sidecar not up yet): do not spin.
                 time.sleep(min(RETRY_PAUSE_S, max(until - time.time(), 0.0)))
 
 
-def ready_for_job(gate: Gate, wait_s: float, trust_recent: bool) -> Readiness:
-    """ComfyUI's readiness for a new job: wait up to `wait_s` for a restarting ComfyUI, else fail.
+def ready_for_job(
+    gate: Gate, ctx: JobContext, wait_s: float, trust_recent: bool, gone_pid: int | None = None
+) -> Readiness:
+    """ComfyUI's readiness for a job: wait up to `wait_s` (and the job's time) for a restarting ComfyUI.
 
     With `trust_recent` (the caller knows ComfyUI has not restarted since), a recent "ready"
-    answer is used without asking again. A sidecar that says "failed" (ComfyUI is given up
-    on) fails the job at once, and an unreachable sidecar lets the job try: ComfyUI's own
-    answers will tell.
+    answer is used without asking again. `gone_pid` is a ComfyUI process that just refused a
+    connection: until the sidecar notices, it may still call that process ready, so a ready
+    answer naming a dead `gone_pid` counts as not ready. A sidecar that says "failed"
+    (ComfyUI is given up on) fails the job at once, and an unreachable sidecar lets the job
+    try: ComfyUI's own answers will tell.
     """
-    recent = gate.recent_ready(READY_FRESH_S) if trust_recent else None
+    recent = gate.recent_ready(READY_FRESH_S) if trust_recent and gone_pid is None else None
     status = recent or gate.status()
-    if status.ready or status.state == "unreachable":
+    until = time.time() + max(0.0, min(wait_s, ctx.left_s()))
+    while not status.failed and not _usable(status, gone_pid) and time.time() < until:
+        if _stale(status, gone_pid):
+            ctx.sleep(RETRY_PAUSE_S)
+            status = gate.status()
+        else:
+            status = gate.wait_ready(until, ctx.cancelled)
+        ctx.check()
+    if _usable(status, gone_pid):
         return status
-    waited = not status.failed and wait_s > 0
-    if waited:
-        status = gate.wait_ready(time.time() + wait_s)
-    if status.ready:
-        return status
-    after = f" after waiting {wait_s:g} s (JOB_READY_WAIT_S)" if waited else ""
+    after = f" after waiting {wait_s:g} s (JOB_READY_WAIT_S)" if wait_s > 0 and not status.failed else ""
     raise JobError(
         Reason.COMFYUI_UNAVAILABLE, f"ComfyUI is not ready{after}, so the job was not started: {status.describe()}"
     )
+
+
+def _usable(status: Readiness, gone_pid: int | None) -> bool:
+    if status.state == "unreachable":
+        return gone_pid is None
+    return status.ready and not _stale(status, gone_pid)
+
+
+def _stale(status: Readiness, gone_pid: int | None) -> bool:
+    """A "ready" that names a process known to have refused, and that has ended since."""
+    return status.ready and gone_pid is not None and status.comfyui_pid == gone_pid and not _alive(gone_pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class RestartWait:
+    """Waiting for a restarting ComfyUI on a job's behalf: JOB_READY_WAIT_S in all, across every wait."""
+
+    def __init__(self, gate: Gate, ctx: JobContext, budget_s: float) -> None:
+        self.gate = gate
+        self.ctx = ctx
+        self.budget_s = budget_s
+        self.since: float | None = None
+
+    def next(self, ready: Readiness) -> Readiness:
+        """The readiness of a ComfyUI other than the one that just failed `ready`'s job; raises when none comes."""
+        self.since = self.since or time.monotonic()
+        self.ctx.sleep(RETRY_PAUSE_S)  # a ComfyUI that answers at once but badly must not be hammered
+        left_s = self.budget_s - (time.monotonic() - self.since)
+        if left_s <= 0:
+            raise JobError(
+                Reason.COMFYUI_UNAVAILABLE,
+                f"ComfyUI did not come back within JOB_READY_WAIT_S={self.budget_s:g} s: "
+                f"{self.gate.status().describe()}",
+            )
+        return ready_for_job(self.gate, self.ctx, left_s, trust_recent=False, gone_pid=ready.comfyui_pid)

@@ -1,48 +1,175 @@
-"""One job, top to bottom: validate -> stage inputs -> queue -> follow -> collect -> deliver -> clean up."""
+"""One job, top to bottom: validate -> stage inputs -> queue -> follow -> collect -> deliver -> clean up.
+
+`run` never raises for a job's failure: it returns the job's `Outcome` (the result for RunPod,
+the failure reason, and where the time went). Every prompt the job sent to ComfyUI is stopped
+if the job ends before it did, and the job's files and history are cleaned up afterwards, in
+the background, whatever happened.
+"""
 
 from __future__ import annotations
 
-import functools
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from runpod.serverless import progress_update
+from worker_common.comfy_client import ComfyError, ComfyUnavailable
+from worker_common.contract import Readiness
 
-from . import collect, deliver, follow, metrics, stage, submit, validate
+from . import collect, deliver, metrics, namespace, stage, stop, submit, validate
+from .cleanup import Leftovers
 from .context import JobContext
-from .gate import ready_for_job
-from .progress import Progress
+from .errors import JobError, Reason
+from .follow import Followed, Follower
+from .gate import RestartWait, ready_for_job
+from .namespace import JobSpace, PreparedWorkflow
+from .progress import Progress, RunPodProgress
 from .runtime import Runtime
+from .validate import JobInput
+from .ws import ComfySocket
+
+log = logging.getLogger(__name__)
 
 
-def run(rt: Runtime, ctx: JobContext) -> dict[str, Any]:
-    """The job's result; raises JobError when it fails. Clean-up runs either way, afterwards."""
-    rt.cleaner.wait()
-    try:
-        job_input = validate.parse(ctx.job.get("input"), rt.config.image_max_bytes)
-        _wait_until_ready(rt, ctx)
-        stage.stage_inputs(rt, ctx, job_input)
-        ctx.check()
-        with rt.sockets.socket() as sock:
-            submit.queue(rt, ctx, sock.client_id, job_input)
-            outputs = follow.follow(rt, ctx, sock, _progress(rt, ctx, job_input.workflow))
-        collected = collect.collect(rt, outputs)
+@dataclass
+class Outcome:
+    result: dict[str, Any]
+    reason: Reason  # Reason.NONE for a success
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (metrics.PHASES)
+
+
+class _Phases:
+    """Seconds spent in each phase of the job, for metrics.record_phases."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
         try:
-            result = deliver.deliver(rt, ctx, collected)
+            yield
         finally:
-            collected.discard_scratch()
-        result["prompt_id"] = ctx.prompt_id
-        return result
+            self.add(phase, time.monotonic() - started)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + max(seconds, 0.0)
+
+
+def run(rt: Runtime, ctx: JobContext) -> Outcome:
+    """Run the job; its outcome, success or failure, never an exception."""
+    phases = _Phases()
+    space = JobSpace.new(rt.config.layout)
+    prompt_id: str | None = None
+    if rt.config.pipeline_depth == 1:
+        rt.cleaner.wait(max(ctx.left_s(), 0.0))  # one job at a time: the last one ends with its clean-up
+    try:
+        with rt.cleaner.job():
+            prompt_id = submit.new_prompt_id()
+            result = _run(rt, ctx, space, prompt_id, phases)
+        return Outcome(result, Reason.NONE, phases.seconds)
+    except JobError as error:
+        return Outcome(error.result(), error.reason, phases.seconds)
+    except ComfyError as error:
+        failure = rt.comfy_failure(error, "running the job")
+        return Outcome(failure.result(), failure.reason, phases.seconds)
+    except Exception as error:
+        log.exception("job %s failed unexpectedly", ctx.job_id)
+        failure = JobError(Reason.INTERNAL, f"The worker failed unexpectedly: {type(error).__name__}: {error}")
+        return Outcome(failure.result(), failure.reason, phases.seconds)
     finally:
-        rt.cleaner.submit(rt, ctx)
+        rt.cleaner.submit(rt, Leftovers(space, prompt_id))
 
 
-def _wait_until_ready(rt: Runtime, ctx: JobContext) -> None:
+def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: _Phases) -> dict[str, Any]:
+    with phases.timing("validating"):
+        job_input = validate.parse(ctx.job.get("input"), rt.config.image_max_bytes)
+    with phases.timing("staging_inputs"):
+        ready = _ready(rt, ctx)
+        prepared = namespace.prepare(
+            job_input.workflow, space, {image.name for image in job_input.images}, rt.catalog, ctx.request_timeout_s(10)
+        )
+        stage.stage_inputs(rt, ctx, job_input, space, prepared)
+    ctx.check()
+    followed = _queue_and_follow(rt, ctx, job_input, space, prepared, prompt_id, ready, phases)
+    with phases.timing("collecting"):
+        collected = collect.collect(rt, followed.outputs, space)
+    try:
+        with phases.timing("delivering"):
+            result = deliver.deliver(rt, ctx, collected)
+    finally:
+        collected.discard_scratch()
+    result["prompt_id"] = prompt_id
+    return result
+
+
+def _ready(rt: Runtime, ctx: JobContext) -> Readiness:
     started = time.monotonic()
-    ctx.comfy_pid = ready_for_job(rt.gate, rt.config.job_ready_wait_s, rt.sockets.idle_alive()).comfyui_pid
+    ready = ready_for_job(rt.gate, ctx, rt.config.job_ready_wait_s, rt.sockets.idle_alive())
+    rt.catalog.for_process(ready.comfyui_pid)
     metrics.READY_WAIT.observe(time.monotonic() - started)
+    return ready
 
 
-def _progress(rt: Runtime, ctx: JobContext, workflow: dict[str, Any]) -> Progress:
-    send = functools.partial(progress_update, ctx.job) if rt.config.progress_url_set else None
-    return Progress(workflow, send)
+def _queue_and_follow(
+    rt: Runtime,
+    ctx: JobContext,
+    job_input: JobInput,
+    space: JobSpace,
+    prepared: PreparedWorkflow,
+    prompt_id: str,
+    ready: Readiness,
+    phases: _Phases,
+) -> Followed:
+    """Queue the prompt and follow it; a job that fails or stops meanwhile stops its prompt first."""
+    waiting = RestartWait(rt.gate, ctx, rt.config.job_ready_wait_s)
+    with rt.sockets.socket() as sock:
+        submission = submit.Submission(
+            prompt_id, sock.client_id, prepared.workflow, job_input.workflow, _extra_data(rt, job_input), space
+        )
+        reporter = RunPodProgress(ctx.job) if rt.config.progress_url_set else None
+        progress = Progress(job_input.workflow, reporter.send if reporter else None, job_id=ctx.job_id)
+
+        def send(ready: Readiness) -> Readiness:
+            ready = _connect(sock, ready, waiting)
+            return submit.queue(rt, ctx, submission, ready, waiting)
+
+        def resubmit(lost: Readiness) -> Readiness:
+            return send(waiting.next(lost))
+
+        try:
+            queued_at = time.monotonic()
+            ready = send(ready)
+            follower = Follower(
+                rt, ctx, sock, prompt_id, ready, progress, prepared.intermediate_nodes, resubmit, space.unmask
+            )
+            followed = follower.run()
+        except Exception as error:
+            said = stop.stop_prompt(rt, prompt_id, ready.comfyui_pid, sock)
+            if isinstance(error, JobError):
+                error.message += said
+            raise
+        finally:
+            if reporter is not None:
+                reporter.close()
+    started = followed.started_at or followed.ended_at
+    phases.add("queue_wait", started - queued_at)
+    phases.add("executing", followed.ended_at - started)
+    return followed
+
+
+def _connect(sock: ComfySocket, ready: Readiness, waiting: RestartWait) -> Readiness:
+    """Open the job's WebSocket before queueing, waiting for a restarting ComfyUI."""
+    while True:
+        try:
+            sock.ensure_open()
+            return ready
+        except ComfyUnavailable:
+            ready = waiting.next(ready)
+
+
+def _extra_data(rt: Runtime, job_input: JobInput) -> dict[str, Any] | None:
+    api_key = job_input.api_key or rt.config.comfy_org_api_key
+    return {"api_key_comfy_org": api_key} if api_key else None

@@ -7,6 +7,8 @@ are plain in-process values that nothing reads.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from .errors import Reason
@@ -25,11 +27,26 @@ READY_WAIT = Histogram(
 )
 OUTPUT_BYTES = Counter("comfy_worker_output_bytes_total", "Output bytes delivered, by delivery.", ["delivery"])
 IN_PROGRESS = Gauge("comfy_worker_jobs_in_progress", "Jobs running now.", multiprocess_mode="livesum")
+PHASES = ("validating", "staging_inputs", "queue_wait", "executing", "collecting", "delivering")
+JOB_PHASE = Histogram(
+    "comfy_worker_job_phase_duration_seconds",
+    "Time a job spent in each phase, by phase and outcome.",
+    ["phase", "outcome"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
 
 
-def record(outcome: str, reason: Reason, duration_s: float) -> None:
+def record_phases(durations: Mapping[str, float], outcome: str) -> None:
+    for phase, seconds in durations.items():
+        JOB_PHASE.labels(phase, outcome).observe(seconds)
+
+
+def record(reason: Reason, duration_s: float, phases: Mapping[str, float]) -> None:
+    """One finished job: its outcome, its duration and where the time went."""
+    outcome = "success" if reason is Reason.NONE else "failed"
     JOBS.labels(outcome, reason.value).inc()
     JOB_DURATION.labels(outcome).observe(duration_s)
+    record_phases(phases, outcome)
 
 
 def initialise() -> None:
@@ -40,5 +57,7 @@ def initialise() -> None:
             JOBS.labels("failed", reason.value)
     for outcome in ("success", "failed"):
         JOB_DURATION.labels(outcome)
+        for phase in PHASES:
+            JOB_PHASE.labels(phase, outcome)
     for delivery in ("base64", "s3"):
         OUTPUT_BYTES.labels(delivery)

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import logging
+import threading
+import xmlrpc.client
+from dataclasses import dataclass, field
 
 import requests
 
+from worker_common import custom_nodes, settings
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
-from worker_common.contract import COMFY_HOST
+from worker_common.comfy_protocol import Features
+from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI
+from worker_common.supervisor_rpc import supervisor_proxy
 
+from .catalog import Catalog
 from .cleanup import Cleaner
 from .config import Config
 from .errors import JobError, Reason
-from .folders import Folders, discover
 from .gate import Gate
 from .s3 import S3Uploader
 from .ws import SocketPool
 
+log = logging.getLogger(__name__)
+
 # /history may answer 500 while ComfyUI is busy writing it: retry GETs that fail so.
 GET_RETRIES = 2
+# Above comfyui's stopwaitsecs in supervisord.conf: stopProcess waits that long before SIGKILL.
+SUPERVISOR_RESTART_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -27,10 +38,12 @@ class Runtime:
     comfy: ComfyClient
     gate: Gate
     sockets: SocketPool
-    folders: Folders
+    catalog: Catalog
     downloads: requests.Session
     s3: S3Uploader | None
     cleaner: Cleaner
+    _features: dict[int | None, Features] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -40,19 +53,29 @@ class Runtime:
             comfy=comfy,
             gate=Gate(config.sidecar_port),
             sockets=SocketPool(comfy),
-            folders=discover(config.comfyui_dir, None),
+            catalog=Catalog(comfy),
             downloads=requests.Session(),
             s3=S3Uploader(config.s3) if config.s3 else None,
-            cleaner=Cleaner(),
+            cleaner=Cleaner(config),
         )
 
-    def discover_folders(self) -> None:
-        """Take ComfyUI's folders from the command line it reports (call once it is ready)."""
+    def features(self, pid: int | None) -> Features:
+        """What the ComfyUI process `pid` offers (its version), asked once per process."""
+        with self._lock:
+            known = self._features.get(pid)
+        if known is not None:
+            return known
         try:
-            argv = self.comfy.system_stats().get("system", {}).get("argv")
+            features = Features.from_system_stats(self.comfy.system_stats())
         except ComfyError:
-            return
-        self.folders = discover(self.config.comfyui_dir, argv if isinstance(argv, list) else None)
+            return Features("unknown")  # not remembered: asked again next time
+        with self._lock:
+            self._features = {pid: features}  # only the running process matters
+        return features
+
+    def pack_failures(self) -> list[custom_nodes.PackFailure]:
+        """Custom node packs that failed to import in the running ComfyUI (read by the sidecar)."""
+        return custom_nodes.read_failures(settings.run_dir())
 
     def comfy_failure(self, error: ComfyError, doing: str) -> JobError:
         """The JobError for ComfyUI failing while `doing`, with the sidecar's view of why."""
@@ -61,3 +84,23 @@ class Runtime:
         status = self.gate.status()
         why = f"; the sidecar says: {status.describe()}" if not status.ready else ""
         return JobError(Reason.COMFYUI_UNAVAILABLE, f"ComfyUI did not answer while {doing}{why}")
+
+    def restart_comfyui(self, why: str) -> str:
+        """Have supervisord restart ComfyUI, as `supervisorctl restart comfyui` does, in the background.
+
+        supervisord stops it with SIGINT, then SIGKILL after stopwaitsecs; the job that asked
+        does not wait for that, the next job waits for ComfyUI to be ready again.
+        """
+        log.warning("restarting ComfyUI through supervisord: %s", why)
+        threading.Thread(target=_restart_comfyui, name="restart-comfyui", daemon=True).start()
+        return "ComfyUI is being restarted through supervisord"
+
+
+def _restart_comfyui() -> None:
+    proxy = supervisor_proxy(timeout_s=SUPERVISOR_RESTART_TIMEOUT_S)
+    try:
+        with contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: it died meanwhile
+            proxy.supervisor.stopProcess(PROGRAM_COMFYUI, True)
+        proxy.supervisor.startProcess(PROGRAM_COMFYUI, False)
+    except (OSError, xmlrpc.client.Error) as error:
+        log.error("could not restart ComfyUI through supervisord: %s", error)

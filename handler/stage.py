@@ -1,50 +1,85 @@
-"""Step 2: download URL images, then upload every input image to ComfyUI's input folder.
+"""Step 2: download URL images, then put the job's input files in place under its own names.
 
-Nothing is uploaded until every image is downloaded and checked, so a bad URL leaves
-ComfyUI untouched. Only files the job created are listed for clean-up: an upload that
-replaces a file already on the volume is not deleted afterwards.
+The handler shares the container's disk with ComfyUI, so input files are written straight into
+the worker's input folder (no upload over HTTP). Each file is created new (never over an
+existing one, never through a symbolic link) under the job's name `<key>-<name>`; a failed
+write (disk full) removes what it wrote. Files users placed in the volume's input folder that
+the workflow names are linked under the job's names; the links are removed with the job, the
+volume's files are never written. Nothing is written until every image is downloaded and checked.
 """
 
 from __future__ import annotations
 
-import io
-
-from worker_common.comfy_client import ComfyError
+import contextlib
+import errno
+import os
+from pathlib import Path
 
 from .context import JobContext
 from .download import fetch
+from .errors import JobError, Reason
+from .namespace import JobSpace, PreparedWorkflow
 from .runtime import Runtime
 from .validate import InputImage, JobInput, check_image
 
+FILE_MODE = 0o644  # ComfyUI runs as its own user: it must read what the handler (root) writes
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
-def stage_inputs(rt: Runtime, ctx: JobContext, job_input: JobInput) -> None:
+
+def stage_inputs(
+    rt: Runtime, ctx: JobContext, job_input: JobInput, space: JobSpace, prepared: PreparedWorkflow
+) -> None:
     for image in job_input.images:
         if image.url is not None:
-            _download(rt, image)
+            _download(rt, ctx, image)
             ctx.check()
     for image in job_input.images:
-        _upload(rt, ctx, image)
-        image.data = None  # the bytes are in ComfyUI's folder now; free them
+        assert image.data is not None
+        write_input(space.input_path(image.name), image.data, image.field)
+        image.data = None  # the bytes are on disk now; free them
+    for job_name, target in prepared.shared_links.items():
+        link_input(rt.config.layout.input / job_name, target)
 
 
-def _download(rt: Runtime, image: InputImage) -> None:
+def _download(rt: Runtime, ctx: JobContext, image: InputImage) -> None:
     limits = rt.config
     assert image.url is not None
-    data = fetch(rt.downloads, image.url, image.field, limits.image_download_max_bytes, limits.image_download_timeout_s)
+    timeout_s = min(limits.image_download_timeout_s, max(ctx.left_s(), 0.0))
+    data = fetch(rt.downloads, image.url, image.field, limits.image_download_max_bytes, timeout_s)
     image.mime = check_image(
         image.field, image.name, data, min(limits.image_max_bytes, limits.image_download_max_bytes)
     )
     image.data = data
 
 
-def _upload(rt: Runtime, ctx: JobContext, image: InputImage) -> None:
-    assert image.data is not None
-    path = rt.folders.resolve("input", "", image.name)
-    existed = path is not None and path.exists()
+def write_input(path: Path, data: bytes, field: str) -> None:
+    """Create `path` with `data`; raises JobError naming the field when it cannot."""
     try:
-        answer = rt.comfy.upload_image(image.name, io.BytesIO(image.data), image.mime)
-    except ComfyError as error:
-        raise rt.comfy_failure(error, f"uploading {image.field} ({image.name!r})") from error
-    stored = rt.folders.resolve("input", answer.get("subfolder", ""), answer.get("name", image.name))
-    if stored is not None and not (existed and stored == path):
-        ctx.created_inputs.append(stored)
+        descriptor = os.open(path, WRITE_FLAGS, FILE_MODE)
+    except OSError as error:
+        raise _not_written(field, path, error) from None
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise _not_written(field, path, error) from None
+
+
+def link_input(path: Path, target: Path) -> None:
+    """A link under the job's name to a file on the volume (`target` is already a checked real path)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, path)
+    except OSError as error:
+        raise _not_written(f"the volume's input file {target.name!r}", path, error) from None
+
+
+def _not_written(field: str, path: Path, error: OSError) -> JobError:
+    if error.errno == errno.ENOSPC:
+        return JobError(
+            Reason.INTERNAL,
+            f"The worker's disk is full: {field} could not be written to {path.parent} (No space left on device)",
+        )
+    return JobError(Reason.INTERNAL, f"{field} could not be written to {path.parent}: {error.strerror or error}")

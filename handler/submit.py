@@ -1,176 +1,103 @@
-"""Step 3: queue the workflow with POST /prompt, and explain a rejection in plain words.
+"""Step 3: hand the workflow to ComfyUI with POST /prompt, under a prompt id the handler chose.
 
-ComfyUI answers 400 with `node_errors` when the graph does not validate. Each error becomes
-one sentence naming the node, its class and the input; for a choice input (a model file,
-an input image) it also lists the values ComfyUI would accept, from /object_info/{class}.
+The prompt id is chosen before queueing (a canonical lowercase uuid4, which 0.38.1 requires),
+so every prompt the worker ever sent can be found, stopped and cleaned, even when ComfyUI's
+answer never came. Until ComfyUI has accepted the prompt, a ComfyUI that does not answer
+(restarting after a crash) is waited for, up to JOB_READY_WAIT_S, and the prompt sent again:
+only a job whose prompt ComfyUI accepted can fail for a crash. An answer that is late, an
+error or not JSON is settled by asking ComfyUI whether it has the prompt.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError
+from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyUnavailable
+from worker_common.comfy_protocol import Rejection
+from worker_common.contract import Readiness
 
+from . import explain
 from .context import JobContext
-from .errors import JobError, Reason
+from .errors import JobError
+from .gate import RestartWait
+from .namespace import JobSpace
 from .runtime import Runtime
-from .validate import JobInput
+from .tracking import Where, prompt_state
 
-MAX_LISTED_OPTIONS = 25
-# An input ComfyUI does not know: nodes ignore it, but it is part of their cache key.
-RERUN_INPUT = "_comfy_worker_run"
-_CHOICE_ERRORS = ("value_not_in_list", "custom_validation_failed")
-# Errors whose details mean little without their message ("Dependency cycle detected: 1 -> 2 -> 1").
-_MESSAGE_FIRST = ("dependency_cycle", "exception_during_validation", "exception_during_inner_validation")
+REFUSED = "connection refused"  # comfy_client's reason when nothing reached ComfyUI
 
 
-def queue(rt: Runtime, ctx: JobContext, client_id: str, job_input: JobInput) -> str:
-    """Queue the workflow for `client_id`'s socket; returns its prompt id."""
-    prompt_id = str(uuid.uuid4())
-    api_key = job_input.api_key or rt.config.comfy_org_api_key
-    extra_data = {"api_key_comfy_org": api_key} if api_key else None
-    workflow = rerun_outputs(job_input.workflow, prompt_id) if rt.config.cleanup_outputs else job_input.workflow
-    try:
-        rt.comfy.queue_prompt(workflow, client_id, prompt_id, extra_data)
-    except ComfyHTTPError as error:
-        if error.status == 400 and isinstance(error.json(), dict):
-            raise rejection(rt.comfy, error.json(), job_input.workflow) from None
-        raise rt.comfy_failure(error, "queueing the workflow") from error
-    except ComfyError as error:
-        raise rt.comfy_failure(error, "queueing the workflow") from error
-    ctx.prompt_id = prompt_id
-    return prompt_id
+def new_prompt_id() -> str:
+    return str(uuid.uuid4())
 
 
-def rerun_outputs(workflow: dict[str, Any], token: str) -> dict[str, Any]:
-    """The workflow with a unique input on its leaf nodes (the output nodes), so they run again.
+@dataclass(frozen=True)
+class Submission:
+    prompt_id: str
+    client_id: str  # the WebSocket that receives the prompt's frames
+    workflow: dict[str, Any]  # as ComfyUI gets it (namespace.prepare)
+    original: dict[str, Any]  # as the user sent it, for explaining a rejection
+    extra_data: dict[str, Any] | None
+    space: JobSpace
 
-    ComfyUI caches output nodes too: an identical re-submission (a retry) would list the
-    files of the earlier run, which clean-up has deleted. A new value in the cache key makes
-    just those nodes run again; everything upstream (model loads, sampling) stays cached.
+
+def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness, waiting: RestartWait) -> Readiness:
+    """Queue the prompt until ComfyUI has it; returns the readiness of the ComfyUI that took it.
+
+    `waiting` waits for a restarting ComfyUI (the job's JOB_READY_WAIT_S). Raises JobError for
+    a rejection (the workflow's problems in words), for an error answer when ComfyUI does not
+    have the prompt, or when ComfyUI stays away past JOB_READY_WAIT_S.
     """
-    linked = {value[0] for node in workflow.values() for value in node.get("inputs", {}).values() if _is_link(value)}
-    return {
-        node_id: node if node_id in linked else {**node, "inputs": {**node.get("inputs", {}), RERUN_INPUT: token}}
-        for node_id, node in workflow.items()
-    }
+    ask_first = False  # an earlier attempt may have reached ComfyUI: ask before sending again
+    while True:
+        ctx.check()
+        if ask_first:
+            known = _has(rt, ctx, submission.prompt_id, ready)
+            if known:
+                return ready
+            if known is None:
+                ready = waiting.next(ready)
+                continue
+        try:
+            rt.comfy.queue_prompt(
+                submission.workflow,
+                submission.client_id,
+                submission.prompt_id,
+                submission.extra_data,
+                ctx.request_timeout_s(rt.comfy.timeout_s),
+            )
+            return ready
+        except ComfyHTTPError as error:
+            answer = Rejection.from_body(error.json()) if error.status == 400 else None
+            if answer is not None:
+                raise _rejection(rt, answer, submission) from None
+            failure: ComfyError = error
+        except ComfyError as error:  # no answer (ComfyUnavailable), or one that is not JSON
+            failure = error
+        refused = isinstance(failure, ComfyUnavailable) and failure.reason == REFUSED
+        known = None if refused else _has(rt, ctx, submission.prompt_id, ready)
+        if known:
+            return ready
+        if known is False and not isinstance(failure, ComfyUnavailable):
+            raise rt.comfy_failure(failure, "queueing the workflow") from failure
+        ask_first = known is None and not refused
+        if known is None:
+            ready = waiting.next(ready)
 
 
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+def _rejection(rt: Runtime, answer: Rejection, submission: Submission) -> JobError:
+    space = submission.space
+    return explain.rejection(answer, submission.original, rt.catalog, space.unmask, rt.pack_failures)
 
 
-def rejection(comfy: ComfyClient, body: dict[str, Any], workflow: dict[str, Any]) -> JobError:
-    """The JobError for ComfyUI's 400 answer to /prompt."""
-    options = _OptionLookup(comfy)
-    problems = []
-    for node_id, entry in (body.get("node_errors") or {}).items():
-        class_type = entry.get("class_type") or workflow.get(node_id, {}).get("class_type", "?")
-        for error in entry.get("errors") or []:
-            problems.append(_node_problem(str(node_id), class_type, error, options, workflow))
-    if not problems:
-        problems.append(_top_level_problem(body.get("error") or {}))
-    sentences = [problem["message"] for problem in problems]
-    message = "ComfyUI rejected the workflow: " + "; ".join(sentences)
-    return JobError(Reason.VALIDATION, message, {"node_errors": problems})
-
-
-def _top_level_problem(error: dict[str, Any]) -> dict[str, Any]:
-    text = error.get("message") or "the workflow is not valid"
-    if error.get("details"):
-        text += f" ({error['details']})"
-    return {"type": error.get("type", ""), "message": text}
-
-
-def _node_problem(
-    node_id: str, class_type: str, error: dict[str, Any], options: _OptionLookup, workflow: dict[str, Any]
-) -> dict[str, Any]:
-    extra = error.get("extra_info") or {}
-    input_name = extra.get("input_name")
-    problem: dict[str, Any] = {"node_id": node_id, "class_type": class_type, "type": error.get("type", "")}
-    where = f"node {node_id} ({class_type})"
-    if input_name:
-        problem["input"] = input_name
-    if error.get("type") == "required_input_missing" and input_name:
-        problem["message"] = f"{where}: required input '{input_name}' is missing"
-        return problem
-    missing = _missing_links(workflow.get(node_id) or {}, workflow)
-    if error.get("type") == "exception_during_validation" and missing:
-        problem["message"] = f"{where}: {missing}"
-        return problem
-    text = f"{where}: {_error_text(error, input_name, extra)}"
-    available = options.get(class_type, input_name) if error.get("type") in _CHOICE_ERRORS else None
-    if available is not None:
-        problem["available"] = available
-        text += f"; available: {_listing(available)}"
-    problem["message"] = text
-    return problem
-
-
-def _error_text(error: dict[str, Any], input_name: str | None, extra: dict[str, Any]) -> str:
-    """One phrase: "width: Value 0 smaller than min of 1", "image: Invalid image file: x.png"…"""
-    kind = error.get("type")
-    if kind == "value_not_in_list" and input_name and "received_value" in extra:
-        return f"{input_name} {extra['received_value']!r} not found"
-    message = str(error.get("message") or kind or "invalid")
-    details = str(error.get("details") or "")
-    if input_name:
-        for separator in (": ", " - "):
-            details = details.removeprefix(input_name + separator)
-        if details == input_name:
-            details = ""
-    if kind in _MESSAGE_FIRST and details:
-        exception = extra.get("exception_type")
-        text = f"{message}: {exception + ' ' if exception else ''}{details}"
-    else:
-        text = details or message
-    return f"{input_name}: {text}" if input_name else text
-
-
-def _missing_links(node: dict[str, Any], workflow: dict[str, Any]) -> str:
-    """ "input 'images' links to node 99, which is not in the workflow" for each such link, joined."""
-    inputs = node.get("inputs") or {}
-    dangling = [(name, value[0]) for name, value in inputs.items() if _is_link(value) and value[0] not in workflow]
-    return "; ".join(
-        f"input '{name}' links to node {target}, which is not in the workflow" for name, target in dangling
-    )
-
-
-def _listing(values: list[str]) -> str:
-    if not values:
-        return "none (ComfyUI lists no values for it)"
-    shown = ", ".join(str(value) for value in values[:MAX_LISTED_OPTIONS])
-    more = len(values) - MAX_LISTED_OPTIONS
-    return shown + (f" … and {more} more" if more > 0 else "")
-
-
-class _OptionLookup:
-    """The values a choice input accepts, from /object_info/{class}, asked once per class."""
-
-    def __init__(self, comfy: ComfyClient) -> None:
-        self.comfy = comfy
-        self._infos: dict[str, dict[str, Any]] = {}
-
-    def get(self, class_type: str, input_name: str | None) -> list[str] | None:
-        if not input_name:
-            return None
-        if class_type not in self._infos:
-            try:
-                self._infos[class_type] = self.comfy.object_info(class_type).get(class_type, {})
-            except ComfyError:
-                self._infos[class_type] = {}
-        inputs = self._infos[class_type].get("input") or {}
-        spec = (inputs.get("required") or {}).get(input_name) or (inputs.get("optional") or {}).get(input_name)
-        return _choices(spec)
-
-
-def _choices(spec: Any) -> list[str] | None:
-    """The options of a COMBO input spec: old form [[...], {...}] or new form ["COMBO", {"options": [...]}]."""
-    if not isinstance(spec, list) or not spec:
+def _has(rt: Runtime, ctx: JobContext, prompt_id: str, ready: Readiness) -> bool | None:
+    """Whether ComfyUI has the prompt (queued, running or finished); None when it does not answer."""
+    try:
+        state = prompt_state(
+            rt.comfy, rt.features(ready.comfyui_pid), prompt_id, ctx.request_timeout_s(rt.comfy.timeout_s)
+        )
+    except ComfyError:
         return None
-    if isinstance(spec[0], list):
-        return spec[0]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        return list(spec[1].get("options") or [])
-    return None
+    return state.where is not Where.UNKNOWN

@@ -1,12 +1,18 @@
-"""The job boundary: the async handler runpod calls, errors, cancellation, logs and metrics.
+"""The job boundary: the async handler runpod calls, cancellation, logs and metrics.
 
 runpod calls the handler inside its event loop, so the blocking job runs in a thread
-(asyncio.to_thread). When RunPod cancels the job the awaiting task gets CancelledError:
-the handler sets the job's `cancelled` flag, which the job thread sees within a tick, and
-gives it a moment to interrupt ComfyUI before letting the cancellation through.
+(asyncio.to_thread). When RunPod cancels the job the awaiting task gets CancelledError: the
+handler sets the job's `cancelled` flag, which every wait of the job asks, and lets the
+cancellation through only once the job's thread has ended (its prompt stopped in ComfyUI),
+so a cancelled job never runs on beside the next one. That takes at most the stop sequence's
+bounds (context.py).
 
-Every failure ends here as {"error": "<message>", "details": {...}}; a broken job never
-takes the worker down.
+How many jobs runpod hands out at once is JOB_PIPELINE_DEPTH, through the SDK's
+`concurrency_modifier`: with 2, the next job is validated, staged and queued in ComfyUI while
+the current one runs, so ComfyUI starts it the moment the current one ends.
+
+Every failure ends as {"error": "<message>", "details": {...}}; a broken job never takes the
+worker down.
 """
 
 from __future__ import annotations
@@ -15,17 +21,13 @@ import asyncio
 import logging
 from typing import Any
 
-from worker_common.comfy_client import ComfyError
-
 from . import job, metrics
 from .context import JobContext
-from .errors import JobError, Reason
-from .follow import INTERRUPT_GRACE_S
+from .errors import Reason
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-CANCEL_GRACE_S = INTERRUPT_GRACE_S + 2.0
 LOGGED_MESSAGE_CHARS = 400
 
 
@@ -48,6 +50,10 @@ class Worker:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
+    def concurrency(self, _current: int) -> int:
+        """runpod's concurrency_modifier: how many jobs this worker takes at once."""
+        return self.rt.config.pipeline_depth
+
     async def handler(self, job_request: dict[str, Any]) -> dict[str, Any]:
         """The function given to runpod.serverless.start."""
         ctx = JobContext(job_request, self.rt.config.job_timeout_s)
@@ -56,7 +62,8 @@ class Worker:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             ctx.cancelled.set()
-            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            log.info("job %s: RunPod cancelled it; stopping it", ctx.job_id)
+            await _until_done(task)
             raise
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
@@ -64,36 +71,40 @@ class Worker:
         log.info("job %s started", ctx.job_id)
         metrics.IN_PROGRESS.inc()
         try:
-            result, reason = self._attempt(ctx)
+            outcome = job.run(self.rt, ctx)
         finally:
             metrics.IN_PROGRESS.dec()
-        outcome = "success" if reason is Reason.NONE else "failed"
-        metrics.record(outcome, reason, ctx.elapsed_s())
+        succeeded = outcome.reason is Reason.NONE
+        metrics.record(outcome.reason, ctx.elapsed_s(), outcome.phases)
+        if succeeded:
+            log.info("job %s succeeded in %.3f s%s", ctx.job_id, ctx.elapsed_s(), _summary(outcome.result))
+        else:
+            log.info(
+                "job %s failed (%s) in %.3f s: %s",
+                ctx.job_id,
+                outcome.reason.value,
+                ctx.elapsed_s(),
+                _first_line(outcome.result.get("error", "")),
+            )
         if self.rt.config.refresh_worker:
-            result["refresh_worker"] = True
-        return Result(result)
+            outcome.result["refresh_worker"] = True
+        return Result(outcome.result)
 
-    def _attempt(self, ctx: JobContext) -> tuple[dict[str, Any], Reason]:
+
+async def _until_done(task: asyncio.Future) -> None:
+    """Wait for the job's thread to end, even if the waiting is cancelled again."""
+    while not task.done():
         try:
-            result = job.run(self.rt, ctx)
-        except JobError as error:
-            return self._failed(ctx, error), error.reason
-        except ComfyError as error:
-            failure = self.rt.comfy_failure(error, "running the job")
-            return self._failed(ctx, failure), failure.reason
-        except Exception as error:
-            log.exception("job %s failed unexpectedly", ctx.job_id)
-            failure = JobError(Reason.INTERNAL, f"The worker failed unexpectedly: {type(error).__name__}: {error}")
-            return self._failed(ctx, failure), failure.reason
-        log.info("job %s succeeded in %.3f s%s", ctx.job_id, ctx.elapsed_s(), _summary(result))
-        return result, Reason.NONE
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            return
 
-    def _failed(self, ctx: JobContext, error: JobError) -> dict[str, Any]:
-        message = error.message.splitlines()[0] if error.message else ""
-        if len(message) > LOGGED_MESSAGE_CHARS:
-            message = message[: LOGGED_MESSAGE_CHARS - 1] + "…"
-        log.info("job %s failed (%s) in %.3f s: %s", ctx.job_id, error.reason.value, ctx.elapsed_s(), message)
-        return error.result()
+
+def _first_line(message: str) -> str:
+    line = message.splitlines()[0] if message else ""
+    return line if len(line) <= LOGGED_MESSAGE_CHARS else line[: LOGGED_MESSAGE_CHARS - 1] + "…"
 
 
 def _summary(result: dict[str, Any]) -> str:

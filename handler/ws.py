@@ -1,4 +1,4 @@
-"""WebSockets to ComfyUI: one per job at a time, kept open and reused across jobs.
+"""WebSockets to ComfyUI: one per job in flight, kept open and reused across jobs.
 
 Each socket has its own clientId, so ComfyUI routes the execution frames of prompts queued
 with that id to it alone; frames of earlier prompts are told apart by their prompt_id.
@@ -42,6 +42,11 @@ class ComfySocket:
     @property
     def is_open(self) -> bool:
         return self._ws is not None and self._ws.connected
+
+    def ensure_open(self) -> None:
+        """Drop frames left from earlier prompts, or (re)connect; raises ComfyUnavailable when ComfyUI refuses."""
+        if not self.drain():
+            self.open()
 
     def open(self) -> None:
         """(Re)connect; raises ComfyUnavailable when ComfyUI does not accept it."""
@@ -121,7 +126,7 @@ class SocketPool:
 
     @contextlib.contextmanager
     def socket(self) -> Iterator[ComfySocket]:
-        """An open socket, returned to the pool afterwards if it is still open."""
+        """A socket of its own for one job (open it with `ensure_open`), back to the pool if still open."""
         sock = self._take()
         try:
             yield sock
@@ -140,11 +145,7 @@ class SocketPool:
     def _take(self) -> ComfySocket:
         with self._lock:
             sock = self._idle.pop() if self._idle else None
-        if sock is None:
-            sock = ComfySocket(self.comfy, f"worker-{uuid.uuid4().hex}")
-        if not sock.drain():
-            sock.open()
-        return sock
+        return sock or ComfySocket(self.comfy, f"worker-{uuid.uuid4().hex}")
 
     def close(self) -> None:
         with self._lock:

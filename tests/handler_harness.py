@@ -22,6 +22,7 @@ from typing import Any
 import requests
 
 from tests.processes import Process, free_port
+from worker_common.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -42,9 +43,12 @@ class Rig:
     def __init__(self, root: Path, comfy_env: dict[str, str] | None = None, shared_env: dict[str, str] | None = None):
         """`shared_env` goes to both the sidecar and the handler (PROMETHEUS_MULTIPROC_DIR, say)."""
         self.root = root
-        self.comfy_dir = root / "comfy"
-        for folder in ("input", "output", "temp", "models/checkpoints"):
+        self.comfy_dir = root / "comfy"  # the "volume's" ComfyUI
+        self.data_dir = root / "data"  # the worker's own folders (worker_common.layout)
+        for folder in ("input", "output", "models/checkpoints"):
             (self.comfy_dir / folder).mkdir(parents=True, exist_ok=True)
+        self.layout = Layout(self.comfy_dir, self.comfy_dir / "com_venv", self.data_dir, "rig")
+        self.layout.prepare()
         self.comfy_port = free_port()
         self.sidecar_port = free_port()
         self.api_port = free_port()
@@ -71,7 +75,7 @@ class Rig:
     def start_comfy(self) -> None:
         env = base_env() | self.comfy_env
         command = [PYTHON, str(STANDIN_MAIN), "--listen", "127.0.0.1", "--port", str(self.comfy_port)]
-        command += ["--base-directory", str(self.comfy_dir)]
+        command += ["--base-directory", str(self.comfy_dir), *self.layout.comfy_args()]
         self.comfy = Process("comfyui", command, env, cwd=STANDIN_MAIN.parent)
 
     def start_handler(self, env: dict[str, str] | None = None, wait: bool = True) -> Process:
@@ -87,6 +91,8 @@ class Rig:
         env.update(
             COMFY_PORT=str(self.comfy_port),
             COMFYUI_DIR=str(self.comfy_dir),
+            WORKER_DATA_DIR=str(self.data_dir),
+            WORKER_RUN_DIR=str(self.root / "run"),
             SIDECAR_PORT=str(self.sidecar_port),
             LOCAL_API_PORT=str(self.api_port),
             COMFY_READY_TIMEOUT_S="60",
@@ -104,6 +110,8 @@ class Rig:
             SIDECAR_PORT=str(self.sidecar_port),
             SIDECAR_HOST="127.0.0.1",
             WORKER_RUN_DIR=str(self.root / "run"),
+            COMFYUI_DIR=str(self.comfy_dir),
+            WORKER_DATA_DIR=str(self.data_dir),
             COMFY_READY_TIMEOUT_S="60",
             PROBE_INTERVAL_S="0.2",
         )
@@ -161,7 +169,8 @@ class Rig:
         return self.session.get(self.comfy_url + path, timeout=10).json()
 
     def files(self, folder: str) -> list[str]:
-        base = self.comfy_dir / folder
+        """The files in one of the worker's folders (input, output, temp), as paths relative to it."""
+        base = self.data_dir / folder
         return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and p.name != ".gitkeep")
 
 

@@ -42,7 +42,8 @@ class Stack:
 
     def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
         self.home = copy_project(tmp_path)
-        self.comfyui_dir = self.home / "standin" / "ComfyUI"
+        self.comfyui_dir = self.home / "standin" / "ComfyUI"  # the "volume's" ComfyUI
+        self.data_dir = self.home / ".run" / "comfyui"  # the worker's own folders (WORKER_DATA_DIR)
         self.comfy_port = free_port()
         self.sidecar_port = free_port()
         self.api_port = free_port()

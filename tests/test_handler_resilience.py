@@ -161,7 +161,7 @@ def test_comfyui_dying_mid_job_fails_the_job_at_once_with_the_reason(make_stack)
     assert result["status"] == "FAILED", result
     assert time.monotonic() - started < 5
     # The sidecar's reason: supervisord's exit code and ComfyUI's last log line.
-    assert "during the job" in result["error"]
+    assert "ended while running the prompt" in result["error"], result["error"]
     assert re.search(r"exit(ed with)? code 1", result["error"]), result["error"]
     good = image_through(prefix="after")
     stack.wait_for(lambda: stack.runsync(good)["status"] == "COMPLETED", 60, 0.5, "a job after the restart")

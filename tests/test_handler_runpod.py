@@ -29,7 +29,7 @@ JOB = {
 
 
 class FakeRunPod:
-    """Job-take (one job, then 204), job-done and ping endpoints, recording every request."""
+    """Job-take (one job, then 204; singular and batch forms), job-done and ping endpoints, recording every request."""
 
     def __init__(self, job: dict[str, Any]) -> None:
         self.requests: list[tuple[str, str, Any]] = []
@@ -41,6 +41,8 @@ class FakeRunPod:
                 fake.requests.append(("GET", self.path, None))
                 if self.path.startswith("/job-take/") and pending:
                     self._reply(200, json.dumps(pending.pop()).encode())
+                elif self.path.startswith("/job-take-batch/") and pending:
+                    self._reply(200, json.dumps([pending.pop()]).encode())
                 else:
                     self._reply(204, b"")
 

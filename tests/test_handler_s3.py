@@ -87,17 +87,15 @@ def test_with_oversize_mode_only_a_response_over_the_limit_goes_to_s3(rig: Rig, 
     assert Image.open(io.BytesIO(requests.get(item["data"], timeout=10).content)).size == (256, 256)
 
 
-def test_a_failed_upload_is_reported_per_file_and_the_files_stay(rig: Rig, moto: MotoServer) -> None:
+def test_a_failed_upload_is_reported_per_file_and_its_files_go_with_the_job(rig: Rig, moto: MotoServer) -> None:
     rig.start_handler(s3_env(moto, S3_BUCKET_NAME="no-such-bucket"))
     result = rig.runsync(image_job())
     assert result["status"] == "FAILED", result
     error = result["error"]
     assert error.startswith("S3 upload failed for 2 of 2 outputs:")
     assert "NoSuchBucket" in error
-    assert "remain in ComfyUI's output folder" in error
-    files = rig.files("output")
-    assert any(name.startswith("s3_") for name in files)
-    assert any(name.startswith("audio/s3_") for name in files)
+    assert "The files are removed with the job (CLEANUP_OUTPUTS=false keeps them on this worker)" in error
+    rig.wait_for(lambda: rig.files("output") == [], 5, what="the job's outputs to be removed")
 
 
 def test_an_unreachable_endpoint_is_retried_then_reported(rig: Rig, moto: MotoServer) -> None:

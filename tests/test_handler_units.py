@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from handler import config
-from handler.context import JobContext
+from handler import config, explain, namespace
+from handler.catalog import Catalog, NodeClass, _node_class
 from handler.deliver import encode_file, encoded_size
 from handler.download import redact
 from handler.errors import JobError, Reason
-from handler.folders import Folders, discover
-from handler.follow import execution_error, outputs_from_history
+from handler.folders import real_path_in
+from handler.namespace import RERUN_INPUT, JobSpace
 from handler.progress import Progress
-from handler.submit import RERUN_INPUT, queue, rejection, rerun_outputs
-from handler.validate import JobInput
+from worker_common.comfy_protocol import ExecutionFailure, HistoryEntry, Rejection
+from worker_common.layout import Layout
 from worker_common.settings import ConfigError
 
 # -- settings ----------------------------------------------------------------------------
@@ -93,29 +93,33 @@ def test_bad_settings_name_the_variable(clean_env: pytest.MonkeyPatch, env: dict
 # -- folders -------------------------------------------------------------------------------
 
 
-def test_folders_follow_comfyuis_command_line(tmp_path: Path) -> None:
-    folders = discover(tmp_path, ["main.py", "--output-directory", "/data/out", "--temp-directory=/scratch"])
-    assert (folders.output, folders.temp, folders.input) == (
-        Path("/data/out"),
-        Path("/scratch/temp"),
-        tmp_path / "input",
-    )
-    based = discover(tmp_path, ["main.py", "--base-directory", "base"])
-    assert based.output == tmp_path / "base" / "output"
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    made = Layout(tmp_path / "volume" / "ComfyUI", tmp_path / "venv", tmp_path / "worker", "w1")
+    (made.shared_input).mkdir(parents=True)
+    made.prepare()
+    return made
 
 
 @pytest.mark.parametrize(
     ("kind", "subfolder", "filename"),
     [("output", "..", "x.png"), ("output", "a/../../b", "x.png"), ("output", "", "../x.png"), ("bogus", "", "x.png")],
 )
-def test_a_path_from_history_cannot_leave_its_folder(tmp_path: Path, kind: str, subfolder: str, filename: str) -> None:
-    folders = Folders(tmp_path / "in", tmp_path / "out", tmp_path / "temp")
-    assert folders.resolve(kind, subfolder, filename) is None
+def test_a_path_from_history_cannot_leave_its_folder(layout: Layout, kind: str, subfolder: str, filename: str) -> None:
+    assert real_path_in(layout, kind, subfolder, filename) is None
 
 
-def test_a_path_inside_its_folder_resolves(tmp_path: Path) -> None:
-    folders = Folders(tmp_path / "in", tmp_path / "out", tmp_path / "temp")
-    assert folders.resolve("output", "audio", "a.flac") == tmp_path / "out" / "audio" / "a.flac"
+def test_a_path_inside_its_folder_resolves_and_a_backslash_is_a_plain_character(layout: Layout) -> None:
+    assert real_path_in(layout, "output", "audio", "a.flac") == layout.output / "audio" / "a.flac"
+    assert real_path_in(layout, "output", "", "a\\b_00001_.png") == layout.output / "a\\b_00001_.png"
+
+
+def test_a_symbolic_link_cannot_lead_a_path_out_of_its_folder(layout: Layout, tmp_path: Path) -> None:
+    (tmp_path / "secret.png").write_bytes(b"x")
+    (layout.output / "leak.png").symlink_to(tmp_path / "secret.png")
+    (layout.output / "elsewhere").symlink_to(tmp_path)
+    assert real_path_in(layout, "output", "", "leak.png") is None
+    assert real_path_in(layout, "output", "elsewhere", "secret.png") is None
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -164,52 +168,110 @@ def test_progress_is_throttled_to_two_reports_a_second_and_says_where_it_is() ->
     }
 
 
-# -- queueing and ComfyUI's errors ---------------------------------------------------------
+# -- a job's names and ComfyUI's errors ---------------------------------------------------
 
 
-class FakeComfy:
-    def __init__(self, object_info: dict[str, Any] | None = None) -> None:
-        self.queued: list[tuple] = []
-        self.info = object_info or {}
+class FakeCatalog(Catalog):
+    """The catalog over a fixed /object_info (a ComfyClient is not needed to test the rewriting)."""
 
-    def queue_prompt(self, workflow: dict, client_id: str, prompt_id: str, extra_data: dict | None = None) -> dict:
-        self.queued.append((workflow, client_id, prompt_id, extra_data))
-        return {"prompt_id": prompt_id}
+    def __init__(self, infos: dict[str, Any]) -> None:
+        super().__init__(None)  # type: ignore[arg-type]
+        self.infos = infos
 
-    def object_info(self, node_class: str) -> dict:
-        return {node_class: self.info[node_class]} if node_class in self.info else {}
+    def get(self, name: str, timeout_s: float | None = None) -> NodeClass:
+        return _node_class(name, self.infos.get(name))
 
-
-class FakeRuntime:
-    def __init__(self, comfy: FakeComfy, key: str = "", cleanup_outputs: bool = True) -> None:
-        self.comfy = comfy
-        self.config = type("C", (), {"comfy_org_api_key": key, "cleanup_outputs": cleanup_outputs})()
+    def names(self, timeout_s: float | None = None) -> list[str]:
+        return list(self.infos)
 
 
-WORKFLOW = {
-    "1": {"class_type": "EmptyImage", "inputs": {"width": 8}},
-    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+OBJECT_INFO = {
+    "EmptyImage": {"input": {"required": {"width": ["INT", {}]}}, "output_node": False},
+    "LoadImage": {"input": {"required": {"image": [["a.png"], {"image_upload": True}]}}, "output_node": False},
+    "SaveImage": {"input": {"required": {"images": ["IMAGE"], "filename_prefix": ["STRING", {}]}}, "output_node": True},
+    "PreviewImage": {"input": {"required": {"images": ["IMAGE"]}}, "output_node": True},
+    "ImageInvert": {"input": {"required": {"image": ["IMAGE"]}}, "output_node": False},
+    "UNETLoader": {"input": {"required": {"unet_name": ["COMBO", {"options": ["flux.safetensors"]}]}}},
 }
 
 
+def _prepare(layout: Layout, workflow: dict[str, Any], images: set[str] = frozenset()) -> tuple[JobSpace, Any]:
+    space = JobSpace.new(layout)
+    return space, namespace.prepare(workflow, space, set(images), FakeCatalog(OBJECT_INFO), 1.0)
+
+
+def test_output_nodes_get_the_rerun_input_even_when_they_feed_another_node(layout: Layout) -> None:
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "a"}},
+        "3": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    space, prepared = _prepare(layout, workflow)
+    changed = prepared.workflow
+    assert changed["2"]["inputs"][RERUN_INPUT] == changed["4"]["inputs"][RERUN_INPUT] == space.key
+    assert RERUN_INPUT not in changed["1"]["inputs"] and RERUN_INPUT not in changed["3"]["inputs"]
+    assert changed["2"]["inputs"]["filename_prefix"] == f"{space.key}/a"
+    assert prepared.intermediate_nodes == {"1", "3"}
+    assert workflow["2"]["inputs"] == {"images": ["1", 0], "filename_prefix": "a"}  # the caller's is not changed
+
+
+def test_a_jobs_images_and_the_volumes_files_get_the_jobs_names(layout: Layout) -> None:
+    (layout.shared_input / "masks").mkdir()
+    (layout.shared_input / "masks" / "m.png").write_bytes(b"x")
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "mine.png [input]"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "masks/m.png"}},
+    }
+    space, prepared = _prepare(layout, workflow, {"mine.png"})
+    assert prepared.workflow["1"]["inputs"]["image"] == f"{space.key}-mine.png"
+    assert prepared.workflow["2"]["inputs"]["image"] == f"{space.key}-masks/m.png"
+    assert prepared.shared_links == {f"{space.key}-masks/m.png": (layout.shared_input / "masks" / "m.png").resolve()}
+
+
 @pytest.mark.parametrize(
-    ("env_key", "input_key", "expected"), [("", None, None), ("env", None, "env"), ("env", "in", "in")]
+    "name", ["../secret.png", "/etc/passwd", "x.png [output]", "x.png [temp]", "missing.png", "link.png"]
 )
-def test_the_comfy_org_key_goes_to_extra_data(env_key: str, input_key: str | None, expected: str | None) -> None:
-    comfy = FakeComfy()
-    ctx = JobContext({"id": "j"}, 60)
-    prompt_id = queue(FakeRuntime(comfy, env_key), ctx, "client-1", JobInput(WORKFLOW, [], input_key))  # type: ignore[arg-type]
-    [(workflow, client_id, sent_id, extra_data)] = comfy.queued
-    assert (client_id, sent_id, ctx.prompt_id) == ("client-1", prompt_id, prompt_id)
-    assert extra_data == ({"api_key_comfy_org": expected} if expected else None)
-    assert workflow["2"]["inputs"][RERUN_INPUT] == prompt_id
+def test_a_workflow_cannot_name_files_outside_the_jobs_reach(layout: Layout, tmp_path: Path, name: str) -> None:
+    (tmp_path / "volume" / "ComfyUI" / "secret.png").write_bytes(b"x")
+    (layout.shared_input / "link.png").symlink_to(tmp_path / "volume" / "ComfyUI" / "secret.png")
+    with pytest.raises(JobError) as caught:
+        _prepare(layout, {"1": {"class_type": "LoadImage", "inputs": {"image": name}}})
+    assert caught.value.reason is Reason.INVALID_INPUT
+    assert f"node 1 (LoadImage) input 'image': {name!r}" in caught.value.message
 
 
-def test_only_leaf_nodes_get_the_rerun_input() -> None:
-    changed = rerun_outputs(WORKFLOW, "t")
-    assert changed["1"] == WORKFLOW["1"]
-    assert changed["2"]["inputs"] == {"images": ["1", 0], RERUN_INPUT: "t"}
-    assert RERUN_INPUT not in WORKFLOW["2"]["inputs"]  # the caller's workflow is not changed
+@pytest.mark.parametrize("prefix", ["../x", "/abs/x", "a/../../x"])
+def test_a_filename_prefix_cannot_leave_the_output_folder(layout: Layout, prefix: str) -> None:
+    with pytest.raises(JobError, match="must stay inside the output folder"):
+        _prepare(layout, {"1": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}}})
+
+
+def test_an_unknown_class_is_explained_in_both_comfyui_versions() -> None:
+    old = {
+        "error": {
+            "type": "invalid_prompt",
+            "message": "Cannot execute because node UNETLoadr does not exist.",
+            "details": "Node ID '#4'",
+            "extra_info": {},
+        },
+        "node_errors": {},
+    }
+    new = {
+        "error": {
+            "type": "missing_node_type",
+            "message": "Node 'UNETLoadr' not found. The custom node may not be installed.",
+            "details": "Node ID '#4'",
+            "extra_info": {"node_id": "4", "class_type": "UNETLoadr", "node_title": "UNETLoadr"},
+        },
+        "node_errors": {},
+    }
+    for body in (old, new):
+        answer = Rejection.from_body(body)
+        assert answer is not None
+        error = explain.rejection(answer, {}, FakeCatalog(OBJECT_INFO), str, list)
+        assert error.message.startswith("ComfyUI rejected the workflow: node 4: there is no node class 'UNETLoadr'")
+        assert "similar classes that exist: UNETLoader" in error.message
 
 
 def test_a_rejection_lists_each_node_error_and_new_style_combo_options() -> None:
@@ -241,7 +303,9 @@ def test_a_rejection_lists_each_node_error_and_new_style_combo_options() -> None
         },
     }
     info = {"UNETLoader": {"input": {"required": {"unet_name": ["COMBO", {"options": ["flux.safetensors"]}]}}}}
-    error = rejection(FakeComfy(info), body, {})  # type: ignore[arg-type]
+    answer = Rejection.from_body(body)
+    assert answer is not None
+    error = explain.rejection(answer, {}, FakeCatalog(info), str, list)
     assert error.reason is Reason.VALIDATION
     assert error.message == (
         "ComfyUI rejected the workflow: node 4 (UNETLoader): unet_name 'x' not found; available: flux.safetensors; "
@@ -270,15 +334,17 @@ def test_a_failed_history_entry_raises_its_execution_error() -> None:
         },
         "outputs": {},
     }
-    with pytest.raises(JobError) as caught:
-        outputs_from_history(entry)
-    assert caught.value.reason is Reason.EXECUTION
-    assert caught.value.message == (
+    failure = HistoryEntry.from_entry(entry).failure
+    assert failure is not None
+    error = explain.execution_failure(failure, str)
+    assert error.reason is Reason.EXECUTION
+    assert error.message == (
         "ComfyUI failed at node 7 (KSampler): torch.OutOfMemoryError: CUDA out of memory\n"
         'Traceback (last lines):\n  File "x.py", line 1, in f\n    g()'
     )
 
 
 def test_an_execution_error_without_traceback_is_one_line() -> None:
-    error = execution_error({"node_id": "1", "node_type": "X", "exception_type": "E", "exception_message": "m"})
+    data = {"node_id": "1", "node_type": "X", "exception_type": "E", "exception_message": "m"}
+    error = explain.execution_failure(ExecutionFailure.from_message("execution_error", data), str)
     assert error.message == "ComfyUI failed at node 1 (X): E: m"

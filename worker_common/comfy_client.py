@@ -9,8 +9,8 @@ The JSON calls go over kept-alive `http.client` connections, a small pool shared
 threads that use one client (an idle connection serves one request at a time). The sidecar
 probes through this client every 50 ms and has a 40 MB RSS budget: importing requests
 (with urllib3, charset_normalizer, idna) would cost about 10 MB of it, so requests and
-websocket-client are imported only by the calls that need them (`upload_image`, `view`,
-`connect_websocket`), which the sidecar never makes.
+websocket-client are imported only by the calls that need them (`view`, `connect_websocket`),
+which the sidecar never makes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import select
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -202,9 +202,9 @@ class ComfyClient:
             raise ComfyError(f"{method} {path} {reason}: {answer[:200]!r}", reason) from None
 
     def _requests(self) -> requests.Session:
-        """The requests session for multipart uploads and streamed downloads.
+        """The requests session for streamed downloads (GET /view).
 
-        Imported here, not at the top: the sidecar never uploads or streams and must not
+        Imported here, not at the top: the sidecar never streams and must not
         pay requests' ~10 MB of RSS.
         """
         import requests
@@ -254,19 +254,19 @@ class ComfyClient:
 
     # -- actions -----------------------------------------------------------------
 
-    def queue_prompt(self, workflow: dict, client_id: str, prompt_id: str, extra_data: dict | None = None) -> dict:
+    def queue_prompt(
+        self,
+        workflow: dict,
+        client_id: str,
+        prompt_id: str,
+        extra_data: dict | None = None,
+        timeout_s: float | None = None,
+    ) -> dict:
         """POST /prompt. A rejected graph raises ComfyHTTPError with status 400 and ComfyUI's node_errors body."""
         payload: dict[str, Any] = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
             payload["extra_data"] = extra_data
-        return self.post_json("/prompt", payload)
-
-    def upload_image(self, name: str, stream: BinaryIO, content_type: str, subfolder: str = "") -> dict:
-        """POST /upload/image with overwrite, so a re-sent job replaces its own earlier input."""
-        files = {"image": (name, stream, content_type)}
-        data = {"type": "input", "overwrite": "true", "subfolder": subfolder}
-        response = self._requests_call("POST", "/upload/image", files=files, data=data)
-        return self._parse("POST", "/upload/image", response.content)
+        return self.post_json("/prompt", payload, timeout_s)
 
     def interrupt(self, prompt_id: str | None = None, timeout_s: float | None = None) -> None:
         self.call("POST", "/interrupt", {"prompt_id": prompt_id} if prompt_id else {}, timeout_s)
@@ -274,8 +274,24 @@ class ComfyClient:
     def delete_from_queue(self, prompt_ids: list[str], timeout_s: float | None = None) -> None:
         self.call("POST", "/queue", {"delete": prompt_ids}, timeout_s)
 
-    def delete_history(self, prompt_ids: list[str]) -> None:
-        self.call("POST", "/history", {"delete": prompt_ids})
+    def delete_history(self, prompt_ids: list[str], timeout_s: float | None = None) -> None:
+        self.call("POST", "/history", {"delete": prompt_ids}, timeout_s)
+
+    # -- the jobs API of newer releases (0.6.0+; cancel 0.26.0+), see comfy_protocol.Features --
+
+    def job(self, prompt_id: str, timeout_s: float | None = None) -> dict | None:
+        """GET /api/jobs/{id}: the job object, or None when ComfyUI does not know the prompt."""
+        try:
+            return self.get_json(f"/api/jobs/{quote(prompt_id)}", timeout_s)
+        except ComfyHTTPError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def cancel_job(self, prompt_id: str, timeout_s: float | None = None) -> bool:
+        """POST /api/jobs/{id}/cancel: interrupts it if running, dequeues it if pending; True if either."""
+        answer = self.post_json(f"/api/jobs/{quote(prompt_id)}/cancel", {}, timeout_s)
+        return bool(isinstance(answer, dict) and answer.get("cancelled"))
 
     # -- WebSocket ---------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""What the handler needs to know of node classes, from ComfyUI's `/object_info/{class}`.
+
+- Which classes are output nodes: only their `executed` frames and history entries are
+  outputs (0.38.1 also sends `executed` for cached non-output nodes), and only they need the
+  re-run marker (submit.py).
+- Which inputs name files in ComfyUI's input folder: those whose spec carries an upload flag
+  (`image_upload`, `video_upload`, `audio_upload`, `file_upload`, or `upload`), as LoadImage's
+  `image`. Their values are resolved by the job's namespace (namespace.py).
+- Which values a choice input accepts, to explain a rejection.
+
+Each class is asked once per ComfyUI process: a restart may bring other custom nodes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from worker_common.comfy_client import ComfyClient, ComfyError
+
+
+@dataclass(frozen=True)
+class NodeClass:
+    name: str
+    known: bool  # False when ComfyUI has no such class (or did not answer)
+    output_node: bool = False
+    file_inputs: frozenset[str] = frozenset()
+    inputs: dict[str, Any] | None = None  # input name -> spec, required and optional together
+
+    def choices(self, input_name: str) -> list[str] | None:
+        """The options of a choice (COMBO) input: old form [[...], {...}], new ["COMBO", {"options"}]."""
+        spec = (self.inputs or {}).get(input_name)
+        if not isinstance(spec, list) or not spec:
+            return None
+        if isinstance(spec[0], list):
+            return [str(option) for option in spec[0]]
+        if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+            return [str(option) for option in spec[1].get("options") or []]
+        return None
+
+
+class Catalog:
+    """Node classes as one ComfyUI process describes them; shared by the job threads."""
+
+    def __init__(self, comfy: ComfyClient) -> None:
+        self.comfy = comfy
+        self._classes: dict[str, NodeClass] = {}
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def for_process(self, pid: int | None) -> None:
+        """Forget what an earlier ComfyUI process said once another one runs."""
+        with self._lock:
+            if pid != self._pid:
+                self._classes, self._pid = {}, pid
+
+    def get(self, name: str, timeout_s: float | None = None) -> NodeClass:
+        with self._lock:
+            known = self._classes.get(name)
+        if known is not None:
+            return known
+        try:
+            info = self.comfy.object_info(name, timeout_s).get(name)
+        except ComfyError:
+            return NodeClass(name, known=False)  # not cached: ask again next time
+        node = _node_class(name, info)
+        with self._lock:
+            self._classes[name] = node
+        return node
+
+    def names(self, timeout_s: float | None = None) -> list[str]:
+        """Every class name ComfyUI knows (for "did you mean" suggestions); [] if it does not answer."""
+        try:
+            return list(self.comfy.object_info(timeout_s=timeout_s))
+        except ComfyError:
+            return []
+
+
+def _node_class(name: str, info: Any) -> NodeClass:
+    if not isinstance(info, dict):
+        return NodeClass(name, known=False)
+    declared = info.get("input") if isinstance(info.get("input"), dict) else {}
+    inputs: dict[str, Any] = {}
+    for group in ("required", "optional"):
+        if isinstance(declared.get(group), dict):
+            inputs.update(declared[group])
+    files = frozenset(input_name for input_name, spec in inputs.items() if _names_an_input_file(spec))
+    return NodeClass(name, True, bool(info.get("output_node")), files, inputs)
+
+
+def _names_an_input_file(spec: Any) -> bool:
+    options = spec[1] if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return bool(options.get("upload")) or any(key.endswith("_upload") and value for key, value in options.items())

@@ -1,0 +1,97 @@
+"""Stopping a prompt the job no longer wants (deadline, cancellation, a failure after queueing).
+
+Only this job's prompt is touched, by its id: ComfyUI 0.38.1 cancels it with
+`/api/jobs/{id}/cancel`; 0.3.64 with `/interrupt {"prompt_id"}` (which interrupts only a
+running prompt with that id) and `/queue {"delete": [id]}` (which drops it if it waits). A
+prompt that waited in the queue is simply gone; a running one gets COMFY_INTERRUPT_GRACE_S to
+stop at its next node boundary. A node that ignores the interrupt, or a ComfyUI that does not
+answer at all, would make every next job queue behind it, so then ComfyUI is restarted through
+supervisord and the job's error says so.
+"""
+
+from __future__ import annotations
+
+import time
+
+from worker_common import comfy_protocol as protocol
+from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
+from worker_common.comfy_protocol import Features
+
+from .context import STOP_REQUEST_TIMEOUT_S
+from .runtime import Runtime
+from .submit import REFUSED
+from .tracking import Where, prompt_state
+from .ws import ComfySocket, Dropped
+
+POLL_S = 0.25
+
+
+def stop_prompt(rt: Runtime, prompt_id: str, comfy_pid: int | None, sock: ComfySocket | None) -> str:
+    """Stop the prompt if ComfyUI still has it; returns what was done, as a clause for the job's error."""
+    features = rt.features(comfy_pid)
+    try:
+        running = _cancel(rt.comfy, features, prompt_id)
+    except ComfyUnavailable as error:
+        if error.reason == REFUSED:
+            return ""  # ComfyUI is down: nothing of the prompt runs
+        why = f"ComfyUI did not answer the request to stop prompt {prompt_id} ({error.reason})"
+        return f"; {why}: {rt.restart_comfyui(why)}"
+    except ComfyError:
+        return ""  # it answered, oddly: the prompt is not known to be running
+    if not running:
+        return ""
+    grace_s = rt.config.interrupt_grace_s
+    where = _wait_stopped(rt.comfy, features, prompt_id, sock, grace_s)
+    if where is not None:
+        return f"; ComfyUI was interrupted at {where}" if where else ""
+    why = f"ComfyUI did not stop prompt {prompt_id} within {grace_s:g} s of the interrupt (COMFY_INTERRUPT_GRACE_S)"
+    return f"; {why}: {rt.restart_comfyui(why)}"
+
+
+def _cancel(comfy: ComfyClient, features: Features, prompt_id: str) -> bool:
+    """Ask ComfyUI to drop or interrupt the prompt; returns whether it was running."""
+    timeout_s = STOP_REQUEST_TIMEOUT_S
+    if features.targeted_cancel:
+        state = prompt_state(comfy, features, prompt_id, timeout_s)
+        if state.where in (Where.PENDING, Where.RUNNING):
+            comfy.cancel_job(prompt_id, timeout_s)
+        return state.where is Where.RUNNING
+    # Sent first: a ComfyUI that is frozen now still acts on it once it runs again.
+    comfy.interrupt(prompt_id, timeout_s)
+    comfy.delete_from_queue([prompt_id], timeout_s)
+    return prompt_state(comfy, features, prompt_id, timeout_s).where is Where.RUNNING
+
+
+def _wait_stopped(
+    comfy: ComfyClient, features: Features, prompt_id: str, sock: ComfySocket | None, grace_s: float
+) -> str | None:
+    """Wait for the prompt to stop; where it stopped ("node 3 (KSampler)", or "" if unknown), None if it did not."""
+    deadline = time.monotonic() + grace_s
+    where = ""
+    while time.monotonic() < deadline:
+        where = _stopped_at(sock, prompt_id) or where
+        try:
+            if prompt_state(comfy, features, prompt_id, STOP_REQUEST_TIMEOUT_S).where is not Where.RUNNING:
+                return where
+        except ComfyError:
+            pass  # a ComfyUI too busy to answer has not stopped yet
+        if sock is None or not sock.is_open:
+            time.sleep(POLL_S)
+    return None
+
+
+def _stopped_at(sock: ComfySocket | None, prompt_id: str) -> str:
+    """Where the interrupt took effect, from frames waiting on the job's socket ("" if none said)."""
+    if sock is None or not sock.is_open:
+        return ""
+    try:
+        message = sock.receive(POLL_S)
+    except Dropped:
+        return ""
+    data = (message or {}).get("data")
+    if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
+        return ""
+    kind = (message or {}).get("type")
+    if kind in (protocol.EXECUTION_INTERRUPTED, protocol.EXECUTION_ERROR):
+        return protocol.ExecutionFailure.from_message(kind, data).where
+    return ""
