@@ -8,15 +8,14 @@ The time budget of a job, in one place (every wait in the handler asks the conte
       POST /prompt, /history, /queue    time left (each request), at most the client's timeout
       following the prompt              time left
       S3 uploads                        time left
-    then, only when the deadline passed or RunPod cancelled the job after ComfyUI took it:
-      the stop request                  STOP_REQUEST_TIMEOUT_S
-      ComfyUI confirming the stop       COMFY_INTERRUPT_GRACE_S; if it does not, ComfyUI is
-                                        restarted through supervisord (a request of
-                                        STOP_REQUEST_TIMEOUT_S; the restart itself goes on
-                                        in the background)
+    then, when the job ends before the prompt it sent (deadline, RunPod's cancellation, a failure):
+      stopping the prompt               COMFY_INTERRUPT_GRACE_S for ComfyUI to answer and stop it,
+                                        each request at most STOP_REQUEST_TIMEOUT_S; if it does
+                                        not, supervisord is asked to restart ComfyUI (in the
+                                        background: the job does not wait for it)
 
-So a job's result comes at most JOB_TIMEOUT_S + 2 x STOP_REQUEST_TIMEOUT_S +
-COMFY_INTERRUPT_GRACE_S after it started. Its clean-up runs after the result, in the
+So a job's result comes at most JOB_TIMEOUT_S + COMFY_INTERRUPT_GRACE_S + 2 x
+STOP_REQUEST_TIMEOUT_S after it started. Its clean-up runs after the result, in the
 background; with JOB_PIPELINE_DEPTH=1 the next job waits for it (bounded by its own deadline).
 """
 

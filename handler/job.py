@@ -109,6 +109,7 @@ def _ready(rt: Runtime, ctx: JobContext) -> Readiness:
     started = time.monotonic()
     ready = ready_for_job(rt.gate, ctx, rt.config.job_ready_wait_s, rt.sockets.idle_alive())
     rt.catalog.for_process(ready.comfyui_pid)
+    rt.features(ready.comfyui_pid)  # asked now, while ComfyUI answers: stopping a prompt needs it
     metrics.READY_WAIT.observe(time.monotonic() - started)
     return ready
 

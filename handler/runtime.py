@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 GET_RETRIES = 2
 # Above comfyui's stopwaitsecs in supervisord.conf: stopProcess waits that long before SIGKILL.
 SUPERVISOR_RESTART_TIMEOUT_S = 60.0
+FEATURES_TIMEOUT_S = 2.0  # /system_stats answers in milliseconds, even while a node runs
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Runtime:
         if known is not None:
             return known
         try:
-            features = Features.from_system_stats(self.comfy.system_stats())
+            features = Features.from_system_stats(self.comfy.system_stats(FEATURES_TIMEOUT_S))
         except ComfyError:
             return Features("unknown")  # not remembered: asked again next time
         with self._lock:

@@ -3,10 +3,10 @@
 Only this job's prompt is touched, by its id: ComfyUI 0.38.1 cancels it with
 `/api/jobs/{id}/cancel`; 0.3.64 with `/interrupt {"prompt_id"}` (which interrupts only a
 running prompt with that id) and `/queue {"delete": [id]}` (which drops it if it waits). A
-prompt that waited in the queue is simply gone; a running one gets COMFY_INTERRUPT_GRACE_S to
-stop at its next node boundary. A node that ignores the interrupt, or a ComfyUI that does not
-answer at all, would make every next job queue behind it, so then ComfyUI is restarted through
-supervisord and the job's error says so.
+prompt that waited in the queue is simply gone; a running one must stop at its next node
+boundary. ComfyUI gets COMFY_INTERRUPT_GRACE_S in all to answer and to stop: a node that ignores
+the interrupt, or a ComfyUI that does not answer (frozen, swapping), would make every next job
+queue behind it, so then ComfyUI is restarted through supervisord and the job's error says so.
 """
 
 from __future__ import annotations
@@ -29,22 +29,28 @@ POLL_S = 0.25
 def stop_prompt(rt: Runtime, prompt_id: str, comfy_pid: int | None, sock: ComfySocket | None) -> str:
     """Stop the prompt if ComfyUI still has it; returns what was done, as a clause for the job's error."""
     features = rt.features(comfy_pid)
-    try:
-        running = _cancel(rt.comfy, features, prompt_id)
-    except ComfyUnavailable as error:
-        if error.reason == REFUSED:
-            return ""  # ComfyUI is down: nothing of the prompt runs
-        why = f"ComfyUI did not answer the request to stop prompt {prompt_id} ({error.reason})"
-        return f"; {why}: {rt.restart_comfyui(why)}"
-    except ComfyError:
-        return ""  # it answered, oddly: the prompt is not known to be running
+    grace_s = rt.config.interrupt_grace_s
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            running = _cancel(rt.comfy, features, prompt_id)
+            break
+        except ComfyUnavailable as error:
+            if error.reason == REFUSED:
+                return ""  # ComfyUI is down: nothing of the prompt runs
+            if time.monotonic() >= deadline:
+                why = (
+                    f"ComfyUI did not answer for {grace_s:g} s (COMFY_INTERRUPT_GRACE_S) when asked to stop the prompt"
+                )
+                return f"; {why}: {rt.restart_comfyui(why)}"
+        except ComfyError:
+            return ""  # it answered, oddly: the prompt is not known to be running
     if not running:
         return ""
-    grace_s = rt.config.interrupt_grace_s
-    where = _wait_stopped(rt.comfy, features, prompt_id, sock, grace_s)
+    where = _wait_stopped(rt.comfy, features, prompt_id, sock, max(deadline - time.monotonic(), 0.0))
     if where is not None:
         return f"; ComfyUI was interrupted at {where}" if where else ""
-    why = f"ComfyUI did not stop prompt {prompt_id} within {grace_s:g} s of the interrupt (COMFY_INTERRUPT_GRACE_S)"
+    why = f"ComfyUI did not stop the prompt within {grace_s:g} s of the interrupt (COMFY_INTERRUPT_GRACE_S)"
     return f"; {why}: {rt.restart_comfyui(why)}"
 
 

@@ -185,23 +185,23 @@ def test_a_jobs_uploads_land_exactly_in_input_and_are_removed_after(secure: Secu
     outcome: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: outcome.update(result=secure.runsync(job)), daemon=True)
     thread.start()
+
+    def staged() -> list[str]:
+        return sorted(path.name for path in input_dir.iterdir() if path.name.endswith(tuple(names)))
+
     try:
-        stack.wait_for(
-            lambda: all((input_dir / name).is_file() for name in names) or not thread.is_alive(),
-            30,
-            0.01,
-            what="the uploads to appear in input/",
-        )
-        during = tree(stack.home)
+        stack.wait_for(lambda: len(staged()) == len(names) or not thread.is_alive(), 30, 0.01, what="the inputs")
+        during, inputs = tree(stack.home), staged()
     finally:
         thread.join(60)
     result = outcome.get("result")
     assert result is not None and result["status"] == "COMPLETED", result
     assert len(result["output"]["images"]) == len(names)
-    new_files = {path for path in during - before if not path.startswith((".run/", "standin/ComfyUI/output/"))}
-    new_files -= {path for path in new_files if path.startswith("standin/ComfyUI/temp/")}  # the PreviewImage
-    assert new_files == {f"standin/ComfyUI/input/{name}" for name in names}
-    stack.wait_for(lambda: not any((input_dir / name).exists() for name in names), 30, what="inputs removed")
+    # Only the worker's own folders (under .run/) changed; the inputs are there under the job's names.
+    assert {path for path in during - before if not path.startswith(".run/")} == set()
+    [key] = {name.partition("-")[0] for name in inputs}
+    assert inputs == sorted(f"{key}-{name}" for name in names)
+    stack.wait_for(lambda: not any(input_dir.iterdir()), 30, what="inputs removed")
     assert not (stack.comfyui_dir / "escape.png").exists()
 
 
