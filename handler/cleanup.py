@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
-from worker_common.comfy_protocol import HistoryEntry, output_files
+from worker_common.comfy_protocol import HistoryEntry
 from worker_common.layout import empty_folder
 
 from .config import Config
-from .folders import real_path_in
 from .namespace import JobSpace
 
 if TYPE_CHECKING:
@@ -123,14 +122,7 @@ def _files_written_elsewhere(rt: Runtime, prompt_id: str | None) -> list[Path]:
         entry = rt.comfy.history(prompt_id)
     except ComfyError:
         return []  # ComfyUI is down or busy: the next sweep gets them
-    outputs = HistoryEntry.from_entry(entry).outputs if entry else {}
-    paths = (
-        real_path_in(rt.config.layout, ref.type, ref.subfolder, ref.filename)
-        for ui in outputs.values()
-        for ref in output_files(ui)
-        if ref.type in ("output", "temp")
-    )
-    return [path for path in paths if path is not None]
+    return rt.config.layout.output_paths(HistoryEntry.from_entry(entry).outputs) if entry else []
 
 
 def remove_inputs(space: JobSpace) -> None:

@@ -22,7 +22,6 @@ from worker_common.comfy_client import ComfyError, ComfyHTTPError
 from worker_common.comfy_protocol import FileRef, output_files, output_texts
 
 from .errors import JobError, Reason
-from .folders import real_path_in
 from .namespace import JobSpace
 from .runtime import Runtime
 
@@ -111,7 +110,7 @@ def _file(
         Path(),
         0,
     )
-    path = real_path_in(rt.config.layout, ref.type, ref.subfolder, ref.filename)
+    path = rt.config.layout.real_path(ref.type, ref.subfolder, ref.filename)
     if path is None:
         raise _missing(item, "its path leaves the worker's folder")
     try:

@@ -26,15 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from worker_common.layout import Layout
+from worker_common.comfy_protocol import PREFIX_INPUT
+from worker_common.layout import Layout, inside
 
 from .catalog import Catalog
 from .errors import JobError, Reason
-from .folders import inside
 
 RERUN_INPUT = "_comfy_worker_run"
 MAX_LISTED_FILES = 25
-PREFIX_INPUT = "filename_prefix"
 MAX_NAME_BYTES = 255
 _OTHER_FOLDERS = (" [output]", " [temp]")
 _INPUT_ANNOTATION = " [input]"

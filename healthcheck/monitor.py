@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from worker_common import layout
 from worker_common.comfy_client import ComfyClient
 from worker_common.contract import PROGRAM_COMFYUI
 
@@ -59,7 +60,7 @@ class Monitor:
         self.gpu = gpu or GpuReader()
         self.reaper = HandlerMetricsReaper(config.multiproc_dir)
         self.warmup = warmup or Warmup(
-            config.warmup_workflow, config.comfy_host, config.comfy_port, config.warmup_timeout_s
+            config.warmup_workflow, config.comfy_host, config.comfy_port, config.warmup_timeout_s, layout.load()
         )
         self.machine = ReadinessMachine(config.started_at, config.ready_timeout_s, config.unready_after_failures, clock)
         self.tracker = ProgramTracker()

@@ -14,9 +14,11 @@ or when ComfyUI was merely unreachable. If it never succeeds, the start-up windo
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyHTTPError, ComfyUnavailable
+from worker_common.comfy_protocol import PREFIX_INPUT, HistoryEntry, Rejection
+from worker_common.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -59,43 +63,51 @@ def load_workflow(path: Path) -> dict[str, Any]:
     return data
 
 
-def _execution_error(entry: dict[str, Any]) -> str:
-    for kind, payload in reversed(entry.get("status", {}).get("messages") or []):
-        if kind == "execution_error" and isinstance(payload, dict):
-            return (
-                f"{payload.get('node_type', '?')} (node {payload.get('node_id', '?')}) raised "
-                f"{payload.get('exception_type', 'an error')}: {str(payload.get('exception_message', '')).strip()}"
-            )
-        if kind == "execution_interrupted":
-            return "interrupted"
-    return "finished with an error"
-
-
 def _rejection(error: ComfyHTTPError) -> str:
-    body = error.json()
-    if not isinstance(body, dict):
+    answer = Rejection.from_body(error.json())
+    if answer is None:
         return str(error)
-    message = body.get("error", {}).get("message", "") if isinstance(body.get("error"), dict) else ""
-    details = []
-    for node_id, node in (body.get("node_errors") or {}).items():
-        for item in node.get("errors", [])[:2]:
-            details.append(
-                f"node {node_id} ({node.get('class_type', '?')}): {item.get('message')} {item.get('details')}"
-            )
-    return "; ".join([message, *details]) if details else (message or str(error))
+    details = [
+        f"node {node.node_id} ({node.class_type or '?'}): {node.message} {node.details}".strip()
+        for node in answer.node_errors[:4]
+    ]
+    top = answer.error.message + (f" ({answer.error.details})" if answer.error.details and not details else "")
+    return "; ".join([top, *details]) if details else (top or str(error))
 
 
-def run_workflow(client: ComfyClient, workflow: dict[str, Any], timeout_s: float) -> float:
-    """Queue `workflow`, wait until it completes; returns its duration or raises WarmupFailed."""
+def in_folder(workflow: dict[str, Any], folder: str) -> dict[str, Any]:
+    """The workflow with every `filename_prefix` under `folder`, so its outputs can be removed after."""
+    return {
+        node_id: {
+            **node,
+            "inputs": {
+                name: f"{folder}/{value}" if name == PREFIX_INPUT and isinstance(value, str) else value
+                for name, value in (node.get("inputs") or {}).items()
+            },
+        }
+        for node_id, node in workflow.items()
+    }
+
+
+def run_workflow(client: ComfyClient, workflow: dict[str, Any], timeout_s: float, layout: Layout) -> float:
+    """Queue `workflow`, wait until it completes, remove what it wrote; its duration or WarmupFailed."""
     started = time.monotonic()
     prompt_id = str(uuid.uuid4())
+    folder = f"warmup-{prompt_id[:8]}"
     try:
-        client.queue_prompt(workflow, client_id=f"warmup-{prompt_id[:8]}", prompt_id=prompt_id)
+        client.queue_prompt(in_folder(workflow, folder), client_id=f"warmup-{prompt_id[:8]}", prompt_id=prompt_id)
     except ComfyHTTPError as error:
         raise WarmupFailed(f"ComfyUI rejected it: {_rejection(error)}") from None
     except ComfyUnavailable as error:
         raise WarmupFailed(f"ComfyUI did not answer: {error}", retry=True) from None
-    deadline = started + timeout_s
+    try:
+        _wait(client, prompt_id, started + timeout_s, timeout_s)
+    finally:
+        _remove_outputs(client, prompt_id, layout, folder)
+    return time.monotonic() - started
+
+
+def _wait(client: ComfyClient, prompt_id: str, deadline: float, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         try:
             entry = client.history(prompt_id, timeout_s=min(5.0, max(0.1, deadline - time.monotonic())))
@@ -103,18 +115,33 @@ def run_workflow(client: ComfyClient, workflow: dict[str, Any], timeout_s: float
             raise WarmupFailed(f"ComfyUI stopped answering: {error}", retry=True) from None
         except (ComfyError, ValueError):
             entry = {}
-        status = entry.get("status") or {}
-        if status.get("completed"):
-            return time.monotonic() - started
-        if status.get("status_str") == "error":
-            raise WarmupFailed(_execution_error(entry))
+        if entry:
+            finished = HistoryEntry.from_entry(entry)
+            if finished.failure is not None:
+                raise WarmupFailed(finished.failure.summary())
+            if finished.failed:
+                raise WarmupFailed("finished with an error")
+            return
         time.sleep(POLL_S)
-    try:
+    with contextlib.suppress(ComfyError):
         client.interrupt(prompt_id)
         client.delete_from_queue([prompt_id])
-    except ComfyError:
-        pass
     raise WarmupFailed(f"did not finish within WARMUP_TIMEOUT_S={timeout_s:g} s")
+
+
+def _remove_outputs(client: ComfyClient, prompt_id: str, layout: Layout, folder: str) -> None:
+    """Warm-up outputs must not stay after every cold start: its folder, its previews, its history."""
+    paths = [layout.output / folder]
+    with contextlib.suppress(ComfyError):
+        entry = client.history(prompt_id)
+        paths += layout.output_paths(HistoryEntry.from_entry(entry).outputs) if entry else []
+        client.delete_history([prompt_id])
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
 
 class Warmup:
@@ -126,9 +153,11 @@ class Warmup:
         comfy_host: str,
         comfy_port: int,
         timeout_s: float,
+        layout: Layout,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
+        self.layout = layout
         self.comfy_host = comfy_host
         self.comfy_port = comfy_port
         self.timeout_s = timeout_s
@@ -163,7 +192,7 @@ class Warmup:
         client = ComfyClient(self.comfy_host, self.comfy_port, timeout_s=10.0)
         try:
             assert self.path is not None
-            duration = run_workflow(client, load_workflow(self.path), self.timeout_s)
+            duration = run_workflow(client, load_workflow(self.path), self.timeout_s, self.layout)
             log.info("warm-up: done in %.2f s", duration)
             self._finish(WarmupState.DONE)
         except WarmupFailed as error:

@@ -13,7 +13,6 @@ from handler.catalog import Catalog, NodeClass, _node_class
 from handler.deliver import encode_file, encoded_size
 from handler.download import redact
 from handler.errors import JobError, Reason
-from handler.folders import real_path_in
 from handler.namespace import RERUN_INPUT, JobSpace
 from handler.progress import Progress
 from worker_common.comfy_protocol import ExecutionFailure, HistoryEntry, Rejection
@@ -106,20 +105,20 @@ def layout(tmp_path: Path) -> Layout:
     [("output", "..", "x.png"), ("output", "a/../../b", "x.png"), ("output", "", "../x.png"), ("bogus", "", "x.png")],
 )
 def test_a_path_from_history_cannot_leave_its_folder(layout: Layout, kind: str, subfolder: str, filename: str) -> None:
-    assert real_path_in(layout, kind, subfolder, filename) is None
+    assert layout.real_path(kind, subfolder, filename) is None
 
 
 def test_a_path_inside_its_folder_resolves_and_a_backslash_is_a_plain_character(layout: Layout) -> None:
-    assert real_path_in(layout, "output", "audio", "a.flac") == layout.output / "audio" / "a.flac"
-    assert real_path_in(layout, "output", "", "a\\b_00001_.png") == layout.output / "a\\b_00001_.png"
+    assert layout.real_path("output", "audio", "a.flac") == layout.output / "audio" / "a.flac"
+    assert layout.real_path("output", "", "a\\b_00001_.png") == layout.output / "a\\b_00001_.png"
 
 
 def test_a_symbolic_link_cannot_lead_a_path_out_of_its_folder(layout: Layout, tmp_path: Path) -> None:
     (tmp_path / "secret.png").write_bytes(b"x")
     (layout.output / "leak.png").symlink_to(tmp_path / "secret.png")
     (layout.output / "elsewhere").symlink_to(tmp_path)
-    assert real_path_in(layout, "output", "", "leak.png") is None
-    assert real_path_in(layout, "output", "elsewhere", "secret.png") is None
+    assert layout.real_path("output", "", "leak.png") is None
+    assert layout.real_path("output", "elsewhere", "secret.png") is None
 
 
 # -- encoding ------------------------------------------------------------------------------

@@ -214,10 +214,10 @@ def test_warmup_runs_once_before_ready(world: World, tmp_path: Path) -> None:
     assert status == 200, body
     output = sidecar.proc.output()
     assert output.index("warm-up: done") < output.index("readiness starting -> ready")
-    history = requests.get(f"http://127.0.0.1:{world.comfy_port}/history", timeout=5).json()
-    assert len(history) == 1
-    entry = next(iter(history.values()))
-    assert entry["status"]["completed"] is True
+    assert output.count("warm-up: running") == 1
+    # Nothing of it stays: no history entry, no output file.
+    assert requests.get(f"http://127.0.0.1:{world.comfy_port}/history", timeout=5).json() == {}
+    assert list((world.run_dir / "worker" / "output").iterdir()) == []
 
 
 def test_a_failing_warmup_holds_readiness_back_and_says_why(world: World, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from tests.processes import Process, free_port
+from worker_common.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -48,8 +49,17 @@ def short_tmp() -> Path:
     return Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))
 
 
-def standin_command(port: int) -> list[str]:
-    return [PYTHON, str(STANDIN_MAIN), "--listen", "127.0.0.1", "--port", str(port)]
+def worker_layout(run_dir: Path) -> Layout:
+    """The worker's own folders under `run_dir`, with the checkout's stand-in as the volume's ComfyUI."""
+    layout = Layout(STANDIN_DIR, Path(PYTHON).parent.parent, run_dir / "worker", "test")
+    layout.prepare()
+    return layout
+
+
+def standin_command(port: int, run_dir: Path) -> list[str]:
+    """The stand-in writing only into the worker's folders under `run_dir` (never into the checkout)."""
+    folders = worker_layout(run_dir).comfy_args()
+    return [PYTHON, str(STANDIN_MAIN), "--listen", "127.0.0.1", "--port", str(port), *folders]
 
 
 def http_get(url: str, timeout_s: float = 5.0) -> requests.Response | None:
@@ -109,7 +119,7 @@ class MiniSupervisor:
             "[supervisorctl]",
             f"serverurl=unix://{self.socket}",
             "[program:comfyui]",
-            "command=" + " ".join(standin_command(comfy_port)),
+            "command=" + " ".join(standin_command(comfy_port, run_dir)),
             f"directory={STANDIN_DIR}",
             "priority=100",
             f"autostart={'true' if autostart else 'false'}",
@@ -171,6 +181,8 @@ class Sidecar:
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = base_env(
             WORKER_RUN_DIR=str(run_dir),
+            COMFYUI_DIR=str(STANDIN_DIR),
+            WORKER_DATA_DIR=str(run_dir / "worker"),
             COMFY_PORT=str(comfy_port),
             SIDECAR_HOST="127.0.0.1",
             SIDECAR_PORT=str(self.port),
@@ -239,7 +251,7 @@ class World:
         return sidecar
 
     def standin(self, **env: str) -> Process:
-        proc = Process("standin", standin_command(self.comfy_port), base_env(**env))
+        proc = Process("standin", standin_command(self.comfy_port, self.run_dir), base_env(**env))
         self.closers.append(lambda: proc.stop(sig=signal.SIGTERM))
         return proc
 

@@ -28,6 +28,9 @@ EXECUTION_SUCCESS = "execution_success"
 EXECUTION_ERROR = "execution_error"
 EXECUTION_INTERRUPTED = "execution_interrupted"
 
+# The input through which save nodes take the path of their outputs, below the output folder.
+PREFIX_INPUT = "filename_prefix"
+
 # Validation error types that mean "this node class does not exist" (0.3.64, 0.38.1).
 MISSING_CLASS_TYPES = frozenset({"invalid_prompt", "missing_node_type"})
 _MISSING_CLASS_0364 = re.compile(r"Cannot execute because node (?P<name>.+) does not exist\.")

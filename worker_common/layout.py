@@ -25,8 +25,10 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from worker_common import settings
+from worker_common.comfy_protocol import output_files
 from worker_common.settings import env_bool, env_path, env_str
 
 DEFAULT_VOLUME_MOUNTS = "/runpod-volume /workspace"
@@ -80,6 +82,26 @@ class Layout:
     def folder(self, kind: str) -> Path | None:
         """The worker's folder for one of ComfyUI's folder types (input, output, temp)."""
         return {"input": self.input, "output": self.output, "temp": self.temp}.get(kind)
+
+    def real_path(self, kind: str, subfolder: str, filename: str) -> Path | None:
+        """The real path of a file ComfyUI named in one of the worker's folders (input, output, temp), or None.
+
+        A name ComfyUI reports comes from node code nobody here wrote, and a folder may hold a
+        symbolic link a custom node placed: the path is resolved with its links and must stay
+        inside the folder. None for an unknown folder type or a name that is not a plain one.
+        """
+        folder = self.folder(kind)
+        if folder is None or not filename or "/" in filename or filename in (".", "..") or "\0" in filename + subfolder:
+            return None
+        root = Path(os.path.realpath(folder))
+        path = Path(os.path.realpath(root / subfolder / filename))
+        return path if inside(root, path) and path != root else None
+
+    def output_paths(self, outputs: dict[str, Any]) -> list[Path]:
+        """The real paths of the files a prompt's outputs (node id -> ui, from /history) name."""
+        refs = (ref for ui in outputs.values() for ref in output_files(ui) if ref.type in ("output", "temp"))
+        paths = (self.real_path(ref.type, ref.subfolder, ref.filename) for ref in refs)
+        return [path for path in paths if path is not None]
 
     def comfy_args(self) -> list[str]:
         """ComfyUI's flags that put every folder it writes into the worker's own."""
@@ -160,6 +182,11 @@ def worker_id() -> str:
     """This worker's name: RunPod's pod id, else the host name (a Pod, a checkout)."""
     raw = env_str("RUNPOD_POD_ID") or socket.gethostname() or "worker"
     return _UNSAFE_ID_CHARS.sub("_", raw)[:64]
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path` is `root` or below it (both already real paths)."""
+    return path == root or root in path.parents
 
 
 def empty_folder(folder: Path) -> None:
