@@ -7,6 +7,8 @@ are plain in-process values that nothing reads.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from .errors import Reason
@@ -26,10 +28,37 @@ READY_WAIT = Histogram(
 OUTPUT_BYTES = Counter("comfy_worker_output_bytes_total", "Output bytes delivered, by delivery.", ["delivery"])
 IN_PROGRESS = Gauge("comfy_worker_jobs_in_progress", "Jobs running now.", multiprocess_mode="livesum")
 
+OUTCOMES = ("success", "failed")
+# A job's phases in order (docs/design.md, "Where a job's time goes").
+PHASES = ("validating", "staging_inputs", "queue_wait", "executing", "collecting", "delivering")
+JOB_PHASE_DURATION = Histogram(
+    "comfy_worker_job_phase_duration_seconds",
+    "Time a job spent in each of its phases, by phase and the job's outcome.",
+    ["phase", "outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+
 
 def record(outcome: str, reason: Reason, duration_s: float) -> None:
     JOBS.labels(outcome, reason.value).inc()
     JOB_DURATION.labels(outcome).observe(duration_s)
+
+
+def record_phases(durations: Mapping[str, float], outcome: str) -> None:
+    """Observe the seconds a finished job spent in each phase it reached.
+
+    `durations` maps phase names of PHASES to seconds; phases the job never reached (a job
+    that failed validation has no `executing`) are simply absent. `outcome` is the job's,
+    "success" or "failed", as for `record`. An unknown name is a programming error: it raises
+    ValueError instead of creating a new label value.
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown job outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}")
+    unknown = set(durations) - set(PHASES)
+    if unknown:
+        raise ValueError(f"unknown job phases {sorted(unknown)}; expected names from {', '.join(PHASES)}")
+    for phase, seconds in durations.items():
+        JOB_PHASE_DURATION.labels(phase, outcome).observe(seconds)
 
 
 def initialise() -> None:
@@ -38,7 +67,9 @@ def initialise() -> None:
     for reason in Reason:
         if reason is not Reason.NONE:
             JOBS.labels("failed", reason.value)
-    for outcome in ("success", "failed"):
+    for outcome in OUTCOMES:
         JOB_DURATION.labels(outcome)
+        for phase in PHASES:
+            JOB_PHASE_DURATION.labels(phase, outcome)
     for delivery in ("base64", "s3"):
         OUTPUT_BYTES.labels(delivery)

@@ -38,7 +38,15 @@ def _serve(_args: argparse.Namespace) -> int:
     except OSError as error:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, error)
         return 1
+    pusher = None
+    if config.push is not None:
+        from .push import Pusher
+
+        pusher = Pusher(config.push, registry)
+        registry.register(pusher)
     monitor.start()
+    if pusher:
+        pusher.start()
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
@@ -59,6 +67,8 @@ def _serve(_args: argparse.Namespace) -> int:
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        if pusher:
+            pusher.stop()
         monitor.stop()
         server.server_close()
     return 0
