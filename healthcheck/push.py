@@ -103,16 +103,16 @@ class Pusher:
 
     def start(self) -> None:
         settings = self.settings
-        auth = "bearer token" if settings.bearer_token else "basic auth" if settings.username else "no authentication"
+        auth = "bearer token" if settings.bearer_token else "basic auth" if settings.username else ""
         log.info(
             "pushing /metrics to the Pushgateway at %s every %g s as group %s (%s)",
             settings.url,
             settings.interval_s,
             self.group,
-            auth,
+            auth or "no authentication",
         )
         parts = urlsplit(settings.url)
-        if parts.scheme == "http" and auth != "no authentication" and parts.hostname not in LOOPBACK_HOSTS:
+        if auth and parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
             log.warning("PUSHGATEWAY_URL is plain http: the %s crosses the network unencrypted; use https", auth)
         self._thread = threading.Thread(target=self._run, name="push", daemon=True)
         self._thread.start()

@@ -10,6 +10,7 @@ environment.
 from __future__ import annotations
 
 import base64
+import json
 import signal
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def assert_nowhere_in_logs(stack: Stack, *secrets: str) -> None:
     for secret in secrets:
         for where, text in texts.items():
             assert secret not in text, f"a credential appears in {where}"
+
+
+def dashboard_expr(title: str, ref: str, worker: str) -> str:
+    """A query of the Grafana dashboard, with $worker set to `worker`."""
+    board = json.loads((REPO / "deploy" / "grafana" / "comfy-worker.json").read_text())
+    panel = next(panel for panel in board["panels"] if panel["title"] == title)
+    expr = next(target["expr"] for target in panel["targets"] if target["refId"] == ref)
+    return expr.replace("$worker", worker)
 
 
 def first_value(prometheus: str, expression: str) -> str | None:
@@ -85,6 +94,7 @@ def test_a_pushing_stack_reaches_prometheus_and_its_group_goes_on_an_orderly_sto
             assert first_value(prometheus, f"comfy_worker_push_failures_total{{{worker}}}") == "0"
             # Every phase/outcome pair of the phase histogram exists before any job records one.
             assert first_value(prometheus, f"count(comfy_worker_job_phase_duration_seconds_count{{{worker}}})") == "12"
+            assert first_value(prometheus, dashboard_expr("Live", "B", "pod-test")) == "1"
             assert gateway.group("pod-test") is not None
 
             assert stack.stop() == 0
@@ -128,3 +138,12 @@ def test_a_pushgateway_that_is_down_or_silent_costs_the_jobs_nothing(make_stack,
     finally:
         if silent:
             silent.close()
+
+
+def test_a_pushgateway_url_with_credentials_in_it_stops_the_container_without_showing_them(make_stack) -> None:
+    stack: Stack = make_stack(PUSHGATEWAY_URL=f"https://worker:{PASSWORD}@pushgateway.example.com:9091")
+    code = stack.start().wait_exit(timeout_s=90)
+    assert code == 78, stack.output()
+    assert "sidecar cannot start" in stack.lines[-1] and "PUSHGATEWAY_URL" in stack.lines[-1], stack.output()
+    assert "PUSHGATEWAY_PASSWORD" in stack.lines[-1]  # says how to fix it
+    assert_nowhere_in_logs(stack, PASSWORD)
