@@ -38,14 +38,13 @@ def _serve(_args: argparse.Namespace) -> int:
     except OSError as error:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, error)
         return 1
+    monitor.start()
     pusher = None
     if config.push is not None:
         from .push import Pusher
 
         pusher = Pusher(config.push, registry)
         registry.register(pusher)
-    monitor.start()
-    if pusher:
         pusher.start()
 
     def stop(signum: int, _frame: object) -> None:

@@ -46,8 +46,8 @@ class SidecarConfig:
     warmup_workflow: Path | None
     warmup_timeout_s: float
     multiproc_dir: Path | None
+    push: PushSettings | None  # None: PUSHGATEWAY_URL unset, no pushing
     run_dir: Path
-    push: PushSettings | None = None
 
     @property
     def comfy_host(self) -> str:
@@ -94,8 +94,8 @@ class SidecarConfig:
             warmup_workflow=warmup_path,
             warmup_timeout_s=env_float("WARMUP_TIMEOUT_S", 300.0, minimum=1.0),
             multiproc_dir=Path(multiproc) if multiproc else None,
-            run_dir=settings.run_dir(),
             push=push_settings(),
+            run_dir=settings.run_dir(),
         )
 
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from handler import metrics
 from tests.stack import Stack
-from tests.test_sidecar_prometheus import query, start_prometheus
+from tests.test_sidecar_prometheus import query, query_value, start_prometheus
 from tests.test_sidecar_support import wait_until
 from tests.test_stack import EMPTY_IMAGE_JOB
 
@@ -28,14 +28,13 @@ def test_handler_job_counter_reaches_prometheus_through_the_sidecar(make_stack, 
         assert stack.runsync(EMPTY_IMAGE_JOB)["status"] == "COMPLETED"
         assert stack.runsync({"workflow": {"1": {"class_type": "NoSuchNode", "inputs": {}}}})["status"] == "FAILED"
 
-        ready = wait_until(lambda: query(prometheus, "comfy_worker_ready"), 60, "comfy_worker_ready")
-        assert ready[0]["value"][1] == "1"
-        succeeded = wait_until(
-            lambda: query(prometheus, 'sum(comfy_worker_jobs_total{outcome="success"})'), 30, "the job counter"
-        )
-        assert succeeded[0]["value"][1] == "1"
-        failed = wait_until(lambda: query(prometheus, 'sum(comfy_worker_jobs_total{outcome="failed"})'), 30, "failures")
-        assert failed[0]["value"][1] == "1"
+        # Prometheus may have scraped before the jobs ended: wait for a scrape that shows them.
+        for expression in (
+            "comfy_worker_ready",
+            'sum(comfy_worker_jobs_total{outcome="success"})',
+            'sum(comfy_worker_jobs_total{outcome="failed"})',
+        ):
+            wait_until(lambda e=expression: query_value(prometheus, e) == "1", 60, f"{expression} = 1")
         assert query(prometheus, "comfy_worker_job_duration_seconds_count") != []
     finally:
         prometheus_proc.stop(sig=signal.SIGTERM)

@@ -22,7 +22,7 @@ import yaml
 from tests.processes import free_port
 from tests.stack import REPO, Stack
 from tests.test_push import PASSWORD, TOKEN, SilentGateway, basic_auth_web_config, pushgateway
-from tests.test_sidecar_prometheus import query, start_prometheus
+from tests.test_sidecar_prometheus import query_value, start_prometheus
 from tests.test_sidecar_support import sample_value, wait_until
 from tests.test_stack import EMPTY_IMAGE_JOB
 
@@ -52,11 +52,6 @@ def dashboard_expr(title: str, ref: str, worker: str) -> str:
     return expr.replace("$worker", worker)
 
 
-def first_value(prometheus: str, expression: str) -> str | None:
-    result = query(prometheus, expression)
-    return result[0]["value"][1] if result else None
-
-
 def test_a_pushing_stack_reaches_prometheus_and_its_group_goes_on_an_orderly_stop(make_stack, tmp_path: Path) -> None:
     auth = ("worker", PASSWORD)
     with pushgateway(tmp_path, web_config=basic_auth_web_config(*auth), auth=auth) as gateway:
@@ -84,17 +79,17 @@ def test_a_pushing_stack_reaches_prometheus_and_its_group_goes_on_an_orderly_sto
             assert stack.runsync(EMPTY_IMAGE_JOB)["status"] == "COMPLETED"
 
             worker = 'job="comfy-worker", endpoint_id="ep-test", worker="pod-test"'
-            wait_until(lambda: first_value(prometheus, f"comfy_worker_ready{{{worker}}}") == "1", 60, "ready")
+            wait_until(lambda: query_value(prometheus, f"comfy_worker_ready{{{worker}}}") == "1", 60, "ready")
             wait_until(
-                lambda: first_value(prometheus, f'sum(comfy_worker_jobs_total{{{worker}, outcome="success"}})') == "1",
+                lambda: query_value(prometheus, f'sum(comfy_worker_jobs_total{{{worker}, outcome="success"}})') == "1",
                 60,
                 "the job's counter in Prometheus",
             )
-            assert first_value(prometheus, f"push_time_seconds{{{worker}}}") is not None
-            assert first_value(prometheus, f"comfy_worker_push_failures_total{{{worker}}}") == "0"
+            assert query_value(prometheus, f"push_time_seconds{{{worker}}}") is not None
+            assert query_value(prometheus, f"comfy_worker_push_failures_total{{{worker}}}") == "0"
             # Every phase/outcome pair of the phase histogram exists before any job records one.
-            assert first_value(prometheus, f"count(comfy_worker_job_phase_duration_seconds_count{{{worker}}})") == "12"
-            assert first_value(prometheus, dashboard_expr("Live", "B", "pod-test")) == "1"
+            assert query_value(prometheus, f"count(comfy_worker_job_phase_duration_seconds_count{{{worker}}})") == "12"
+            assert query_value(prometheus, dashboard_expr("Live", "B", "pod-test")) == "1"
             assert gateway.group("pod-test") is not None
 
             assert stack.stop() == 0

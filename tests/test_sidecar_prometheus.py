@@ -81,6 +81,12 @@ def query(prometheus: str, expression: str) -> list[dict]:
     return response.json()["data"]["result"]
 
 
+def query_value(prometheus: str, expression: str) -> str | None:
+    """The value of the first series an instant query returns, None when there is none."""
+    result = query(prometheus, expression)
+    return result[0]["value"][1] if result else None
+
+
 def test_prometheus_scrapes_readiness_and_handler_counters(world: World) -> None:
     # Prometheus 2.x applies new targets at most every 5 s, so it starts first and that wait
     # overlaps with the worker's start-up.
