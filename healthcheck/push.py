@@ -73,14 +73,11 @@ def describe_error(error: Exception) -> str:
 class Pusher:
     """Pushes `registry` to the Pushgateway from its own thread; also the collector of its failures."""
 
-    def __init__(
-        self, settings: PushSettings, registry: CollectorRegistry, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, settings: PushSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.registry = registry
         self.grouping_key = {"endpoint_id": settings.endpoint_id, "worker": settings.worker}
         self.failures = 0
-        self._clock = clock
         self._handler = auth_handler(settings)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,7 +171,7 @@ class Pusher:
         self.failures += 1
         self._outage_failures += 1
         if self._outage_since is None:
-            self._outage_since = self._clock()
+            self._outage_since = time.monotonic()
             log.warning(
                 "cannot push metrics to the Pushgateway at %s: %s; retrying every %g s "
                 "(failures counted in comfy_worker_push_failures_total; logged again when pushing works)",
@@ -190,7 +187,7 @@ class Pusher:
                 self.settings.url,
                 "again" if self._pushed_once else "now",
                 self._outage_failures,
-                self._clock() - self._outage_since,
+                time.monotonic() - self._outage_since,
             )
             self._outage_since, self._outage_failures = None, 0
         elif not self._pushed_once:
