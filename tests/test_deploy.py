@@ -261,7 +261,8 @@ def test_scraped_targets_get_a_worker_label(tmp_path):
     config["scrape_configs"] = [job]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    res = run_promtool(promtool, "check", "service-discovery", str(path), "comfy-worker")
+    # Static targets are there at once; promtool would otherwise wait 30 s for more.
+    res = run_promtool(promtool, "check", "service-discovery", "--timeout=3s", str(path), "comfy-worker")
     assert res.returncode == 0, res.stdout + res.stderr
     workers = {t["labels"]["instance"]: t["labels"].get("worker") for t in json.loads(res.stdout)}
     assert workers == {
