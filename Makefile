@@ -15,9 +15,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# promtool and prometheus come from Debian's `prometheus` package.
+# promtool and prometheus come from Debian's `prometheus` package, the Pushgateway from `prometheus-pushgateway`.
 system-deps:
-	@command -v promtool >/dev/null || scripts/install-system-deps
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || scripts/install-system-deps
 
 run: install
 	scripts/run-local

@@ -39,6 +39,13 @@ def _serve(_args: argparse.Namespace) -> int:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, error)
         return 1
     monitor.start()
+    pusher = None
+    if config.push is not None:
+        from .push import Pusher
+
+        pusher = Pusher(config.push, registry)
+        registry.register(pusher)
+        pusher.start()
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
@@ -59,6 +66,8 @@ def _serve(_args: argparse.Namespace) -> int:
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        if pusher:
+            pusher.stop()
         monitor.stop()
         server.server_close()
     return 0

@@ -8,12 +8,27 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from worker_common import settings
+from worker_common import layout, settings
 from worker_common.contract import COMFY_HOST
 from worker_common.settings import ConfigError, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """PUSHGATEWAY_URL and its companions: where, how often and as whom /metrics is pushed."""
+
+    url: str
+    interval_s: float
+    timeout_s: float
+    endpoint_id: str  # the grouping key: RUNPOD_ENDPOINT_ID ("none" off serverless) ...
+    worker: str  # ... and the worker (RUNPOD_POD_ID, else the host name)
+    username: str = ""
+    password: str = field(default="", repr=False)
+    bearer_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,7 @@ class SidecarConfig:
     warmup_workflow: Path | None
     warmup_timeout_s: float
     multiproc_dir: Path | None
+    push: PushSettings | None  # None: PUSHGATEWAY_URL unset, no pushing
     run_dir: Path
 
     @property
@@ -78,7 +94,54 @@ class SidecarConfig:
             warmup_workflow=warmup_path,
             warmup_timeout_s=env_float("WARMUP_TIMEOUT_S", 300.0, minimum=1.0),
             multiproc_dir=Path(multiproc) if multiproc else None,
+            push=push_settings(),
             run_dir=settings.run_dir(),
+        )
+
+
+def push_settings() -> PushSettings | None:
+    """The Pushgateway settings, or None when PUSHGATEWAY_URL is unset (no pushing)."""
+    url = env_str("PUSHGATEWAY_URL")
+    if not url:
+        return None
+    _check_pushgateway_url(url)
+    username, password = env_str("PUSHGATEWAY_USERNAME"), env_str("PUSHGATEWAY_PASSWORD")
+    token = env_str("PUSHGATEWAY_BEARER_TOKEN")
+    if bool(username) != bool(password):
+        raise ConfigError("PUSHGATEWAY_USERNAME and PUSHGATEWAY_PASSWORD must be set together (basic auth)")
+    if token and username:
+        raise ConfigError(
+            "PUSHGATEWAY_BEARER_TOKEN and PUSHGATEWAY_USERNAME/PUSHGATEWAY_PASSWORD are both set: choose one"
+        )
+    return PushSettings(
+        url=url.rstrip("/"),
+        interval_s=env_float("PUSH_INTERVAL_S", 15.0, minimum=0.1, maximum=3600.0),
+        timeout_s=env_float("PUSH_TIMEOUT_S", 2.0, minimum=0.1, maximum=60.0),
+        endpoint_id=env_str("RUNPOD_ENDPOINT_ID", "none"),
+        worker=layout.worker_id(),
+        username=username,
+        password=password,
+        bearer_token=token,
+    )
+
+
+def _check_pushgateway_url(url: str) -> None:
+    """An http(s) URL with a host and nothing that could hold a secret (the URL is logged)."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:  # the value is not repeated: it holds a password
+        raise ConfigError(
+            "PUSHGATEWAY_URL has credentials in it (user:password@host); "
+            "set PUSHGATEWAY_USERNAME and PUSHGATEWAY_PASSWORD instead"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("PUSHGATEWAY_URL may not have a query (?...) or fragment (#...): give the base URL")
+    try:
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ConfigError(f"PUSHGATEWAY_URL={url!r} has a bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"PUSHGATEWAY_URL={url!r} is not an http:// or https:// URL, e.g. https://pushgateway.example.com:9091"
         )
 
 

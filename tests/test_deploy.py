@@ -1,5 +1,6 @@
-"""Checks for deploy/: Prometheus alert rules and their unit tests, the scrape config, and the Grafana
-dashboard (every PromQL expression parses, and uses only metrics that docs/design.md defines).
+"""Checks for deploy/: Prometheus alert rules and their unit tests, the scrape config (scraped targets
+get the `worker` label pushed series carry), and the Grafana dashboard (every PromQL expression parses,
+uses only metrics that docs/design.md defines, and is keyed by `worker`, not by the scrape target).
 
 Needs `promtool` on PATH (Debian/Ubuntu: `apt-get install -y prometheus`).
 """
@@ -32,7 +33,11 @@ EXPECTED_ALERTS = {
     "ComfyWorkerGPUMemoryNearlyFull",
     "ComfyWorkerJobFailureRatioHigh",
     "ComfyWorkerScrapeDown",
+    "ComfyWorkerGone",
+    "ComfyWorkerPushgatewayDown",
 }
+# About the Pushgateway itself, so it names the gateway (instance) rather than a worker.
+GATEWAY_ALERTS = {"ComfyWorkerPushgatewayDown"}
 PROMQL_KEYWORDS = {
     "and",
     "or",
@@ -239,6 +244,40 @@ def test_promtool_check_scrape_config():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def scrape_jobs() -> dict[str, dict]:
+    return {job["job_name"]: job for job in yaml.safe_load(SCRAPE.read_text(encoding="utf-8"))["scrape_configs"]}
+
+
+def test_scraped_targets_get_a_worker_label(tmp_path):
+    """The relabelling in scrape.yml, run by promtool: a target's own `worker` label, else its host."""
+    promtool = find_promtool()
+    config = yaml.safe_load(SCRAPE.read_text(encoding="utf-8"))
+    config.pop("rule_files")
+    job = scrape_jobs()["comfy-worker"]
+    job["static_configs"] = [
+        {"targets": ["203.0.113.10:8081"], "labels": {"worker": "abc123xyz"}},
+        {"targets": ["worker-2.example.internal:8081", "[2001:db8::1]:8081", "bare-host"]},
+    ]
+    config["scrape_configs"] = [job]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    # Static targets are there at once; promtool would otherwise wait 30 s for more.
+    res = run_promtool(promtool, "check", "service-discovery", "--timeout=3s", str(path), "comfy-worker")
+    assert res.returncode == 0, res.stdout + res.stderr
+    workers = {t["labels"]["instance"]: t["labels"].get("worker") for t in json.loads(res.stdout)}
+    assert workers == {
+        "203.0.113.10:8081": "abc123xyz",
+        "worker-2.example.internal:8081": "worker-2.example.internal",
+        "[2001:db8::1]:8081": "[2001:db8::1]",
+        "bare-host:80": "bare-host",
+    }
+
+
+def test_pushgateway_job_keeps_the_pushed_labels():
+    job = scrape_jobs()["comfy-worker-pushgateway"]
+    assert job["honor_labels"] is True
+
+
 def test_alert_rules_shape():
     rules = alert_rules()
     assert {r.get("alert") for r in rules} >= EXPECTED_ALERTS
@@ -250,8 +289,30 @@ def test_alert_rules_shape():
         annotations = rule.get("annotations", {})
         assert annotations.get("summary"), f"{name}: no summary"
         description = annotations.get("description", "")
-        assert "$labels.instance" in description, f"{name}: description lacks {{{{ $labels.instance }}}}"
+        named = "$labels.instance" if name in GATEWAY_ALERTS else "$labels.worker"
+        assert named in description, f"{name}: description lacks {{{{ {named} }}}}"
         assert "$value" in description, f"{name}: description lacks the value"
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """Labels named in the by/without/on/ignoring clauses of an expression."""
+    found = re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^()]*)\)", expr)
+    return {label.strip() for labels in found for label in labels.split(",") if label.strip()}
+
+
+def test_alerts_are_keyed_by_worker_not_by_scrape_target():
+    for rule in alert_rules():
+        labels = grouping_labels(rule["expr"])
+        assert "instance" not in labels, f"{rule['alert']} groups by instance: pushed workers share the gateway's"
+        if labels - {"source", "state"}:
+            assert "worker" in labels, f"{rule['alert']} aggregates away the worker label: {sorted(labels)}"
+
+
+def test_gauge_alerts_skip_gone_pushed_workers():
+    """Frozen values of a worker killed without an orderly stop must not keep alerting (alerts_test.yml)."""
+    for name in ("ComfyWorkerFailed", "ComfyWorkerNotReady", "ComfyWorkerGPUMemoryNearlyFull"):
+        expr = next(rule["expr"] for rule in alert_rules() if rule["alert"] == name)
+        assert re.search(r"unless on \(job, worker\)\s*\(time\(\) - push_time_seconds", expr), name
 
 
 def test_every_alert_has_firing_and_quiet_unit_tests():
@@ -284,7 +345,8 @@ def test_dashboard_structure():
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    assert variables["instance"]["type"] == "query"
+    assert variables["worker"]["type"] == "query"
+    assert re.fullmatch(r"label_values\(comfy_worker_ready\{[^}]*\}, worker\)", variables["worker"]["definition"])
     panels = [p for p in board["panels"] if p["type"] != "row"]
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
@@ -293,7 +355,9 @@ def test_dashboard_structure():
         assert p.get("targets"), f"{p['title']}: no queries"
         for t in p["targets"]:
             assert t["datasource"]["uid"] == "${datasource}", p["title"]
-            assert 'instance=~"$instance"' in t["expr"], f"{p['title']}: query ignores $instance"
+            assert 'worker=~"$worker"' in t["expr"], f"{p['title']}: query ignores $worker"
+            assert "instance" not in grouping_labels(t["expr"]), f"{p['title']}: grouped by the scrape target"
+            assert "{{instance}}" not in t.get("legendFormat", ""), f"{p['title']}: legend names the scrape target"
 
 
 def test_dashboard_covers_required_panels():
@@ -313,8 +377,14 @@ def test_dashboard_covers_required_panels():
         "comfy_worker_comfyui_cpu_seconds_total",
         "comfy_worker_nvml_available",
         "comfy_worker_output_bytes_total",
+        "comfy_worker_job_phase_duration_seconds_sum",
+        "comfy_worker_job_phase_duration_seconds_bucket",
+        "comfy_worker_push_failures_total",
+        "push_time_seconds",
     ):
         assert metric in exprs, f"no panel uses {metric}"
+    phases = [e for e in all_exprs if "comfy_worker_job_phase_duration_seconds" in e]
+    assert phases and all("phase" in grouping_labels(e) for e in phases), "the phase breakdown is not by phase"
     for q in ("0.5", "0.95", "0.99"):
         pattern = rf"histogram_quantile\(\s*{re.escape(q)}0*\s*,.*\bcomfy_worker_job_duration_seconds_bucket\b"
         assert any(re.search(pattern, e, re.S) for e in all_exprs), f"no job latency panel for quantile {q}"

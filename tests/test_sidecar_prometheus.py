@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.processes import Process
 from tests.stack import free_port
@@ -37,21 +38,23 @@ def world() -> Iterator[World]:
     w.close()
 
 
-def start_prometheus(run_dir: Path, target: str) -> tuple[str, Process]:
-    """Debian's Prometheus on a free loopback port, scraping `target` every second."""
+def start_prometheus(run_dir: Path, target: str, **job: object) -> tuple[str, Process]:
+    """Debian's Prometheus on a free loopback port, scraping `target` every second.
+
+    `job` adds to or overrides the scrape job's settings (job_name, honor_labels, basic_auth, ...).
+    """
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: install Debian's `prometheus` package (scripts/install-system-deps)"
     port = free_port()
     config = run_dir / "prometheus.yml"
+    scrape_job = {"job_name": "comfy-worker", "static_configs": [{"targets": [target]}], **job}
     config.write_text(
-        "global:\n"
-        "  scrape_interval: 1s\n"
-        "  scrape_timeout: 1s\n"
-        "  evaluation_interval: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: comfy-worker\n"
-        "    static_configs:\n"
-        f"      - targets: ['{target}']\n"
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [scrape_job],
+            }
+        )
     )
     proc = Process(
         "prometheus",
@@ -76,6 +79,12 @@ def query(prometheus: str, expression: str) -> list[dict]:
     if response.status_code != 200:
         return []
     return response.json()["data"]["result"]
+
+
+def query_value(prometheus: str, expression: str) -> str | None:
+    """The value of the first series an instant query returns, None when there is none."""
+    result = query(prometheus, expression)
+    return result[0]["value"][1] if result else None
 
 
 def test_prometheus_scrapes_readiness_and_handler_counters(world: World) -> None:
