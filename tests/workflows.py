@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import random
 from typing import Any
+
+from PIL import Image, ImageOps
 
 
 def image_chain(
@@ -18,3 +23,51 @@ def image_chain(
         previous = str(index)
     workflow["99"] = {"class_type": "SaveImage", "inputs": {"images": [previous, 0], "filename_prefix": prefix}}
     return {"workflow": workflow}
+
+
+def noise_png(width: int = 32, height: int = 24, seed: int = 1) -> bytes:
+    """A PNG of random pixels: no two seeds give the same image."""
+    rng = random.Random(seed)
+    image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def decoded(item: dict[str, Any]) -> Image.Image:
+    """The image of one base64 output item of a result."""
+    assert item["type"] == "base64", item
+    return Image.open(io.BytesIO(base64.b64decode(item["data"])))
+
+
+def own_images_job(seed: int, name: str = "same.png", prefix: str = "shared") -> dict[str, Any]:
+    """A job whose two outputs are its own alone: its input image inverted, and a colour of its own.
+
+    Jobs of other seeds send an input of the same `name` and save with the same `prefix`;
+    `assert_own_images` checks that what came back is this job's, byte for byte.
+    """
+    return {
+        "workflow": {
+            "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+            "4": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": seed}},
+            "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": prefix}},
+        },
+        "images": [{"name": name, "image": b64(noise_png(seed=seed))}],
+    }
+
+
+def assert_own_images(result: dict[str, Any], seed: int) -> None:
+    """The result of `own_images_job(seed)` holds exactly that job's two images."""
+    assert result["status"] == "COMPLETED", result
+    by_node = {item["node_id"]: decoded(item) for item in result["output"]["images"]}
+    assert set(by_node) == {"3", "5"}, result["output"]["images"]
+    expected = ImageOps.invert(Image.open(io.BytesIO(noise_png(seed=seed))).convert("RGB"))
+    assert by_node["3"].convert("RGB").tobytes() == expected.tobytes(), f"job {seed} got another job's input"
+    colour = ((seed >> 16) & 0xFF, (seed >> 8) & 0xFF, seed & 0xFF)
+    assert by_node["5"].convert("RGB").getpixel((0, 0)) == colour, f"job {seed} got another job's output"
