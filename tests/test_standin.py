@@ -8,6 +8,7 @@ changes; tests here that take `release` run against both versions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -175,9 +176,9 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
         standin.kill()
 
 
-@pytest.fixture
-def own(tmp_path: Path) -> Iterator[Any]:
-    """Start private stand-ins (with knobs); all are killed at the end."""
+@contextlib.contextmanager
+def standin_starter(tmp_path: Path) -> Iterator[Any]:
+    """A function that starts private stand-ins (with knobs) under tmp_path; all are killed at the end."""
     started: list[Standin] = []
 
     def start(env: dict[str, str] | None = None, args: tuple[str, ...] = (), **options: Any) -> Standin:
@@ -185,9 +186,17 @@ def own(tmp_path: Path) -> Iterator[Any]:
         started.append(standin)
         return standin
 
-    yield start
-    for standin in started:
-        standin.kill()
+    try:
+        yield start
+    finally:
+        for standin in started:
+            standin.kill()
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[Any]:
+    with standin_starter(tmp_path) as start:
+        yield start
 
 
 def frames_until_done(ws: websocket.WebSocket, prompt_id: str, skip: tuple[str, ...] = ()) -> list[dict]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import json
 import logging
 import os
 import signal
@@ -24,13 +23,13 @@ import time
 
 from aiohttp import web
 
-from . import PYTORCH_VERSION, assets, cli, logs, paths, version
+from . import PYTORCH_VERSION, assets, cli, logs, paths
 from .executor import prompt_worker
 from .graph import CachePolicy
 from .knobs import KnobError, Knobs
 from .nodes import NODE_CLASS_MAPPINGS
 from .nodes import image as image_nodes
-from .server import CLI_FEATURE_FLAG_REGISTRY, PromptServer
+from .server import PromptServer
 from .system import memory
 from .version import Release
 
@@ -241,12 +240,8 @@ def _asset_settings(args: argparse.Namespace) -> assets.AssetSettings:
     )
 
 
-def main(main_py: str, argv: list[str]) -> int:
-    release = version.select(version.requested())
-    args = cli.parse(argv, release)
-    if getattr(args, "list_feature_flags", False):
-        print(json.dumps(CLI_FEATURE_FLAG_REGISTRY, indent=2))
-        return 0
+def main(main_py: str, args: argparse.Namespace, release: Release) -> int:
+    """Everything after the command line (main.py parses it first, with cli.parse)."""
     try:
         knobs = Knobs.from_env()
     except KnobError as err:

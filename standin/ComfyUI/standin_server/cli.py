@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import logging
 import os
+import sys
 from typing import Any
 
 from .version import Release
@@ -22,6 +24,27 @@ LOG_LEVELS_0_38 = ("DEBUG", "DETAIL", "INFO", "WARNING", "ERROR", "CRITICAL")
 DETAIL = 15  # 0.38.1's extra level, between DEBUG and INFO
 # cli_args.py's database_default_path: <ComfyUI>/user/comfyui.db, beside this package as it is beside comfy/.
 LEGACY_DATABASE_PATH = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "user", "comfyui.db"))
+
+
+# 0.38.1's registry of --feature-flag keys (comfy_api/feature_flags.py; --list-feature-flags
+# prints it). A registered bool is coerced from true/false; any other key stays a string.
+CLI_FEATURE_FLAG_REGISTRY: dict[str, dict[str, Any]] = {
+    "show_signin_button": {
+        "type": "bool",
+        "default": False,
+        "description": "Show the sign-in button in the frontend even when not signed in",
+    },
+    "enable_telemetry": {
+        "type": "bool",
+        "default": False,
+        "description": "Signal the frontend that telemetry collection is enabled",
+    },
+    "partner_run_gate_enabled": {
+        "type": "bool",
+        "default": True,
+        "description": "Gate the local Run button behind sign-in when the graph contains partner nodes",
+    },
+}
 
 
 class LatentPreviewMethod(enum.Enum):
@@ -217,10 +240,14 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, release: 
 
 
 def parse(argv: list[str], release: Release) -> argparse.Namespace:
-    """Parse argv (without the program name) as the release's main.py does; bad flags exit 2."""
+    """Parse argv (without the program name) as the release's main.py does: bad flags exit 2,
+    0.38.1's --list-feature-flags prints the registry and exits 0."""
     parser = build_parser(release)
     args = parser.parse_args(argv)
     _settle(parser, args, release)
+    if getattr(args, "list_feature_flags", False):
+        print(json.dumps(CLI_FEATURE_FLAG_REGISTRY, indent=2))
+        sys.exit(0)
     return args
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import routes, version
+from . import cli, routes, version
 from .assets import AssetStore
 from .executor import PREVIEW_IMAGE_BYTES, PromptExecutor
 from .graph import CachePolicy
@@ -35,29 +35,9 @@ log = logging.getLogger("standin")
 PREVIEW_IMAGE = 1  # ComfyUI's BinaryEventTypes.PREVIEW_IMAGE
 _CALL = "__call__"  # internal: run a coroutine function in message order
 
-# 0.38.1's registry of --feature-flag keys (comfy_api/feature_flags.py; --list-feature-flags
-# prints it). A registered bool is coerced from true/false; any other key stays a string.
-CLI_FEATURE_FLAG_REGISTRY: dict[str, dict[str, Any]] = {
-    "show_signin_button": {
-        "type": "bool",
-        "default": False,
-        "description": "Show the sign-in button in the frontend even when not signed in",
-    },
-    "enable_telemetry": {
-        "type": "bool",
-        "default": False,
-        "description": "Signal the frontend that telemetry collection is enabled",
-    },
-    "partner_run_gate_enabled": {
-        "type": "bool",
-        "default": True,
-        "description": "Gate the local Run button behind sign-in when the graph contains partner nodes",
-    },
-}
-
 
 def _coerce_flag(key: str, raw: str) -> Any:
-    if CLI_FEATURE_FLAG_REGISTRY.get(key, {}).get("type") != "bool":
+    if cli.CLI_FEATURE_FLAG_REGISTRY.get(key, {}).get("type") != "bool":
         return raw
     if raw.lower() not in ("true", "false"):
         raise ValueError(f"expected 'true' or 'false', got {raw!r}")
