@@ -411,6 +411,25 @@ def test_invert_run_frames_file_and_history(comfy: Standin) -> None:
     ws.close()
 
 
+def test_intermediate_output_node_is_not_replayed_by_0_3_64(comfy: Standin) -> None:
+    """A non-output node with a ui sends `executed` when it runs; cached, 0.3.64 stays silent
+    about it (0.38.1 replays it), though its history still lists it (from the ui cache)."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0x33}},
+        "2": {"class_type": "StandinIntermediatePreview", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "mid"}},
+    }
+    client_id = "mid-" + uuid.uuid4().hex[:6]
+    ws = comfy.ws(client_id)
+    ws.recv()
+    for expected in (["2", "3"], ["3"]):
+        prompt_id = comfy.post_prompt(prompt, client_id=client_id).json()["prompt_id"]
+        frames = frames_until_done(ws, prompt_id)
+        assert [f["data"]["node"] for f in frames if f["type"] == "executed"] == expected
+        assert sorted(comfy.history(prompt_id)[prompt_id]["outputs"]) == ["2", "3"]
+    ws.close()
+
+
 def test_frames_go_only_to_the_prompts_client(comfy: Standin) -> None:
     owner, other = comfy.ws("owner-" + uuid.uuid4().hex[:6]), comfy.ws("other-" + uuid.uuid4().hex[:6])
     owner_id = json.loads(owner.recv())["data"]["sid"]

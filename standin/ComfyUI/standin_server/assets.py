@@ -121,8 +121,9 @@ class AssetStore:
             size = os.path.getsize(path)
             if known is not None:
                 content_hash = content_hash or known.asset_hash
-                self._db.execute("UPDATE assets SET hash = ?, size = ? WHERE path = ?", (content_hash, size, path))
-                self._db.commit()
+                if (content_hash, size) != (known.asset_hash, known.size):
+                    self._db.execute("UPDATE assets SET hash = ?, size = ? WHERE path = ?", (content_hash, size, path))
+                    self._db.commit()
                 return Asset(known.id, known.name, content_hash, size, known.mime_type, known.tags)
             asset = Asset(str(uuid.uuid4()), os.path.basename(path), content_hash, size, paths.guess_type(path), tags)
             now = time.time()
@@ -148,14 +149,14 @@ class AssetStore:
 
     def register_outputs(self, output_ui: dict[str, Any], job_id: str) -> dict[str, Any]:
         """asset_enrichment.register_executed_outputs: file entries gain "id" (and "preview_id"
-        for images, which are their own preview). Returns a copy; the input stays as it was."""
-        enriched: dict[str, Any] = {}
-        for key, entries in output_ui.items():
-            if not isinstance(entries, list) or self._db is None:
-                enriched[key] = entries
-                continue
-            enriched[key] = [self._with_id(entry, job_id) for entry in entries]
-        return enriched
+        for images, which are their own preview). Returns a copy; the input stays as it was
+        (and is returned as it is when assets are off)."""
+        if self._db is None:
+            return output_ui
+        return {
+            key: [self._with_id(entry, job_id) for entry in entries] if isinstance(entries, list) else entries
+            for key, entries in output_ui.items()
+        }
 
     def _with_id(self, entry: Any, job_id: str) -> Any:
         if not isinstance(entry, dict) or "filename" not in entry or "type" not in entry:

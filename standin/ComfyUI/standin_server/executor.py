@@ -289,7 +289,9 @@ class PromptExecutor:
                     output_ui = await asyncio.to_thread(media.enrich, output_ui)
                 meta = {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
                 ui_entry = {"meta": meta, "output": output_ui}
-                emitted = await asyncio.to_thread(self.assets.register_outputs, output_ui, prompt_id)
+                emitted = output_ui
+                if self.assets.enabled:
+                    emitted = await asyncio.to_thread(self.assets.register_outputs, output_ui, prompt_id)
                 ui_outputs[node_id] = {"meta": meta, "output": emitted}
                 if server.client_id is not None:
                     server.send_sync(
