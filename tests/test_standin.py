@@ -1147,49 +1147,45 @@ def test_history_500_once_and_exec_delay(own: Any) -> None:
     assert entry["status"]["status_str"] == "success" and time.monotonic() - started >= 0.6
 
 
-def test_uninterruptible_node_finishes_before_the_interrupt_lands(own: Any) -> None:
-    standin = own()
-    standin.wait_ready()
-    ws = standin.ws("unint")
+def test_uninterruptible_node_finishes_before_the_interrupt_lands(comfy: Standin) -> None:
+    ws = comfy.ws("unint")
     ws.recv()
     prompt = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
         "2": {"class_type": "StandinUninterruptible", "inputs": {"seconds": 1.0, "image": ["1", 0]}},
         "3": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
-        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "u"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "uninterruptible"}},
     }
-    prompt_id = standin.post_prompt(prompt, client_id="unint").json()["prompt_id"]
+    prompt_id = comfy.post_prompt(prompt, client_id="unint").json()["prompt_id"]
     while wait_frame(ws, "executing")["data"]["node"] != "2":
         pass
-    requests.post(standin.url + "/interrupt", json={"prompt_id": prompt_id}, timeout=5).raise_for_status()
+    requests.post(comfy.url + "/interrupt", json={"prompt_id": prompt_id}, timeout=5).raise_for_status()
     frames = frames_until_done(ws, prompt_id, skip=("progress_state", "status"))
     assert [f["type"] for f in frames] == ["executing", "execution_interrupted", "executing"], frames
     interrupted = frames[1]["data"]
     # The node ran to its end; the interrupt took effect at the next node.
     assert interrupted["node_id"] == "3" and sorted(interrupted["executed"]) == ["1", "2"]
-    assert list(standin.output.iterdir()) == []
+    assert list(comfy.output.glob("uninterruptible_*")) == []
     ws.close()
 
 
-def test_freeze_node_blocks_the_event_loop_then_carries_on(own: Any) -> None:
-    standin = own()
-    standin.wait_ready()
+def test_freeze_node_blocks_the_event_loop_then_carries_on(comfy: Standin) -> None:
     prompt = {
         "1": {"class_type": "StandinFreeze", "inputs": {"seconds": 2.0}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "frozen"}},
     }
-    prompt_id = standin.post_prompt(prompt).json()["prompt_id"]
-    standin.wait_line("the event loop is blocked for 2 s (StandinFreeze)")
+    prompt_id = comfy.post_prompt(prompt).json()["prompt_id"]
+    comfy.wait_line("the event loop is blocked for 2 s (StandinFreeze)")
     with pytest.raises(requests.Timeout):
-        requests.get(standin.url + "/system_stats", timeout=0.5)
-    assert standin.wait_history(prompt_id, timeout_s=15)["status"]["status_str"] == "success"
-    assert (standin.output / "frozen_00001_.png").exists()
+        requests.get(comfy.url + "/system_stats", timeout=0.5)
+    assert comfy.wait_history(prompt_id, timeout_s=15)["status"]["status_str"] == "success"
+    assert (comfy.output / "frozen_00001_.png").exists()
 
 
 def test_prompt_answer_knobs_and_history_500(own: Any) -> None:
     """STANDIN_PROMPT_DELAY_S: queued at once, answered late; STANDIN_PROMPT_GARBAGE: 200 with
     a body that is not JSON; STANDIN_HISTORY_500: every GET /history/{id} fails."""
-    knobs = {"STANDIN_PROMPT_DELAY_S": "3", "STANDIN_PROMPT_GARBAGE": "1", "STANDIN_HISTORY_500": "1"}
+    knobs = {"STANDIN_PROMPT_DELAY_S": "2", "STANDIN_PROMPT_GARBAGE": "1", "STANDIN_HISTORY_500": "1"}
     standin = own(knobs)
     standin.wait_ready()
     prompt_id = str(uuid.uuid4())
@@ -1258,7 +1254,10 @@ def test_command_line_is_the_releases_own(release: str, tmp_path: Path) -> None:
     quick = ("--quick-test-fo", "--temp-directory", str(tmp_path), "--user-directory", str(tmp_path))
     done = run_main(*quick, "--cpu", "--highvram", version=release)  # one vram mode only
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
-    done = run_main(*quick, "--lowvram", "--preview-method", "auto", "--fast", "--disable-xformers", version=release)
+    detail = run_main(*quick, "--verbose", "DETAIL", version=release)  # a level 0.38.1 added
+    assert detail.returncode == (0 if release == "0.38.1" else 2), detail.stderr
+    many = ("--lowvram", "--preview-method", "auto", "--fast", "--disable-xformers", "--force-fp16", "--verbose")
+    done = run_main(*quick, *many, version=release)
     assert done.returncode == 0, done.stderr
     assert f"ComfyUI version: {release}" in done.stdout.splitlines()
     versions = subprocess.run(
