@@ -1150,9 +1150,10 @@ def test_history_500_once_and_exec_delay(own: Any) -> None:
 def test_uninterruptible_node_finishes_before_the_interrupt_lands(comfy: Standin) -> None:
     ws = comfy.ws("unint")
     ws.recv()
+    color = uuid.uuid4().int & 0xFFFFFF  # not cached from an earlier test
     prompt = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "StandinUninterruptible", "inputs": {"seconds": 1.0, "image": ["1", 0]}},
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}},
+        "2": {"class_type": "StandinUninterruptible", "inputs": {"seconds": 1.5, "image": ["1", 0]}},
         "3": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "uninterruptible"}},
     }

@@ -141,6 +141,10 @@ def _configure_folders(comfyui_dir: str, args: argparse.Namespace) -> paths.Fold
     for config_list in args.extra_model_paths_config or []:
         for config_path in config_list:
             paths.load_extra_model_paths(config_path)
+    if args.base_directory:
+        log.info(f"Setting base directory to: {folders.base}")
+    if args.models_directory:
+        log.info(f"Setting models directory to: {folders.models_root}")
     for flag, path in (("output", args.output_directory), ("input", args.input_directory)):
         if path:
             log.info(f"Setting {flag} directory to: {os.path.abspath(path)}")
@@ -209,7 +213,7 @@ async def serve(args: argparse.Namespace, knobs: Knobs, release: Release, store:
         max_upload_mb=args.max_upload_size,
         cache=cache_policy(args, release, knobs),
         assets=store,
-        feature_flags=getattr(args, "feature_flag", []),
+        feature_flags=args.feature_flag,
     )
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -235,8 +239,8 @@ async def serve(args: argparse.Namespace, knobs: Knobs, release: Release, store:
 def _asset_settings(args: argparse.Namespace) -> assets.AssetSettings:
     return assets.AssetSettings(
         disabled=args.disable_assets,
-        database_url=getattr(args, "database_url", None),
-        hashing=getattr(args, "enable_asset_hashing", False),
+        database_url=args.database_url,
+        hashing=args.enable_asset_hashing,
     )
 
 

@@ -218,7 +218,8 @@ def build_parser(release: Release) -> argparse.ArgumentParser:
 
 
 def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, release: Release) -> None:
-    """The fix-ups cli_args.py applies after parsing."""
+    """The fix-ups cli_args.py applies after parsing; 0.3.64's namespace also gets the 0.38.1-only
+    names the rest of the stand-in reads (no models folder flag, no asset system)."""
     if release.flag_set == "0.38":
         if args.cache_ram is not None and len(args.cache_ram) > 2:
             parser.error("--cache-ram accepts at most two values: active GB and inactive GB")
@@ -231,6 +232,8 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, release: 
     else:
         args.models_directory = None
         args.disable_assets = True
+        args.enable_asset_hashing = False
+        args.feature_flag = []
     if args.fast is None:
         args.fast = set()
     elif args.fast == []:
