@@ -1,12 +1,14 @@
 """The stand-in ComfyUI (standin/ComfyUI) answers as docs/comfyui-protocol.md records a real one.
 
-Most tests share one stand-in process (module fixture); tests that need their own knobs or
-kill the process start their own. Each starts on a free loopback port with temporary
-input/output/temp folders.
+Most tests share one stand-in process (module fixture, playing 0.3.64); tests that need their
+own knobs or kill the process start their own. Each starts on a free loopback port with
+temporary input/output/temp/user folders. tests/test_standin_v038.py covers what 0.38.1
+changes; tests here that take `release` run against both versions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -14,10 +16,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -30,42 +32,75 @@ import requests
 import websocket
 from PIL import Image
 
+from tests.processes import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 COMFY_DIR = REPO / "standin" / "ComfyUI"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+RELEASES = ("0.3.64", "0.38.1")
+
+
+def standin_env(version: str = "0.3.64", env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without STANDIN_* knobs, playing `version`, plus `env`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STANDIN_")}
+    return {**full_env, "STANDIN_COMFYUI_VERSION": version, **(env or {})}
+
+
+def run_main(*args: str, version: str = "0.3.64", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """main.py run to its end (flags that stop start-up, --quick-test-for-ci)."""
+    return subprocess.run(
+        [PYTHON, "-u", "main.py", *args],
+        cwd=COMFY_DIR,
+        env=standin_env(version, env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 class Standin:
     """One stand-in process with its own folders; output lines are collected as they come."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        version: str = "0.3.64",
+        port: int | None = None,
+        cwd: Path = COMFY_DIR,
+        user: int | None = None,
+    ) -> None:
         self.root = root
-        self.port = free_port()
+        self.version = version
+        self.port = port or free_port()
         self.input = root / "input"
         self.output = root / "output"
         self.temp_parent = root / "tmp"
-        for path in (self.input, self.output, self.temp_parent):
+        self.user = root / "user"
+        for path in (self.input, self.output, self.temp_parent, self.user):
             path.mkdir(parents=True, exist_ok=True)
         shutil.copy(COMFY_DIR / "input" / "example.png", self.input / "example.png")
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("STANDIN_")}
-        full_env.update(env or {})
         command = [PYTHON, "-u", "main.py", "--listen", "127.0.0.1", "--port", str(self.port)]
         command += ["--disable-auto-launch", "--cpu", "--input-directory", str(self.input)]
-        command += ["--output-directory", str(self.output), "--temp-directory", str(self.temp_parent), *args]
+        command += ["--output-directory", str(self.output), "--temp-directory", str(self.temp_parent)]
+        command += ["--user-directory", str(self.user), *args]
+        if user is not None:  # run as that uid (and gid), without root's groups
+            command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
         self.proc = subprocess.Popen(
-            command, cwd=COMFY_DIR, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, cwd=cwd, env=standin_env(version, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._collect, args=(stream, lines), daemon=True).start()
+        self.readers = [
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))
+        ]
+        for reader in self.readers:
+            reader.start()
 
     @staticmethod
     def _collect(stream: Any, lines: list[str]) -> None:
@@ -94,7 +129,17 @@ class Standin:
         raise AssertionError("stand-in did not come up")
 
     def wait_exit(self, timeout_s: float = 5) -> int:
-        return self.proc.wait(timeout=timeout_s)
+        code = self.proc.wait(timeout=timeout_s)
+        for reader in self.readers:  # every line read: the pipes are at their end
+            reader.join(timeout=timeout_s)
+        return code
+
+    def wait_line(self, text: str, timeout_s: float = 10) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.stdout):
+            assert time.monotonic() < deadline, f"no {text!r} in {self.stdout}"
+            assert self.proc.poll() is None or any(text in line for line in self.stdout), self.stdout
+            time.sleep(0.02)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -131,19 +176,27 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
         standin.kill()
 
 
-@pytest.fixture
-def own(tmp_path: Path) -> Iterator[Any]:
-    """Start private stand-ins (with knobs); all are killed at the end."""
+@contextlib.contextmanager
+def standin_starter(tmp_path: Path) -> Iterator[Any]:
+    """A function that starts private stand-ins (with knobs) under tmp_path; all are killed at the end."""
     started: list[Standin] = []
 
-    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Standin:
-        standin = Standin(tmp_path / f"s{len(started)}", env, args)
+    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = (), **options: Any) -> Standin:
+        standin = Standin(options.pop("root", None) or tmp_path / f"s{len(started)}", env, args, **options)
         started.append(standin)
         return standin
 
-    yield start
-    for standin in started:
-        standin.kill()
+    try:
+        yield start
+    finally:
+        for standin in started:
+            standin.kill()
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[Any]:
+    with standin_starter(tmp_path) as start:
+        yield start
 
 
 def frames_until_done(ws: websocket.WebSocket, prompt_id: str, skip: tuple[str, ...] = ()) -> list[dict]:
@@ -209,6 +262,12 @@ def test_system_stats_shape(comfy: Standin) -> None:
     # Every route is served under /api too, as ComfyUI does.
     assert requests.get(comfy.url + "/api/system_stats", timeout=5).json()["system"]["comfyui_version"] == "0.3.64"
     assert requests.get(comfy.url + "/prompt", timeout=5).json() == {"exec_info": {"queue_remaining": 0}}
+    # 0.3.64 has none of 0.38.1's additions.
+    assert "comfy_package_versions" not in system and "deploy_environment" not in system
+    features = requests.get(comfy.url + "/features", timeout=5).json()
+    assert features == {"supports_preview_metadata": True, "max_upload_size": 104857600}
+    assert requests.get(comfy.url + "/api/jobs", timeout=5).status_code == 404
+    assert requests.post(comfy.url + "/api/jobs/cancel", json={"job_ids": []}, timeout=5).status_code == 404
 
 
 def test_object_info_lists_the_nodes(comfy: Standin) -> None:
@@ -233,8 +292,15 @@ def test_object_info_lists_the_nodes(comfy: Standin) -> None:
         "StandinDropWebSockets",
         "StandinExit",
         "StandinBigImages",
+        "StandinUninterruptible",
+        "StandinFreeze",
+        "StandinIntermediatePreview",
+        "StandinSave3D",
     }
     assert expected <= set(info)
+    outputs = {"SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveImageWebsocket", "PreviewAny", "SaveAudio"}
+    assert {name for name, node in info.items() if node["output_node"]} == outputs | {"StandinSave3D"}
+    assert all("has_intermediate_output" not in node and "is_input_list" not in node for node in info.values())
     save = info["SaveImage"]
     assert set(save) >= {"input", "input_order", "output", "output_is_list", "output_name", "name"}
     assert set(save) >= {"display_name", "description", "python_module", "category", "output_node"}
@@ -242,7 +308,8 @@ def test_object_info_lists_the_nodes(comfy: Standin) -> None:
     assert save["input_order"] == {"required": ["images", "filename_prefix"], "hidden": ["prompt", "extra_pnginfo"]}
     assert info["ImageInvert"]["output_node"] is False and info["ImageInvert"]["output"] == ["IMAGE"]
     assert info["LoadImage"]["output"] == ["IMAGE", "MASK"]
-    assert "example.png" in info["LoadImage"]["input"]["required"]["image"][0]
+    files, options = info["LoadImage"]["input"]["required"]["image"]
+    assert "example.png" in files and options == {"image_upload": True}
     assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == []
     assert info["StandinSleep"]["input"]["optional"] == {"image": ["IMAGE"]}
     single = requests.get(comfy.url + "/object_info/EmptyImage", timeout=5).json()
@@ -341,6 +408,25 @@ def test_invert_run_frames_file_and_history(comfy: Standin) -> None:
     assert frames[4]["data"]["output"] == output
     assert comfy.history(prompt_id2)[prompt_id2]["outputs"] == {"2": output}
     assert sorted(p.name for p in comfy.output.glob(f"{prefix}_*")) == [f"{prefix}_00001_.png"]
+    ws.close()
+
+
+def test_intermediate_output_node_is_not_replayed_by_0_3_64(comfy: Standin) -> None:
+    """A non-output node with a ui sends `executed` when it runs; cached, 0.3.64 stays silent
+    about it (0.38.1 replays it), though its history still lists it (from the ui cache)."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0x33}},
+        "2": {"class_type": "StandinIntermediatePreview", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "mid"}},
+    }
+    client_id = "mid-" + uuid.uuid4().hex[:6]
+    ws = comfy.ws(client_id)
+    ws.recv()
+    for expected in (["2", "3"], ["3"]):
+        prompt_id = comfy.post_prompt(prompt, client_id=client_id).json()["prompt_id"]
+        frames = frames_until_done(ws, prompt_id)
+        assert [f["data"]["node"] for f in frames if f["type"] == "executed"] == expected
+        assert sorted(comfy.history(prompt_id)[prompt_id]["outputs"]) == ["2", "3"]
     ws.close()
 
 
@@ -548,6 +634,7 @@ def test_view_status_codes(comfy: Standin) -> None:
     ok = view(filename="v_00001_.png", subfolder="sub", type="output")
     assert ok.status_code == 200 and ok.headers["Content-Type"] == "image/png"
     assert ok.headers["Content-Disposition"] == 'filename="v_00001_.png"'
+    assert "X-Content-Type-Options" not in ok.headers  # 0.38.1 adds nosniff
     assert Image.open(io.BytesIO(ok.content)).getpixel((0, 0)) == (1, 2, 3)
     assert view(filename="a.flac").headers["Content-Type"] == "audio/flac"
     assert view(filename="x.latent").headers["Content-Type"] == "application/octet-stream"
@@ -612,10 +699,13 @@ def test_save_image_naming_rules(comfy: Standin) -> None:
     assert all(re.fullmatch(r"ComfyUI_temp_[a-z]{5}_0000[12]_\.png", p["filename"]) for p in previews)
     assert {p["type"] for p in previews} == {"temp"} and (comfy.temp / previews[0]["filename"]).exists()
 
-    # The counter continues from what is in the folder.
+    # The counter is 1 + the highest in the folder, rescanned on every save: a file another
+    # process wrote in between counts (names of other prefixes do not).
+    (comfy.output / f"sub{tag}" / "b_00007_.png").write_bytes(b"written by someone else")
+    (comfy.output / f"sub{tag}" / "bb_00050_.png").write_bytes(b"another prefix")
     prompt["1"]["inputs"]["color"] = 0x0000FF
     entry = comfy.wait_history(comfy.post_prompt(prompt).json()["prompt_id"])
-    assert entry["outputs"]["2"]["images"][0]["filename"] == "b_00003_.png"
+    assert [i["filename"] for i in entry["outputs"]["2"]["images"]] == ["b_00008_.png", "b_00009_.png"]
 
     outside = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
@@ -740,6 +830,30 @@ def test_load_image_from_input_and_subfolder(comfy: Standin) -> None:
     with Image.open(comfy.output / "alpha_00001_.png") as out:
         assert out.mode == "RGB" and out.getpixel((1, 1)) == (10, 20, 30)
     assert "PIL.Image.Image image mode=L size=5x4" in entry["outputs"]["5"]["text"][0]
+
+
+def load_and_save(image: str, prefix: str) -> dict:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    }
+
+
+def test_load_image_names_are_as_lax_as_comfyui_0_3_64(comfy: Standin) -> None:
+    """0.3.64's folder_paths joins an annotated name to its folder and reads whatever that is:
+    "../x.png" and absolute names load, "x.png [output]" reads from output. The worker must
+    defend against this itself."""
+    secret = comfy.root / "outside.png"
+    Image.new("RGB", (3, 2), (9, 8, 7)).save(secret)
+    Image.new("RGB", (5, 1), (1, 1, 1)).save(comfy.output / "made_earlier.png")
+    for image, size in (("../outside.png", (3, 2)), (str(secret), (3, 2)), ("made_earlier.png [output]", (5, 1))):
+        prefix = "lax" + uuid.uuid4().hex[:6]
+        reply = comfy.post_prompt(load_and_save(image, prefix))
+        assert reply.status_code == 200, (image, reply.text)
+        entry = comfy.wait_history(reply.json()["prompt_id"])
+        assert entry["status"]["status_str"] == "success", (image, entry["status"])
+        with Image.open(comfy.output / f"{prefix}_00001_.png") as out:
+            assert out.size == size
 
 
 def test_checkpoint_loader_lists_models_but_cannot_run(own: Any, tmp_path: Path) -> None:
@@ -950,16 +1064,41 @@ def test_drop_websockets_node_closes_sockets(comfy: Standin) -> None:
 # -- process behaviour and knobs -----------------------------------------------------------------
 
 
-def test_sigint_is_graceful(own: Any) -> None:
-    standin = own()
+def comfyuis_own_blank_lines(lines: list[str]) -> bool:
+    """Every blank line is one ComfyUI prints too: "Starting server\n", "\nStopped server", the
+    ones around the custom-node import times and after a traceback."""
+    for index, line in enumerate(lines):
+        if line:
+            continue
+        before = lines[index - 1] if index > 0 else ""
+        after = lines[index + 1] if index + 1 < len(lines) else ""
+        if not (
+            before in ("Starting server", "WARNING WARNING WARNING WARNING WARNING")
+            or after in ("Stopped server", "Import times for custom nodes:")
+            or re.fullmatch(r" +\d+\.\d seconds.*", before)
+            or re.fullmatch(r"\w+(\.\w+)*: .*", before)  # the last line of a traceback
+        ):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_temp_wiped_at_start_and_on_sigint(own: Any, tmp_path: Path, release: str) -> None:
+    root = tmp_path / "s"
+    (root / "tmp" / "temp" / "left").mkdir(parents=True)
+    (root / "tmp" / "temp" / "left" / "over.png").write_bytes(b"from an earlier run")
+    standin = own(root=root, version=release)
     standin.wait_ready()
+    assert list(standin.temp.iterdir()) == []
     assert any("To see the GUI go to: http://127.0.0.1:" in line for line in standin.stdout)
+    (standin.temp / "preview.png").write_bytes(b"made while running")
     started = time.monotonic()
     standin.proc.send_signal(signal.SIGINT)
     assert standin.wait_exit(5) == 0
     assert time.monotonic() - started < 2
-    time.sleep(0.1)
-    assert "Stopped server" in standin.stdout
+    assert standin.stdout[-2:] == ["", "Stopped server"]  # logging.info("\nStopped server"), as ComfyUI
+    assert not standin.temp.exists() or list(standin.temp.iterdir()) == []
+    assert comfyuis_own_blank_lines(standin.stdout), standin.stdout
 
 
 def test_sigterm_kills_at_once(own: Any) -> None:
@@ -967,7 +1106,6 @@ def test_sigterm_kills_at_once(own: Any) -> None:
     standin.wait_ready()
     standin.proc.send_signal(signal.SIGTERM)
     assert standin.wait_exit(5) == -signal.SIGTERM
-    time.sleep(0.1)
     assert "Stopped server" not in standin.stdout
 
 
@@ -991,7 +1129,6 @@ def test_boot_delay_and_crash_on_start(own: Any) -> None:
     delayed.wait_ready()
     assert time.monotonic() - started >= 0.9
     assert crashing.wait_exit(5) == 1
-    time.sleep(0.1)
     assert crashing.stderr[0] == "Traceback (most recent call last):"
     assert crashing.stderr[-1] == "ModuleNotFoundError: No module named 'torchsde'"
     assert never.proc.poll() is None
@@ -1008,6 +1145,171 @@ def test_history_500_once_and_exec_delay(own: Any) -> None:
     assert first.status_code == 500
     entry = standin.wait_history(prompt_id)
     assert entry["status"]["status_str"] == "success" and time.monotonic() - started >= 0.6
+
+
+def test_uninterruptible_node_finishes_before_the_interrupt_lands(comfy: Standin) -> None:
+    ws = comfy.ws("unint")
+    ws.recv()
+    color = uuid.uuid4().int & 0xFFFFFF  # not cached from an earlier test
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}},
+        "2": {"class_type": "StandinUninterruptible", "inputs": {"seconds": 1.5, "image": ["1", 0]}},
+        "3": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "uninterruptible"}},
+    }
+    prompt_id = comfy.post_prompt(prompt, client_id="unint").json()["prompt_id"]
+    while wait_frame(ws, "executing")["data"]["node"] != "2":
+        pass
+    requests.post(comfy.url + "/interrupt", json={"prompt_id": prompt_id}, timeout=5).raise_for_status()
+    frames = frames_until_done(ws, prompt_id, skip=("progress_state", "status"))
+    assert [f["type"] for f in frames] == ["executing", "execution_interrupted", "executing"], frames
+    interrupted = frames[1]["data"]
+    # The node ran to its end; the interrupt took effect at the next node.
+    assert interrupted["node_id"] == "3" and sorted(interrupted["executed"]) == ["1", "2"]
+    assert list(comfy.output.glob("uninterruptible_*")) == []
+    ws.close()
+
+
+def test_freeze_node_blocks_the_event_loop_then_carries_on(comfy: Standin) -> None:
+    prompt = {
+        "1": {"class_type": "StandinFreeze", "inputs": {"seconds": 2.0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "frozen"}},
+    }
+    prompt_id = comfy.post_prompt(prompt).json()["prompt_id"]
+    comfy.wait_line("the event loop is blocked for 2 s (StandinFreeze)")
+    with pytest.raises(requests.Timeout):
+        requests.get(comfy.url + "/system_stats", timeout=0.5)
+    assert comfy.wait_history(prompt_id, timeout_s=15)["status"]["status_str"] == "success"
+    assert (comfy.output / "frozen_00001_.png").exists()
+
+
+def test_prompt_answer_knobs_and_history_500(own: Any) -> None:
+    """STANDIN_PROMPT_DELAY_S: queued at once, answered late; STANDIN_PROMPT_GARBAGE: 200 with
+    a body that is not JSON; STANDIN_HISTORY_500: every GET /history/{id} fails."""
+    knobs = {"STANDIN_PROMPT_DELAY_S": "2", "STANDIN_PROMPT_GARBAGE": "1", "STANDIN_HISTORY_500": "1"}
+    standin = own(knobs)
+    standin.wait_ready()
+    prompt_id = str(uuid.uuid4())
+    answers: list[requests.Response] = []
+    poster = threading.Thread(
+        target=lambda: answers.append(standin.post_prompt(empty_invert_save("late"), prompt_id=prompt_id))
+    )
+    poster.start()
+    deadline = time.monotonic() + 15
+    while prompt_id not in requests.get(standin.url + "/history", timeout=5).json():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not answers  # it ran while its POST was still unanswered
+    poster.join(timeout=15)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/json")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(answer.text)
+    for _ in range(2):
+        reply = requests.get(f"{standin.url}/history/{prompt_id}", timeout=5)
+        assert reply.status_code == 500 and reply.text.startswith("500 Internal Server Error")
+    assert requests.get(standin.url + "/history", timeout=5).json()[prompt_id]["status"]["status_str"] == "success"
+
+
+def test_failed_custom_node_packs_are_reported_as_comfyui_does() -> None:
+    packs = "ComfyUI-Foo=ModuleNotFoundError: No module named 'foo';Bar Pack=ImportError: cannot import name 'x'"
+    done = run_main("--quick-test-for-ci", env={"STANDIN_FAILED_CUSTOM_NODES": packs})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    nodes = COMFY_DIR / "custom_nodes"
+    assert f"Cannot import {nodes / 'ComfyUI-Foo'} module for custom nodes: No module named 'foo'" in lines
+    assert f"Cannot import {nodes / 'Bar Pack'} module for custom nodes: cannot import name 'x'" in lines
+    foo = lines.index(f"Cannot import {nodes / 'ComfyUI-Foo'} module for custom nodes: No module named 'foo'")
+    assert lines[foo - 2 : foo] == ["ModuleNotFoundError: No module named 'foo'", ""]  # format_exc ends with \n
+    assert lines[foo - 9] == "Traceback (most recent call last):"
+    report = lines.index("Import times for custom nodes:")
+    assert lines[report - 1 : report + 5] == [
+        "",
+        "Import times for custom nodes:",
+        f"   0.0 seconds (IMPORT FAILED): {nodes / 'Bar Pack'}",
+        f"   0.0 seconds (IMPORT FAILED): {nodes / 'ComfyUI-Foo'}",
+        f"   0.0 seconds: {nodes / 'websocket_image_save.py'}",
+        "",
+    ]
+    assert comfyuis_own_blank_lines(lines), lines
+    bad = run_main("--quick-test-for-ci", env={"STANDIN_FAILED_CUSTOM_NODES": "no equals sign"})
+    assert bad.returncode == 2 and "STANDIN_FAILED_CUSTOM_NODES" in bad.stderr
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_command_line_is_the_releases_own(release: str, tmp_path: Path) -> None:
+    """Flags as argparse parses them for that release: unknown ones (the other release's too)
+    end the process with exit 2; prefixes of a flag are that flag (allow_abbrev)."""
+    other = {"0.3.64": "--disable-assets", "0.38.1": "--normalvram"}[release]
+    for flag in ("--no-such-flag", other):
+        done = run_main(flag, version=release)
+        assert done.returncode == 2, (flag, done.stdout)
+        assert done.stderr.startswith("usage: main.py ")
+        assert done.stderr.splitlines()[-1] == f"main.py: error: unrecognized arguments: {flag}"
+        assert done.stdout == ""
+    missing = tmp_path / "missing"
+    done = run_main("--user-directory", str(missing), version=release)
+    assert done.returncode == 2
+    error = f"main.py: error: argument --user-directory: The path '{missing}' does not exist."
+    assert done.stderr.splitlines()[-1] == error
+    quick = ("--quick-test-fo", "--temp-directory", str(tmp_path), "--user-directory", str(tmp_path))
+    done = run_main(*quick, "--cpu", "--highvram", version=release)  # one vram mode only
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+    detail = run_main(*quick, "--verbose", "DETAIL", version=release)  # a level 0.38.1 added
+    assert detail.returncode == (0 if release == "0.38.1" else 2), detail.stderr
+    many = ("--lowvram", "--preview-method", "auto", "--fast", "--disable-xformers", "--force-fp16", "--verbose")
+    done = run_main(*quick, *many, version=release)
+    assert done.returncode == 0, done.stderr
+    assert f"ComfyUI version: {release}" in done.stdout.splitlines()
+    versions = subprocess.run(
+        [PYTHON, "-c", "from comfyui_version import __version__; print(__version__)"],
+        cwd=COMFY_DIR,
+        env=standin_env(release),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert versions.stdout == f"{release}\n"
+
+
+def test_version_knob_rejects_unknown_versions() -> None:
+    done = run_main(version="0.99.0")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "STANDIN_COMFYUI_VERSION='0.99.0'" in done.stderr and "0.3.64, 0.38.1" in done.stderr
+    default = subprocess.run(
+        [PYTHON, "-c", "from comfyui_version import __version__; print(__version__)"],
+        cwd=COMFY_DIR,
+        env={k: v for k, v in standin_env().items() if k != "STANDIN_COMFYUI_VERSION"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert default.stdout == "0.3.64\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the stand-in as another user")
+@pytest.mark.parametrize("release", RELEASES)
+def test_runs_from_a_read_only_install_as_an_unprivileged_user(own: Any, release: str) -> None:
+    """The code folder read-only to it: it writes only into the folders its flags give."""
+    nobody = 65534
+    with tempfile.TemporaryDirectory() as scratch:
+        install, data = Path(scratch) / "ComfyUI", Path(scratch) / "data"
+        shutil.copytree(COMFY_DIR, install, ignore=shutil.ignore_patterns("__pycache__"))
+        os.chmod(scratch, 0o755)
+        for path in [install, *install.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        shipped = {p.relative_to(install) for p in install.rglob("*")}
+        for folder in ("input", "output", "tmp", "user"):
+            (data / folder).mkdir(parents=True)
+            os.chown(data / folder, nobody, nobody)
+        standin = own(root=data, version=release, cwd=install, user=nobody, args=("--dont-print-server",))
+        standin.wait_ready()
+        prompt_id = standin.post_prompt(empty_invert_save("ro")).json()["prompt_id"]
+        assert standin.wait_history(prompt_id)["status"]["status_str"] == "success"
+        assert (standin.output / "ro_00001_.png").stat().st_uid == nobody
+        standin.proc.send_signal(signal.SIGINT)
+        assert standin.wait_exit(10) == 0
+        assert {p.relative_to(install) for p in install.rglob("*")} == shipped
 
 
 def test_hang_after(own: Any) -> None:

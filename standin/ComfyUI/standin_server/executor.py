@@ -4,6 +4,12 @@ One prompt at a time, in queue order. Each node's work runs in a thread (asyncio
 so the HTTP server keeps answering while a node runs. The frames and history entries follow
 execution.py: execution_start, execution_cached, then per node progress_state / executing /
 executed, then execution_success (or execution_error / execution_interrupted).
+
+What the release played changes (version.py): 0.38.1 adds `metadata` to file entries, asset
+ids when assets are on (and an `assets.seed.*` scan of the output folder before each prompt),
+and replays the `executed` frame of cached HAS_INTERMEDIATE_OUTPUT nodes after a successful
+run; its history outputs are what the run emitted, where 0.3.64's are every cached ui of the
+prompt's nodes.
 """
 
 from __future__ import annotations
@@ -17,8 +23,17 @@ import time
 import traceback
 from typing import Any, Protocol
 
-from . import runtime
-from .graph import CacheEntry, DependencyCycleError, ExecutionList, OutputCache, compute_cache_keys, is_link
+from . import media, runtime, version
+from .assets import AssetStore
+from .graph import (
+    CacheEntry,
+    CachePolicy,
+    DependencyCycleError,
+    ExecutionList,
+    OutputCache,
+    compute_cache_keys,
+    is_link,
+)
 from .knobs import Knobs
 from .nodes import NODE_CLASS_MAPPINGS
 from .nodes.base import Node
@@ -42,6 +57,8 @@ class ExecutionServer(Protocol):
     def has_listeners(self, sid: str | None) -> bool: ...
 
     def drop_websockets_blocking(self) -> None: ...
+
+    def block_event_loop_blocking(self, seconds: float) -> None: ...
 
 
 def format_value(x: Any) -> Any:
@@ -103,14 +120,21 @@ def get_output_data(obj: Node, input_data_all: dict[str, Any]) -> tuple[list[lis
 
 
 class PromptExecutor:
-    def __init__(self, server: ExecutionServer, knobs: Knobs, cache_enabled: bool = True) -> None:
+    def __init__(
+        self, server: ExecutionServer, knobs: Knobs, cache: CachePolicy | None = None, assets: AssetStore | None = None
+    ) -> None:
         self.server = server
         self.knobs = knobs
-        self.cache_enabled = cache_enabled
+        self.cache = cache or CachePolicy()
+        self.assets = assets or AssetStore(None)
         self.reset()
 
     def reset(self) -> None:
-        self.outputs = OutputCache(enabled=self.cache_enabled)
+        """A fresh cache (at start and on POST /free), logged as ComfyUI's CacheSet logs it."""
+        line = self.cache.startup_line()
+        if line:
+            log.info(line)
+        self.outputs = OutputCache(self.cache)
         self.objects: dict[tuple[str, str], Node] = {}
         self.status_messages: list[tuple[str, dict[str, Any]]] = []
         self.success = True
@@ -199,7 +223,27 @@ class PromptExecutor:
             if preview is not None:
                 server.send_sync(PREVIEW_IMAGE_BYTES, encode_preview(preview), client_id)
 
-        return runtime.NodeContext(prompt_id, node_id, progress, server.drop_websockets_blocking)
+        return runtime.NodeContext(
+            prompt_id, node_id, progress, server.drop_websockets_blocking, server.block_event_loop_blocking
+        )
+
+    def emit_cached_output(
+        self, prompt_id: str, node_id: str, cached: CacheEntry, ui_outputs: dict[str, dict[str, Any]]
+    ) -> None:
+        """A cached node's result, replayed: in ui_outputs (with fresh asset ids) and as `executed`."""
+        if node_id in ui_outputs:
+            return
+        ui = None
+        if cached.ui is not None:
+            ui = {**cached.ui, "output": self.assets.register_outputs(cached.ui["output"], prompt_id)}
+            ui_outputs[node_id] = ui
+        if self.server.client_id is not None:
+            output = ui.get("output") if ui else None
+            self.server.send_sync(
+                "executed",
+                {"node": node_id, "display_node": node_id, "output": output, "prompt_id": prompt_id},
+                self.server.client_id,
+            )
 
     async def execute_node(
         self,
@@ -219,15 +263,7 @@ class PromptExecutor:
 
         cached = self.outputs.get(node_id)
         if cached is not None:
-            if server.client_id is not None:
-                output = cached.ui.get("output") if cached.ui else None
-                server.send_sync(
-                    "executed",
-                    {"node": node_id, "display_node": node_id, "output": output, "prompt_id": prompt_id},
-                    server.client_id,
-                )
-            if cached.ui is not None:
-                ui_outputs[node_id] = cached.ui
+            self.emit_cached_output(prompt_id, node_id, cached, ui_outputs)
             registry.finish(node_id)
             local[node_id] = cached
             return True, None, None
@@ -249,13 +285,18 @@ class PromptExecutor:
             output_data, output_ui = await asyncio.to_thread(self._run_in_thread, obj, input_data_all, ctx)
             ui_entry = None
             if output_ui:
+                if version.current().media_metadata:
+                    output_ui = await asyncio.to_thread(media.enrich, output_ui)
                 meta = {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
                 ui_entry = {"meta": meta, "output": output_ui}
-                ui_outputs[node_id] = ui_entry
+                emitted = output_ui
+                if self.assets.enabled:
+                    emitted = await asyncio.to_thread(self.assets.register_outputs, output_ui, prompt_id)
+                ui_outputs[node_id] = {"meta": meta, "output": emitted}
                 if server.client_id is not None:
                     server.send_sync(
                         "executed",
-                        {"node": node_id, "display_node": node_id, "output": output_ui, "prompt_id": prompt_id},
+                        {"node": node_id, "display_node": node_id, "output": emitted, "prompt_id": prompt_id},
                         server.client_id,
                     )
             entry = CacheEntry(ui=ui_entry, outputs=output_data)
@@ -291,6 +332,9 @@ class PromptExecutor:
         runtime.interrupt_processing(False)
         server = self.server
         server.client_id = extra_data.get("client_id")
+        if self.assets.enabled:
+            # To every socket, before the run's own frames (ComfyUI scans output in the background).
+            await asyncio.to_thread(self.assets.scan, ("output",), lambda e, d: server.send_sync(e, d, None))
         self.status_messages = []
         self.success = True
         self.history_result = {"outputs": {}, "meta": {}}
@@ -342,13 +386,34 @@ class PromptExecutor:
                 break
             execution_list.complete(node_id)
         else:
+            if version.current().intermediate_output_replay:
+                self._replay_intermediate_outputs(prompt, prompt_id, executed, ui_outputs)
             self.add_message("execution_success", {"prompt_id": prompt_id}, broadcast=False)
 
+        if not version.current().intermediate_output_replay:
+            # 0.3.64 builds history outputs from its ui cache: every cached ui of the prompt's nodes.
+            for node_id in prompt:
+                cached = self.outputs.get(node_id)
+                if node_id not in ui_outputs and cached is not None and cached.ui is not None:
+                    ui_outputs[node_id] = cached.ui
+        if self.cache.drops_after_prompt:
+            self.outputs.clear()
         self.history_result = {
             "outputs": {node_id: info["output"] for node_id, info in ui_outputs.items()},
             "meta": {node_id: info["meta"] for node_id, info in ui_outputs.items()},
         }
         server.last_node_id = None
+
+    def _replay_intermediate_outputs(
+        self, prompt: dict[str, Any], prompt_id: str, executed: set[str], ui_outputs: dict[str, dict[str, Any]]
+    ) -> None:
+        """0.38.1: cached HAS_INTERMEDIATE_OUTPUT nodes that did not run send their `executed` frame."""
+        for node_id in prompt:
+            if node_id in executed or not NODE_CLASS_MAPPINGS[prompt[node_id]["class_type"]].HAS_INTERMEDIATE_OUTPUT:
+                continue
+            cached = self.outputs.get(node_id)
+            if cached is not None:
+                self.emit_cached_output(prompt_id, node_id, cached, ui_outputs)
 
 
 def _remove_sensitive(item: tuple[Any, ...]) -> tuple[Any, ...]:

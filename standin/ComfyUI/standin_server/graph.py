@@ -1,5 +1,9 @@
-"""Execution order and caching, following comfy_execution/graph.py and caching.py (classic cache).
+"""Execution order and caching, following comfy_execution/graph.py and caching.py.
 
+- The cache is ComfyUI's classic one (results live as long as the latest prompt uses them),
+  an LRU of N results (--cache-lru N), none (--cache-none), or 0.38.1's default RAM-pressure
+  cache, which the stand-in keeps like the classic one unless STANDIN_CACHE_DROPS says to
+  drop everything after each prompt (what RAM pressure can do).
 - A node's cache key is a hash of its class, its IS_CHANGED value and its inputs, where a
   link contributes the key of the node it comes from; so a key stands for the node's whole
   upstream graph. The cache keeps only the keys of the latest prompt.
@@ -15,6 +19,7 @@ import json
 import logging
 import math
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,27 +103,59 @@ def compute_cache_keys(prompt: dict[str, Any]) -> dict[str, str]:
     return keys
 
 
-class OutputCache:
-    """ComfyUI's classic output cache: entries live as long as the latest prompt uses their key."""
+@dataclass(frozen=True)
+class CachePolicy:
+    """Which output cache runs: "classic", "lru" (lru_size results), "none" or "ram"."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.entries: dict[str, CacheEntry] = {}
+    kind: str = "classic"
+    lru_size: int = 0
+    # STANDIN_CACHE_DROPS with the RAM-pressure cache: every result is dropped after each prompt.
+    drops_after_prompt: bool = False
+
+    def startup_line(self) -> str | None:
+        """What ComfyUI's CacheSet logs when the prompt worker starts."""
+        return {
+            "none": "Disabling intermediate node cache.",
+            "lru": "Using LRU cache",
+            "ram": "Using RAM pressure cache.",
+        }.get(self.kind)
+
+
+class OutputCache:
+    """The output cache: classic and RAM-pressure entries live as long as the latest prompt
+    uses their key; LRU entries stay until more than lru_size are held."""
+
+    def __init__(self, policy: CachePolicy) -> None:
+        self.enabled = policy.kind != "none"
+        self.lru_size = policy.lru_size if policy.kind == "lru" else 0
+        self.entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self.keys: dict[str, str] = {}
 
     def set_prompt(self, keys: dict[str, str]) -> None:
         self.keys = keys
+        if self.lru_size:
+            return
         used = set(keys.values())
         for key in [k for k in self.entries if k not in used]:
             del self.entries[key]
 
     def get(self, node_id: str) -> CacheEntry | None:
         key = self.keys.get(node_id)
-        return self.entries.get(key) if key is not None else None
+        if key is None or key not in self.entries:
+            return None
+        if self.lru_size:
+            self.entries.move_to_end(key)
+        return self.entries[key]
 
     def set(self, node_id: str, entry: CacheEntry) -> None:
-        if self.enabled and node_id in self.keys:
-            self.entries[self.keys[node_id]] = entry
+        if not self.enabled or node_id not in self.keys:
+            return
+        self.entries[self.keys[node_id]] = entry
+        if self.lru_size:
+            self.entries.move_to_end(self.keys[node_id])
+            in_use = set(self.keys.values())
+            for key in [k for k in self.entries if k not in in_use][: max(0, len(self.entries) - self.lru_size)]:
+                del self.entries[key]
 
     def clear(self) -> None:
         self.entries.clear()

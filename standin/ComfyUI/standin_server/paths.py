@@ -1,7 +1,10 @@
-"""ComfyUI's folder_paths, in small: where input, output, temp and models live.
+"""ComfyUI's folder_paths, in small: where input, output, temp, user and models live.
 
 The functions keep ComfyUI's names and checks (annotated names such as "x.png [output]",
-the save-path counter, the commonpath guards), since clients depend on their exact effects.
+the save-path counter, the containment guards), since clients depend on their exact effects,
+including where the release played is lax: 0.3.64 joins an annotated name to its folder and
+reads whatever that gives ("../x.png", "/abs/x.png"); 0.38.1 resolves symlinks and refuses
+names that leave the folder (version.Release.realpath_containment).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+
+from . import version
 
 log = logging.getLogger("standin")
 
@@ -37,6 +42,7 @@ EXTRA_MIME_TYPES = {
     ".webm": "video/webm",
     ".mov": "video/quicktime",
     ".json": "application/json",
+    ".glb": "model/gltf-binary",
     ".txt": "text/plain",
 }
 
@@ -52,11 +58,13 @@ def guess_type(filename: str) -> str | None:
 
 @dataclass
 class Folders:
+    install: str  # where main.py is (ComfyUI's install), whatever --base-directory says
     base: str
     input: str
     output: str
     temp: str
     user: str
+    models_root: str
     models: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -64,22 +72,32 @@ _folders: Folders | None = None
 
 
 def configure(
-    base: str,
+    install: str,
+    base: str | None = None,
     input_dir: str | None = None,
     output_dir: str | None = None,
     temp_dir: str | None = None,
     user_dir: str | None = None,
+    models_dir: str | None = None,
 ) -> Folders:
-    """Set the folders (ComfyUI: folder_paths + --*-directory flags) and create them."""
+    """Set the folders (ComfyUI: folder_paths + --*-directory flags) and create input, output, temp.
+
+    The user folder is not created (ComfyUI's --user-directory must exist; the asset database
+    makes its own folder), so nothing is written beside the code unless a flag says so.
+    """
     global _folders
-    base = os.path.abspath(base)
+    install = os.path.abspath(install)
+    base = os.path.abspath(base or install)
+    models_root = os.path.abspath(models_dir or os.path.join(base, "models"))
     folders = Folders(
+        install=install,
         base=base,
         input=os.path.abspath(input_dir or os.path.join(base, "input")),
         output=os.path.abspath(output_dir or os.path.join(base, "output")),
         temp=os.path.abspath(os.path.join(temp_dir, "temp") if temp_dir else os.path.join(base, "temp")),
         user=os.path.abspath(user_dir or os.path.join(base, "user")),
-        models={"checkpoints": [os.path.join(base, "models", "checkpoints")]},
+        models_root=models_root,
+        models={"checkpoints": [os.path.join(models_root, "checkpoints")]},
     )
     for path in (folders.input, folders.output, folders.temp):
         os.makedirs(path, exist_ok=True)
@@ -165,18 +183,37 @@ def annotated_filepath(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def is_within_directory(directory: str, target: str) -> bool:
+    """0.38.1's check: does `target` resolve (symlinks included) to a path inside `directory`?"""
+    try:
+        directory = os.path.realpath(directory)
+        return os.path.commonpath((directory, os.path.realpath(target))) == directory
+    except ValueError:
+        return False
+
+
 def get_annotated_filepath(name: str, default_dir: str | None = None) -> str:
+    """Where LoadImage reads `name`: 0.3.64 joins and returns (even "../x" or "/abs/x");
+    0.38.1 raises ValueError for a name that leaves its folder."""
     name, base_dir = annotated_filepath(name)
     if base_dir is None:
         base_dir = default_dir if default_dir is not None else folders().input
-    return os.path.join(base_dir, name)
+    if not version.current().realpath_containment:
+        return os.path.join(base_dir, name)
+    filepath = os.path.abspath(os.path.join(base_dir, name))
+    if not is_within_directory(base_dir, filepath):
+        raise ValueError(f"Invalid file path: {name!r}")
+    return filepath
 
 
 def exists_annotated_filepath(name: str) -> bool:
     name, base_dir = annotated_filepath(name)
     if base_dir is None:
         base_dir = folders().input
-    return os.path.exists(os.path.join(base_dir, name))
+    filepath = os.path.join(base_dir, name)
+    if version.current().realpath_containment and not is_within_directory(base_dir, os.path.abspath(filepath)):
+        return False
+    return os.path.exists(filepath)
 
 
 def filter_files_content_types(files: list[str], content_types: list[str]) -> list[str]:
@@ -191,13 +228,18 @@ def filter_files_content_types(files: list[str], content_types: list[str]) -> li
 def get_save_image_path(
     filename_prefix: str, output_dir: str, image_width: int = 0, image_height: int = 0
 ) -> tuple[str, str, int, str, str]:
-    """ComfyUI's counter rule: 1 + the highest `{prefix}_NNNNN_` already in the folder."""
+    """ComfyUI's counter rule: 1 + the highest `{prefix}_NNNNN_` already in the folder, rescanned
+    on every call, with no lock (0.38.1 also reads `{prefix}_NNNNN.ext`)."""
+    plain_names = version.current().counter_reads_plain_names
 
     def map_filename(filename: str) -> tuple[int, str]:
         prefix_len = len(os.path.basename(filename_prefix))
         prefix = filename[: prefix_len + 1]
+        remainder = filename[prefix_len + 1 :]
+        if plain_names:
+            remainder = remainder.split(".")[0]
         try:
-            digits = int(filename[prefix_len + 1 :].split("_")[0])
+            digits = int(remainder.split("_")[0])
         except ValueError:
             digits = 0
         return digits, prefix
@@ -219,19 +261,7 @@ def get_save_image_path(
     filename = os.path.basename(os.path.normpath(filename_prefix))
     full_output_folder = os.path.join(output_dir, subfolder)
 
-    common = os.path.commonpath((output_dir, os.path.abspath(full_output_folder)))
-    if common != output_dir:
-        err = (
-            "**** ERROR: Saving image outside the output folder is not allowed."
-            + "\n full_output_folder: "
-            + os.path.abspath(full_output_folder)
-            + "\n         output_dir: "
-            + output_dir
-            + "\n         commonpath: "
-            + common
-        )
-        log.error(err)
-        raise Exception(err)
+    _check_inside_output(output_dir, full_output_folder)
 
     try:
         candidates = [
@@ -246,6 +276,39 @@ def get_save_image_path(
         os.makedirs(full_output_folder, exist_ok=True)
         counter = 1
     return full_output_folder, filename, counter, subfolder, filename_prefix
+
+
+def _check_inside_output(output_dir: str, full_output_folder: str) -> None:
+    """The "Saving image outside the output folder" guard: abspath in 0.3.64, realpath in 0.38.1."""
+    err = (
+        "**** ERROR: Saving image outside the output folder is not allowed."
+        + "\n full_output_folder: "
+        + os.path.abspath(full_output_folder)
+        + "\n         output_dir: "
+        + output_dir
+    )
+    if version.current().realpath_containment:
+        if is_within_directory(output_dir, full_output_folder):
+            return
+    else:
+        common = os.path.commonpath((output_dir, os.path.abspath(full_output_folder)))
+        if common == output_dir:
+            return
+        err += "\n         commonpath: " + common
+    log.error(err)
+    raise Exception(err)
+
+
+def output_entry_path(entry: dict) -> str | None:
+    """The file an output entry ({filename, subfolder, type}) names, if it is inside its folder."""
+    base = get_directory_by_type(entry.get("type", ""))
+    filename, subfolder = entry.get("filename"), entry.get("subfolder") or ""
+    if base is None or not isinstance(filename, str) or not isinstance(subfolder, str):
+        return None
+    path = os.path.realpath(os.path.join(base, subfolder, filename))
+    if not is_within_directory(base, path) or not os.path.isfile(path):
+        return None
+    return path
 
 
 def wipe_temp() -> None:

@@ -1,16 +1,20 @@
-"""HTTP routes, answering as ComfyUI 0.3.64's server.py does (codes, bodies, empty bodies).
+"""HTTP routes, answering as ComfyUI's server.py does (codes, bodies, empty bodies).
 
 Every route is also served under /api, as ComfyUI does. Handlers let malformed input raise
-where ComfyUI's do, so aiohttp answers those with its plain-text 500.
+where ComfyUI's do, so aiohttp answers those with its plain-text 500. What the release
+played changes is read from version.current(); the fault knobs (STANDIN_PROMPT_DELAY_S,
+STANDIN_PROMPT_GARBAGE, STANDIN_HISTORY_500[_ONCE]) act here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
 import sys
+import time
 import uuid
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
@@ -18,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from PIL import Image
 
-from . import COMFYUI_VERSION, FRONTEND_VERSION, PYTORCH_VERSION, TEMPLATES_VERSION, paths, runtime
+from . import PYTORCH_VERSION, jobs, paths, runtime, version
 from .nodes import NODE_CLASS_MAPPINGS, node_info
-from .system import memory
+from .system import deploy_environment, memory
 from .validation import validate_prompt
 
 if TYPE_CHECKING:
@@ -30,6 +34,15 @@ log = logging.getLogger("standin")
 
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 FORCE_DOWNLOAD_TYPES = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
+# STANDIN_PROMPT_GARBAGE's reply: 200, labelled JSON, but not JSON.
+GARBAGE_BODY = b'<html><body>502 Bad Gateway</body></html> {"prompt_id": '
+INVALID_PROMPT_ID = {
+    "type": "invalid_prompt_id",
+    "message": "prompt_id must be a valid UUID",
+    "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; omit it to let the server "
+    "generate one",
+    "extra_info": {},
+}
 
 INDEX_HTML = """<!doctype html>
 <html><head><title>ComfyUI stand-in</title></head>
@@ -46,7 +59,7 @@ def add_routes(server: PromptServer) -> None:
 
     @r.get("/")
     async def index(request: web.Request) -> web.Response:
-        return web.Response(text=INDEX_HTML.format(version=COMFYUI_VERSION), content_type="text/html")
+        return web.Response(text=INDEX_HTML.format(version=version.current().version), content_type="text/html")
 
     @r.get("/embeddings")
     async def embeddings(request: web.Request) -> web.Response:
@@ -58,7 +71,7 @@ def add_routes(server: PromptServer) -> None:
 
     @r.get("/features")
     async def features(request: web.Request) -> web.Response:
-        return web.json_response({"supports_preview_metadata": True, "max_upload_size": server.max_upload_size})
+        return web.json_response(server.features)
 
     @r.get("/models")
     async def model_types(request: web.Request) -> web.Response:
@@ -73,21 +86,35 @@ def add_routes(server: PromptServer) -> None:
 
     @r.get("/system_stats")
     async def system_stats(request: web.Request) -> web.Response:
+        return web.json_response(_system_stats())
+
+    def _system_stats() -> dict[str, Any]:
+        release = version.current()
         ram_total, ram_free = memory()
-        stats = {
-            "system": {
-                "os": os.name,
-                "ram_total": ram_total,
-                "ram_free": ram_free,
-                "comfyui_version": COMFYUI_VERSION,
-                "required_frontend_version": FRONTEND_VERSION,
-                "installed_templates_version": TEMPLATES_VERSION,
-                "required_templates_version": TEMPLATES_VERSION,
-                "python_version": sys.version,
-                "pytorch_version": PYTORCH_VERSION,
-                "embedded_python": os.path.split(os.path.split(sys.executable)[0])[1] == "python_embeded",
-                "argv": sys.argv,
-            },
+        system: dict[str, Any] = {
+            "os": sys.platform if release.os_is_platform else os.name,
+            "ram_total": ram_total,
+            "ram_free": ram_free,
+            "comfyui_version": release.version,
+            "required_frontend_version": release.frontend_version,
+            "installed_templates_version": release.templates_version,
+            "required_templates_version": release.templates_version,
+        }
+        if release.extended_system_stats:
+            system["comfy_package_versions"] = [
+                {"name": name, "installed": required, "required": required}
+                for name, required in version.COMFY_PACKAGES_0_38
+            ]
+        system.update(
+            python_version=sys.version,
+            pytorch_version=PYTORCH_VERSION,
+            embedded_python=os.path.split(os.path.split(sys.executable)[0])[1] == "python_embeded",
+        )
+        if release.extended_system_stats:
+            system["deploy_environment"] = deploy_environment(paths.folders().install)
+        system["argv"] = sys.argv
+        return {
+            "system": system,
             "devices": [
                 {
                     "name": "cpu",
@@ -100,10 +127,10 @@ def add_routes(server: PromptServer) -> None:
                 }
             ],
         }
-        return web.json_response(stats)
 
     @r.get("/object_info")
     async def object_info(request: web.Request) -> web.Response:
+        server.start_asset_scan(("models", "input", "output"))
         out = {}
         for name in NODE_CLASS_MAPPINGS:
             try:
@@ -126,6 +153,15 @@ def add_routes(server: PromptServer) -> None:
 
     @r.post("/prompt")
     async def post_prompt(request: web.Request) -> web.Response:
+        """ComfyUI's post_prompt, then the STANDIN_PROMPT_DELAY_S / _GARBAGE faults on its answer."""
+        reply = await queue_prompt(request)
+        if server.knobs.prompt_delay_s > 0:
+            await asyncio.sleep(server.knobs.prompt_delay_s)
+        if server.knobs.prompt_garbage and reply.status == 200:
+            return web.Response(body=GARBAGE_BODY, content_type="application/json")
+        return reply
+
+    async def queue_prompt(request: web.Request) -> web.Response:
         log.info("got prompt")
         json_data = await request.json()
         if "number" in json_data:
@@ -146,17 +182,31 @@ def add_routes(server: PromptServer) -> None:
             return web.json_response({"error": error, "node_errors": {}}, status=400)
 
         prompt = json_data["prompt"]
-        prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
+        release = version.current()
+        if not release.canonical_prompt_ids:
+            prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
+        elif json_data.get("prompt_id") is None:
+            prompt_id = str(uuid.uuid4())
+        else:
+            try:
+                prompt_id = jobs.validate_job_id(json_data["prompt_id"])
+            except ValueError:
+                return web.json_response({"error": INVALID_PROMPT_ID, "node_errors": {}}, status=400)
         valid = validate_prompt(prompt, json_data.get("partial_execution_targets"))
         extra_data: Any = {}
         if "extra_data" in json_data:
             extra_data = json_data["extra_data"]
         if "client_id" in json_data:
             extra_data["client_id"] = json_data["client_id"]
+        usage_source = request.headers.get("Comfy-Usage-Source")
+        if release.stamps_create_time and "comfy_usage_source" not in extra_data and usage_source:
+            extra_data["comfy_usage_source"] = usage_source
         if not valid[0]:
             log.warning(f"invalid prompt: {valid[1]}")
             return web.json_response({"error": valid[1], "node_errors": valid[3]}, status=400)
         sensitive = {key: extra_data.pop(key) for key in SENSITIVE_EXTRA_DATA_KEYS if key in extra_data}
+        if release.stamps_create_time:
+            extra_data["create_time"] = int(time.time() * 1000)
         server.prompt_queue.put((number, prompt_id, prompt, extra_data, valid[2], sensitive))
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": valid[3]})
 
@@ -187,6 +237,8 @@ def add_routes(server: PromptServer) -> None:
 
     @r.get("/history/{prompt_id}")
     async def get_history_prompt_id(request: web.Request) -> web.Response:
+        if server.knobs.history_500:
+            raise RuntimeError("STANDIN_HISTORY_500: every GET /history/{prompt_id} fails on purpose")
         if server.history_500_pending:
             server.history_500_pending = False
             raise RuntimeError("STANDIN_HISTORY_500_ONCE: this GET /history/{prompt_id} fails on purpose")
@@ -234,12 +286,15 @@ def add_routes(server: PromptServer) -> None:
 
     @r.get("/view")
     async def view(request: web.Request) -> web.StreamResponse:
-        return view_file(request)
+        return view_file(request, server)
 
     @r.post("/upload/image")
     async def upload_image(request: web.Request) -> web.Response:
         post = await request.post()
-        return image_upload(post)
+        return image_upload(post, server)
+
+    if version.current().jobs_routes:
+        jobs.add_routes(r, server)
 
     # ComfyUI serves every route twice: as is and under /api.
     api = web.RouteTableDef()
@@ -254,10 +309,16 @@ def _with_disposition(filename: str) -> dict[str, str]:
     return {"Content-Disposition": f'filename="{filename}"'}
 
 
-def view_file(request: web.Request) -> web.StreamResponse:
+def view_file(request: web.Request, server: PromptServer) -> web.StreamResponse:
     query = request.rel_url.query
     if "filename" not in query:
         return web.Response(status=404)
+    if query["filename"].startswith("blake3:") and version.current().asset_system:
+        # 0.38.1 resolves an asset hash through the asset database (404 with assets off).
+        file = server.assets.path_of_hash(query["filename"])
+        if file is None or not os.path.isfile(file):
+            return web.Response(status=404)
+        return _file_response(file, os.path.basename(file))
     filename, output_dir = paths.annotated_filepath(query["filename"])
     if not filename:
         return web.Response(status=400)
@@ -312,10 +373,17 @@ def view_file(request: web.Request) -> web.StreamResponse:
             alpha_img.save(buffer, format="PNG")
             return web.Response(body=buffer.getvalue(), content_type="image/png", headers=_with_disposition(filename))
 
+    return _file_response(file, filename)
+
+
+def _file_response(file: str, filename: str) -> web.FileResponse:
     content_type = paths.guess_type(filename) or "application/octet-stream"
     if content_type in FORCE_DOWNLOAD_TYPES:
         content_type = "application/octet-stream"
-    return web.FileResponse(file, headers={**_with_disposition(filename), "Content-Type": content_type})
+    headers = {**_with_disposition(filename), "Content-Type": content_type}
+    if version.current().view_nosniff:
+        headers["X-Content-Type-Options"] = "nosniff"
+    return web.FileResponse(file, headers=headers)
 
 
 def _same_bytes(filepath: str, upload: Any) -> bool:
@@ -330,7 +398,7 @@ def _same_bytes(filepath: str, upload: Any) -> bool:
     return on_disk.hexdigest() == uploaded.hexdigest()
 
 
-def image_upload(post: Any) -> web.Response:
+def image_upload(post: Any, server: PromptServer) -> web.Response:
     image = post.get("image")
     overwrite = post.get("overwrite")
     upload_type = post.get("type")
@@ -366,4 +434,8 @@ def image_upload(post: Any) -> web.Response:
     if not duplicate:
         with open(filepath, "wb") as stream:
             stream.write(image.file.read())
-    return web.json_response({"name": filename, "subfolder": subfolder, "type": upload_type})
+    reply: dict[str, Any] = {"name": filename, "subfolder": subfolder, "type": upload_type}
+    asset = server.assets.register_upload(filepath, upload_type, subfolder)
+    if asset is not None:
+        reply["asset"] = asset
+    return web.json_response(reply)

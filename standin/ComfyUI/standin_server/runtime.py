@@ -45,6 +45,8 @@ class NodeContext:
     progress: Callable[[float, float, Any], None]
     # Closes every WebSocket from the server side and waits until that is done.
     drop_websockets: Callable[[], None]
+    # Blocks the server's event loop for that many seconds and returns when it is free again.
+    block_event_loop: Callable[[float], None]
 
 
 current_node: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("current_node", default=None)

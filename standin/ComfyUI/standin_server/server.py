@@ -23,8 +23,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import routes
+from . import cli, routes, version
+from .assets import AssetStore
 from .executor import PREVIEW_IMAGE_BYTES, PromptExecutor
+from .graph import CachePolicy
 from .knobs import Knobs
 from .prompt_queue import PromptQueue
 
@@ -33,15 +35,55 @@ log = logging.getLogger("standin")
 PREVIEW_IMAGE = 1  # ComfyUI's BinaryEventTypes.PREVIEW_IMAGE
 _CALL = "__call__"  # internal: run a coroutine function in message order
 
-SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024}
+
+def _coerce_flag(key: str, raw: str) -> Any:
+    if cli.CLI_FEATURE_FLAG_REGISTRY.get(key, {}).get("type") != "bool":
+        return raw
+    if raw.lower() not in ("true", "false"):
+        raise ValueError(f"expected 'true' or 'false', got {raw!r}")
+    return raw.lower() == "true"
+
+
+def server_features(max_upload_mb: float, assets_on: bool, cli_flags: list[str]) -> dict[str, Any]:
+    """feature_flags.get_server_features(): /features and the reply to a feature_flags message."""
+    features: dict[str, Any] = {"supports_preview_metadata": True}
+    if not version.current().extended_features:
+        return {**features, "max_upload_size": max_upload_mb * 1024 * 1024}
+    features.update(
+        supports_model_type_tags=True,
+        max_upload_size=max_upload_mb * 1024 * 1024,
+        extension={"manager": {"supports_v4": True}},
+        node_replacements=True,
+        assets=assets_on,
+    )
+    for item in cli_flags:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not key or key in features:
+            continue  # a --feature-flag cannot override a core flag
+        try:
+            features[key] = _coerce_flag(key, raw.strip() if sep else "true")
+        except ValueError as err:
+            log.warning(f"Could not coerce --feature-flag {key}={raw.strip()!r} to bool ({err}); dropping flag.")
+    return features
 
 
 class PromptServer:
-    def __init__(self, loop: asyncio.AbstractEventLoop, knobs: Knobs, max_upload_size: int, cache: bool) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        knobs: Knobs,
+        max_upload_mb: float,
+        cache: CachePolicy,
+        assets: AssetStore,
+        feature_flags: list[str] | None = None,
+    ) -> None:
         self.loop = loop
         self.loop_thread = threading.get_ident()
         self.knobs = knobs
-        self.max_upload_size = max_upload_size
+        self.max_upload_size = round(max_upload_mb * 1024 * 1024)
+        self.assets = assets
+        self.features = server_features(max_upload_mb, assets.enabled, feature_flags or [])
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.sockets_metadata: dict[str, dict[str, Any]] = {}
         self.all_sockets: set[web.WebSocketResponse] = set()
@@ -53,8 +95,8 @@ class PromptServer:
         self.history_500_pending = knobs.history_500_once
         self.messages: asyncio.Queue[tuple[str, Any, str | None]] = asyncio.Queue()
         self.prompt_queue = PromptQueue(self)
-        self.executor = PromptExecutor(self, knobs, cache_enabled=cache)
-        self.app = web.Application(client_max_size=max_upload_size)
+        self.executor = PromptExecutor(self, knobs, cache, assets)
+        self.app = web.Application(client_max_size=self.max_upload_size)
         routes.add_routes(self)
 
     # -- messages -----------------------------------------------------------------------
@@ -156,8 +198,7 @@ class PromptServer:
                     data = json.loads(msg.data)
                     if first_message and isinstance(data, dict) and data.get("type") == "feature_flags":
                         self.sockets_metadata[sid]["feature_flags"] = data.get("data", {})
-                        features = {**SERVER_FEATURES, "max_upload_size": self.max_upload_size}
-                        await self.send("feature_flags", features, sid)
+                        await self.send("feature_flags", self.features, sid)
                     first_message = False
                 except json.JSONDecodeError:
                     log.warning(f"Invalid JSON received from client {sid}: {msg.data}")
@@ -191,3 +232,20 @@ class PromptServer:
 
         self.send_sync(_CALL, close_all)
         done.wait(timeout=10)
+
+    def start_asset_scan(self, roots: tuple[str, ...]) -> None:
+        """AssetManager.ensure_scan_started: a background scan, unless one is running or assets are off."""
+        if self.assets.enabled:
+            self.loop.run_in_executor(None, self.assets.scan, roots, lambda e, d: self.send_sync(e, d, None))
+
+    def block_event_loop_blocking(self, seconds: float) -> None:
+        """From a node's thread: hold the event loop for `seconds` (nothing is served meanwhile)."""
+        done = threading.Event()
+
+        def hold() -> None:
+            log.warning(f"[ComfyUI stand-in] the event loop is blocked for {seconds:g} s (StandinFreeze)")
+            time.sleep(seconds)
+            done.set()
+
+        self.loop.call_soon_threadsafe(hold)
+        done.wait()

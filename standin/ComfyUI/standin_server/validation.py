@@ -22,6 +22,7 @@ import sys
 import traceback
 from typing import Any
 
+from . import version
 from .nodes import NODE_CLASS_MAPPINGS
 
 log = logging.getLogger("standin")
@@ -309,29 +310,53 @@ def validate_inputs(
     return ret
 
 
+def _missing_class_type(node_id: str, node: dict) -> dict[str, Any]:
+    if not version.current().missing_node_type:
+        return {
+            "type": "invalid_prompt",
+            "message": "Cannot execute because a node is missing the class_type property.",
+            "details": f"Node ID '#{node_id}'",
+            "extra_info": {},
+        }
+    title = node.get("_meta", {}).get("title")
+    return {
+        "type": "missing_node_type",
+        "message": f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow may be corrupted or a custom "
+        "node is missing.",
+        "details": f"Node ID '#{node_id}'",
+        "extra_info": {"node_id": node_id, "class_type": None, "node_title": title},
+    }
+
+
+def _unknown_class(node_id: str, node: dict) -> dict[str, Any]:
+    class_type = node["class_type"]
+    if not version.current().missing_node_type:
+        return {
+            "type": "invalid_prompt",
+            "message": f"Cannot execute because node {class_type} does not exist.",
+            "details": f"Node ID '#{node_id}'",
+            "extra_info": {},
+        }
+    title = node.get("_meta", {}).get("title", class_type)
+    return {
+        "type": "missing_node_type",
+        "message": f"Node '{title}' not found. The custom node may not be installed.",
+        "details": f"Node ID '#{node_id}'",
+        "extra_info": {"node_id": node_id, "class_type": class_type, "node_title": title},
+    }
+
+
 def validate_prompt(prompt: dict, partial_execution_list: list[str] | None = None) -> tuple:
     """(ok, error, good_output_ids, node_errors), as ComfyUI's validate_prompt returns."""
     outputs = []
     for x in prompt:
         if "class_type" not in prompt[x]:
-            error = {
-                "type": "invalid_prompt",
-                "message": "Cannot execute because a node is missing the class_type property.",
-                "details": f"Node ID '#{x}'",
-                "extra_info": {},
-            }
-            return (False, error, [], {})
+            return (False, _missing_class_type(x, prompt[x]), [], {})
 
         class_type = prompt[x]["class_type"]
         class_ = NODE_CLASS_MAPPINGS.get(class_type, None)
         if class_ is None:
-            error = {
-                "type": "invalid_prompt",
-                "message": f"Cannot execute because node {class_type} does not exist.",
-                "details": f"Node ID '#{x}'",
-                "extra_info": {},
-            }
-            return (False, error, [], {})
+            return (False, _unknown_class(x, prompt[x]), [], {})
 
         if getattr(class_, "OUTPUT_NODE", False) is True and (
             partial_execution_list is None or x in partial_execution_list

@@ -6,7 +6,7 @@ import os
 from array import array
 from typing import Any
 
-from .. import flac, paths
+from .. import flac, paths, version
 from .base import Node
 
 
@@ -76,9 +76,11 @@ class SaveAudio(Node):
     ) -> dict:
         output_dir = paths.folders().output
         folder, filename, counter, subfolder, _ = paths.get_save_image_path(filename_prefix, output_dir)
+        # 0.38.1's AudioSaveHelper dropped the underscore before the extension.
+        tail = "" if version.current().audio_names_without_underscore else "_"
         results = []
         for batch_number, channels in enumerate(audio["waveform"]):
-            name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.flac"
+            name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}{tail}.flac"
             with open(os.path.join(folder, name), "wb") as stream:
                 flac.write(stream, channels, audio["sample_rate"])
             results.append({"filename": name, "subfolder": subfolder, "type": "output"})

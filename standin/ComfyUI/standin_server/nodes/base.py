@@ -1,7 +1,7 @@
 """The node class contract the stand-in shares with ComfyUI's V1 nodes.
 
 A node class has INPUT_TYPES() (classmethod), RETURN_TYPES, FUNCTION, CATEGORY and optionally
-OUTPUT_NODE, RETURN_NAMES, OUTPUT_IS_LIST, OUTPUT_TOOLTIPS, DESCRIPTION, IS_CHANGED and
+OUTPUT_NODE, HAS_INTERMEDIATE_OUTPUT, RETURN_NAMES, OUTPUT_IS_LIST, OUTPUT_TOOLTIPS, DESCRIPTION, IS_CHANGED and
 VALIDATE_INPUTS, read the same way ComfyUI reads them.
 
 Data types: IMAGE is a list of RGB PIL images (a batch), MASK a list of "L" images, AUDIO a
@@ -23,6 +23,8 @@ class Node:
     FUNCTION: ClassVar[str] = ""
     CATEGORY: ClassVar[str] = "standin"
     OUTPUT_NODE: ClassVar[bool] = False
+    # 0.38.1: a node that is not an output node but shows a result (LoadVideo's preview).
+    HAS_INTERMEDIATE_OUTPUT: ClassVar[bool] = False
     DESCRIPTION: ClassVar[str] = ""
     DISPLAY_NAME: ClassVar[str | None] = None
     PYTHON_MODULE: ClassVar[str] = "nodes"

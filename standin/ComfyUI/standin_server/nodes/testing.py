@@ -1,6 +1,7 @@
 """Nodes that exist only in the stand-in, to make tests possible: a slow node with progress,
-a failing node, a node that drops every WebSocket, one that kills the process, and one that
-makes large incompressible images."""
+a failing node, a node that drops every WebSocket, one that kills the process, one that
+makes large incompressible images, one that ignores interrupts, one that freezes the event
+loop, and a non-output node with an intermediate preview (HAS_INTERMEDIATE_OUTPUT)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from .. import runtime
 from .base import MAX_RESOLUTION, Node, always_changed
+from .image import PreviewImage
 
 log = logging.getLogger("standin")
 
@@ -146,4 +148,81 @@ class StandinBigImages(Node):
         return ([Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3)) for _ in range(count)],)
 
 
-NODES = [StandinSleep, StandinFail, StandinDropWebSockets, StandinExit, StandinBigImages]
+class StandinUninterruptible(Node):
+    """Runs `seconds` without ever looking at the interrupt flag, like a custom node stuck in a
+    C call: an interrupt takes effect only after it returns (at the next node)."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Uninterruptible"
+    PYTHON_MODULE = "standin.testing"
+    IS_CHANGED = classmethod(always_changed)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"seconds": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 3600.0, "step": 0.01})},
+            "optional": {"image": ("IMAGE",)},
+        }
+
+    def run(self, seconds: float, image: list[Image.Image] | None = None) -> tuple:
+        time.sleep(seconds)
+        return (image if image is not None else _black(),)
+
+
+class StandinFreeze(Node):
+    """Blocks the server's event loop for `seconds` (HTTP and WebSocket stop answering, as in a
+    ComfyUI swapping to death), then carries on."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "freeze"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Freeze"
+    PYTHON_MODULE = "standin.testing"
+    IS_CHANGED = classmethod(always_changed)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"seconds": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 3600.0, "step": 0.01})},
+            "optional": {"image": ("IMAGE",)},
+        }
+
+    def freeze(self, seconds: float, image: list[Image.Image] | None = None) -> tuple:
+        runtime.context().block_event_loop(seconds)
+        return (image if image is not None else _black(),)
+
+
+class StandinIntermediatePreview(Node):
+    """Not an output node, but shows a preview (a temp PNG) as ComfyUI's LoadVideo does: flagged
+    HAS_INTERMEDIATE_OUTPUT, so 0.38.1 replays its `executed` frame when it is cached."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "preview"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Intermediate Preview"
+    PYTHON_MODULE = "standin.testing"
+    HAS_INTERMEDIATE_OUTPUT = True
+
+    def __init__(self) -> None:
+        self._preview = PreviewImage()
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"image": ("IMAGE",)}}
+
+    def preview(self, image: list[Image.Image]) -> dict:
+        return {"ui": self._preview.save_images(image)["ui"], "result": (image,)}
+
+
+NODES = [
+    StandinSleep,
+    StandinFail,
+    StandinDropWebSockets,
+    StandinExit,
+    StandinBigImages,
+    StandinUninterruptible,
+    StandinFreeze,
+    StandinIntermediatePreview,
+]
