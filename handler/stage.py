@@ -45,7 +45,11 @@ def _download(rt: Runtime, ctx: JobContext, image: InputImage) -> None:
     limits = rt.config
     assert image.url is not None
     timeout_s = min(limits.image_download_timeout_s, max(ctx.left_s(), 0.0))
-    data = fetch(rt.downloads, image.url, image.field, limits.image_download_max_bytes, timeout_s)
+    try:
+        data = fetch(rt.downloads, image.url, image.field, limits.image_download_max_bytes, timeout_s)
+    except JobError:
+        ctx.check()  # the job's own deadline (or a cancellation) cut the download short: say that
+        raise
     image.mime = check_image(
         image.field, image.name, data, min(limits.image_max_bytes, limits.image_download_max_bytes)
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import requests
 from PIL import Image, ImageOps
 
 
@@ -71,3 +75,32 @@ def assert_own_images(result: dict[str, Any], seed: int) -> None:
     assert by_node["3"].convert("RGB").tobytes() == expected.tobytes(), f"job {seed} got another job's input"
     colour = ((seed >> 16) & 0xFF, (seed >> 8) & 0xFF, seed & 0xFF)
     assert by_node["5"].convert("RGB").getpixel((0, 0)) == colour, f"job {seed} got another job's output"
+
+
+# -- results and jobs in flight ------------------------------------------------------------------
+
+
+def completed(result: dict[str, Any]) -> dict[str, Any]:
+    """The output of a job that succeeded."""
+    assert result["status"] == "COMPLETED", result
+    return result["output"]
+
+
+def failed(result: dict[str, Any]) -> str:
+    """The error of a job that failed."""
+    assert result["status"] == "FAILED", result
+    assert isinstance(result["error"], str)
+    return result["error"]
+
+
+@contextlib.contextmanager
+def in_background(call: Callable[[], Any]) -> Iterator[Future]:
+    """Run `call` in a thread (a job in flight) while the test body does something else."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(call)
+
+
+def running_prompt(comfy_url: str) -> str | None:
+    """The id of the prompt ComfyUI is executing, if any."""
+    queue = requests.get(f"{comfy_url}/queue", timeout=5).json()
+    return queue["queue_running"][0][1] if queue["queue_running"] else None

@@ -57,6 +57,8 @@ class Release:
     ram_pressure_cache_default: bool
     # A port already in use: one "Port N is already in use" line and exit 1 (else a traceback).
     port_in_use_message: bool
+    # SaveImage and PreviewImage output their images (IMAGE, named "images"), a pass-through (0.26.0).
+    save_nodes_pass_images: bool
 
 
 RELEASES: dict[str, Release] = {
@@ -82,6 +84,7 @@ RELEASES: dict[str, Release] = {
         realpath_containment=False,
         ram_pressure_cache_default=False,
         port_in_use_message=False,
+        save_nodes_pass_images=False,
     ),
     "0.38.1": Release(
         version="0.38.1",
@@ -105,6 +108,7 @@ RELEASES: dict[str, Release] = {
         realpath_containment=True,
         ram_pressure_cache_default=True,
         port_in_use_message=True,
+        save_nodes_pass_images=True,
     ),
 }
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from PIL import Image, ImageFile, ImageFilter, ImageOps, ImageSequence, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from .. import paths, runtime
+from .. import paths, runtime, version
 from .base import MAX_RESOLUTION, Node
 
 settings = {"disable_metadata": False}
@@ -148,7 +148,9 @@ class ImageBlur(Node):
 
 
 class SaveImage(Node):
-    RETURN_TYPES = ()
+    # () in 0.3.64; 0.38.1 passes the images through (an output node that can feed another node).
+    RETURN_TYPES: ClassVar[tuple[str, ...]] = ("IMAGE",) if version.current().save_nodes_pass_images else ()
+    RETURN_NAMES: ClassVar[tuple[str, ...]] = ("images",) if version.current().save_nodes_pass_images else ()
     FUNCTION = "save_images"
     OUTPUT_NODE = True
     CATEGORY = "image"
@@ -205,6 +207,8 @@ class SaveImage(Node):
             image.save(os.path.join(folder, name), pnginfo=metadata, compress_level=self.compress_level)
             results.append({"filename": name, "subfolder": subfolder, "type": self.type})
             counter += 1
+        if self.RETURN_TYPES:
+            return {"ui": {"images": results}, "result": (images,)}
         return {"ui": {"images": results}}
 
 
