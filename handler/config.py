@@ -220,6 +220,7 @@ class DownloadPolicy:
     timeout_s: float
     max_redirects: int
     allowed_hosts: frozenset[str]
+    ca_bundle: str | None  # requests' REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE; None: requests' own (certifi)
 
 
 def load_budgets() -> InputBudgets:
@@ -237,6 +238,7 @@ def load_download_policy() -> DownloadPolicy:
         timeout_s=env_float("IMAGE_DOWNLOAD_TIMEOUT_S", 30.0, minimum=0.1),
         max_redirects=env_int("IMAGE_DOWNLOAD_MAX_REDIRECTS", IMAGE_DOWNLOAD_MAX_REDIRECTS, minimum=0, maximum=30),
         allowed_hosts=allowed_hosts(env_str("IMAGE_DOWNLOAD_ALLOWED_HOSTS")),
+        ca_bundle=first_env(("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")) or None,
     )
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import urllib3
-from requests.certs import where as ca_bundle
+from requests.certs import where as default_ca_bundle
 from requests.utils import default_user_agent
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -32,6 +32,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 from urllib3.util import make_headers, parse_url
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from .config import DownloadPolicy
 from .errors import JobError, Reason
@@ -175,7 +176,7 @@ def _follow(url: str, policy: DownloadPolicy, deadline: _Deadline) -> bytes:
     hop, via = first, ""
     for _ in range(policy.max_redirects + 1):
         addresses = _checked_addresses(hop, policy, via)
-        with _response(hop, addresses, deadline, via) as response:
+        with _response(hop, addresses, policy, deadline, via) as response:
             if response.status not in REDIRECT_STATUSES:
                 return _body(response, hop, policy, deadline, via)
             location = response.headers.get("Location")
@@ -245,7 +246,9 @@ def _resolve(hop: _Hop, via: str) -> list[str]:
 
 
 @contextmanager
-def _response(hop: _Hop, addresses: list[str], deadline: _Deadline, via: str) -> Iterator[urllib3.BaseHTTPResponse]:
+def _response(
+    hop: _Hop, addresses: list[str], policy: DownloadPolicy, deadline: _Deadline, via: str
+) -> Iterator[urllib3.BaseHTTPResponse]:
     """The response's head from the first checked address that takes the connection."""
     headers = {
         "Host": hop.host_header,
@@ -257,7 +260,7 @@ def _response(hop: _Hop, addresses: list[str], deadline: _Deadline, via: str) ->
         headers.update(make_headers(basic_auth=hop.auth))
     failure: _Failed | None = None
     for address in addresses:
-        pool = _pool(hop, address)
+        pool = _pool(hop, address, policy.ca_bundle)
         try:
             left_s = deadline.left_s()
             if left_s <= 0:
@@ -280,7 +283,7 @@ def _response(hop: _Hop, addresses: list[str], deadline: _Deadline, via: str) ->
             raise deadline.passed(f"{via}downloading {hop.shown}") from None
         except (HTTPError, OSError) as error:
             pool.close()
-            raise _Failed(f"{via}downloading {hop.shown} failed: {_problem(error)}") from None
+            raise _Failed(f"{via}downloading {hop.shown} failed: {_problem(error, hop.host)}") from None
         try:
             yield response
         finally:
@@ -291,7 +294,7 @@ def _response(hop: _Hop, addresses: list[str], deadline: _Deadline, via: str) ->
     raise failure
 
 
-def _pool(hop: _Hop, address: str) -> urllib3.HTTPConnectionPool:
+def _pool(hop: _Hop, address: str, ca_bundle: str | None) -> urllib3.HTTPConnectionPool:
     """A pool for one connection to `address` (already checked), with TLS verified against the host name."""
     if hop.scheme == "http":
         return urllib3.HTTPConnectionPool(address, hop.port, retries=False, maxsize=1)
@@ -301,7 +304,7 @@ def _pool(hop: _Hop, address: str) -> urllib3.HTTPConnectionPool:
         retries=False,
         maxsize=1,
         cert_reqs="CERT_REQUIRED",
-        ca_certs=ca_bundle(),
+        ca_certs=ca_bundle or default_ca_bundle(),
         server_hostname=hop.host,
         assert_hostname=hop.host,
     )
@@ -332,7 +335,7 @@ def _body(
     except ReadTimeoutError:
         raise deadline.passed(f"{via}downloading {shown}") from None
     except (HTTPError, OSError) as error:
-        raise _Failed(f"{via}downloading {shown} failed while reading: {_problem(error)}") from None
+        raise _Failed(f"{via}downloading {shown} failed while reading: {_problem(error, hop.host)}") from None
 
 
 def _declared_length(response: urllib3.BaseHTTPResponse) -> int:
@@ -358,12 +361,24 @@ def _connect_problem(error: Exception, address: str, port: int) -> str:
     return f"the connection to {where} failed ({reason})"
 
 
-def _problem(error: Exception) -> str:
+def _problem(error: BaseException, host: str) -> str:
     """The kind of failure, without the server's words (which could carry what it holds)."""
-    verify = getattr(error, "__cause__", None) or error
-    if isinstance(verify, ssl.SSLCertVerificationError):
-        return f"its TLS certificate was refused ({verify.verify_message})"
+    certificate = _certificate_error(error)
+    if isinstance(certificate, ssl.SSLCertVerificationError):
+        return f"its TLS certificate was refused ({certificate.verify_message})"
+    if certificate is not None:
+        return f"its TLS certificate was refused (it is not for {host})"
     return type(error).__name__
+
+
+def _certificate_error(error: BaseException | None, depth: int = 0) -> BaseException | None:
+    """The certificate failure urllib3 wraps (in its args, cause or context), if that is what failed."""
+    if error is None or depth > 4:
+        return None
+    if isinstance(error, ssl.SSLCertVerificationError | CertificateError):
+        return error
+    inner = [arg for arg in error.args if isinstance(arg, BaseException)] + [error.__cause__, error.__context__]
+    return next((found for found in (_certificate_error(e, depth + 1) for e in inner) if found), None)
 
 
 def redact(url: str) -> str:
