@@ -14,6 +14,7 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -84,7 +85,7 @@ class ComfyState:
     def of(cls, rig: Rig) -> ComfyState:
         assert rig.comfy is not None
         pid = rig.comfy.pid
-        status = open(f"/proc/{pid}/status").read()
+        status = Path(f"/proc/{pid}/status").read_text()
         peak = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) * 1024
         return cls(
             rss=psutil.Process(pid).memory_info().rss,
