@@ -610,7 +610,8 @@ LEGIT_NAMES = [
 
 @pytest.mark.parametrize("name", LEGIT_NAMES)
 def test_a_legitimate_unusual_name_works_and_lands_in_input(world: World, name: str) -> None:
-    """The file lands in input/ under exactly its name (and only there), the job reads it, clean-up removes it."""
+    """The file lands in input/ (and only there) under the job's name for it, `<job key>-<name>` with the name
+    exactly as sent; the job reads it, clean-up removes it."""
     stack = world.stack
     data = png_bytes(8, (10, 220, 40))
     job = {
@@ -636,7 +637,9 @@ def test_a_legitimate_unusual_name_works_and_lands_in_input(world: World, name: 
         thread.join(60)
     result = outcome.get("result")
     assert result is not None and result["status"] == "COMPLETED", result
-    assert new == {name: data}, f"expected exactly {name!r} in input/, found {list(new)}"
+    [(stored, content)] = new.items()
+    assert re.fullmatch(r"j[0-9a-f]{12}-" + re.escape(name), stored), f"expected <key>-{name!r}, found {list(new)}"
+    assert content == data
     [item] = result["output"]["images"]
     pixel = Image.open(io.BytesIO(base64.b64decode(item["data"]))).convert("RGB").getpixel((0, 0))
     assert pixel == (10, 220, 40)

@@ -443,7 +443,7 @@ def failed(result: dict[str, Any]) -> str:
 
 def secret_output(rig: Rig) -> str:
     """Another job's output in ComfyUI's output folder, and the /view query that would return it."""
-    folder = rig.comfy_dir / "output" / "other-job"
+    folder = rig.layout.output / "other-job"
     folder.mkdir(exist_ok=True)
     (folder / "private.png").write_bytes(SECRET_PNG)
     return "/view?filename=private.png&subfolder=other-job&type=output"
