@@ -407,7 +407,7 @@ def _unaccepted(data: bytes) -> str:
     for name in ACCEPTED_FORMATS:
         accept = Image.OPEN[name][1]
         if accept is not None and accept(prefix) is True:
-            return f"starts like a {name} but its header cannot be read: the data is damaged or cut short"
+            return f"is not an image: it starts like a {name}, but its header cannot be read (damaged or cut short?)"
     for name, (factory, accept) in _other_formats():
         if accept is not None and accept(prefix) is True:
             description = getattr(factory, "format_description", None) or name

@@ -145,7 +145,7 @@ def test_image_problems_name_the_field(images: object, expected: str) -> None:
 def test_a_truncated_image_is_named_as_such() -> None:
     broken = base64.b64encode(png_bytes()[:40]).decode()
     message = images_problem([{"name": "a.png", "image": broken}])
-    assert "input.images[0].image ('a.png') starts like a PNG" in message
+    assert "input.images[0].image ('a.png') is not an image: it starts like a PNG, but its header" in message
     assert "damaged or cut short" in message
 
 
