@@ -18,7 +18,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import urllib3
@@ -201,10 +201,9 @@ def _hop(url: str, first: _Hop | None) -> _Hop:
     if not host:
         raise _Failed(f"{shown} has no host")
     hop = _Hop(url, scheme, host, parts.port or DEFAULT_PORTS[scheme], parts.request_uri, None)
-    auth = parts.auth if first is None else first.auth
-    if auth and (first is None or first.origin == hop.origin):
-        hop = _Hop(hop.url, hop.scheme, hop.host, hop.port, hop.request_uri, auth)
-    return hop
+    if first is None:
+        return replace(hop, auth=parts.auth)
+    return replace(hop, auth=first.auth) if first.origin == hop.origin else hop
 
 
 def _checked_addresses(hop: _Hop, policy: DownloadPolicy, via: str) -> list[str]:
