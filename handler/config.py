@@ -6,6 +6,7 @@ with one line naming the variable, and `python -m handler` exits with ExitCode.C
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -52,9 +53,6 @@ class Config:
     job_timeout_s: float
     interrupt_grace_s: float
     pipeline_depth: int
-    image_max_bytes: int
-    image_download_max_bytes: int
-    image_download_timeout_s: float
     ws_reconnect_attempts: int
     ws_reconnect_delay_s: float
     ws_receive_timeout_s: float
@@ -70,6 +68,8 @@ class Config:
     local_api_host: str
     local_api_port: int
     s3: S3Config | None
+    budgets: InputBudgets  # input budgets and downloads: see the block at the end of this file
+    download_policy: DownloadPolicy
 
     @property
     def ready_deadline(self) -> float:
@@ -89,9 +89,6 @@ def load() -> Config:
         job_timeout_s=env_float("JOB_TIMEOUT_S", 600.0, minimum=0.1),
         interrupt_grace_s=env_float("COMFY_INTERRUPT_GRACE_S", 5.0, minimum=0.0, maximum=300.0),
         pipeline_depth=env_int("JOB_PIPELINE_DEPTH", DEFAULT_PIPELINE_DEPTH, minimum=1, maximum=8),
-        image_max_bytes=env_int("IMAGE_MAX_BYTES", 50 * MB, minimum=1),
-        image_download_max_bytes=env_int("IMAGE_DOWNLOAD_MAX_BYTES", 50 * MB, minimum=1),
-        image_download_timeout_s=env_float("IMAGE_DOWNLOAD_TIMEOUT_S", 30.0, minimum=0.1),
         ws_reconnect_attempts=env_int("WEBSOCKET_RECONNECT_ATTEMPTS", 5, minimum=0, maximum=100),
         ws_reconnect_delay_s=env_float("WEBSOCKET_RECONNECT_DELAY_S", 3.0, minimum=0.0, maximum=300.0),
         ws_receive_timeout_s=env_float("WEBSOCKET_RECEIVE_TIMEOUT_S", 15.0, minimum=0.1),
@@ -107,6 +104,8 @@ def load() -> Config:
         local_api_host="0.0.0.0" if env_bool("SERVE_API_LOCALLY") else env_str("LOCAL_API_HOST", "127.0.0.1"),
         local_api_port=env_int("LOCAL_API_PORT", 8000, minimum=1, maximum=65535),
         s3=load_s3(),
+        budgets=load_budgets(),
+        download_policy=load_download_policy(),
     )
 
 
@@ -186,3 +185,82 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
     return value
+
+
+# -- input budgets and downloads (handler/validate.py, handler/download.py) ----------------
+#
+# What a request from the public may make the worker fetch and ComfyUI hold. Defaults and
+# why (docs/handler.md, "Budgets" and "URL images"): ComfyUI's LoadImage turns every frame
+# into float32 RGB plus a float32 mask, 12-16 bytes a pixel (twice that while converting).
+
+IMAGE_MAX_PIXELS = 50_000_000  # one image, frames included: a 48 MP photo (8064x6048) or 8K; ~800 MB in ComfyUI
+JOB_MAX_IMAGE_PIXELS = 100_000_000  # all of a job's images: two images at the full per-image budget, ~1.6 GB
+# Real workflows have tens to a few hundred nodes; ComfyUI 0.3.64 cannot validate a chain past ~980
+# nodes anyway, and its progress_state frames grow with the square of the node count (3000 nodes
+# added 1.1 GB to ComfyUI, 1000 nodes a ninth of that).
+WORKFLOW_MAX_NODES = 1000
+IMAGE_DOWNLOAD_MAX_REDIRECTS = 5  # presigned-URL services and CDNs use one or two
+
+
+@dataclass(frozen=True)
+class InputBudgets:
+    """Limits on one job's input, checked by validate.py before anything reaches ComfyUI."""
+
+    image_max_bytes: int
+    image_max_pixels: int
+    job_max_image_pixels: int
+    workflow_max_nodes: int
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """How download.py fetches URL images: limits, and the hosts that may be on private addresses."""
+
+    max_bytes: int
+    timeout_s: float
+    max_redirects: int
+    allowed_hosts: frozenset[str]
+    ca_bundle: str | None  # requests' REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE; None: requests' own (certifi)
+
+
+def load_budgets() -> InputBudgets:
+    return InputBudgets(
+        image_max_bytes=env_int("IMAGE_MAX_BYTES", 50 * MB, minimum=1),
+        image_max_pixels=env_int("IMAGE_MAX_PIXELS", IMAGE_MAX_PIXELS, minimum=1),
+        job_max_image_pixels=env_int("JOB_MAX_IMAGE_PIXELS", JOB_MAX_IMAGE_PIXELS, minimum=1),
+        workflow_max_nodes=env_int("WORKFLOW_MAX_NODES", WORKFLOW_MAX_NODES, minimum=1),
+    )
+
+
+def load_download_policy() -> DownloadPolicy:
+    return DownloadPolicy(
+        max_bytes=env_int("IMAGE_DOWNLOAD_MAX_BYTES", 50 * MB, minimum=1),
+        timeout_s=env_float("IMAGE_DOWNLOAD_TIMEOUT_S", 30.0, minimum=0.1),
+        max_redirects=env_int("IMAGE_DOWNLOAD_MAX_REDIRECTS", IMAGE_DOWNLOAD_MAX_REDIRECTS, minimum=0, maximum=30),
+        allowed_hosts=allowed_hosts(env_str("IMAGE_DOWNLOAD_ALLOWED_HOSTS")),
+        ca_bundle=first_env(("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")) or None,
+    )
+
+
+def allowed_hosts(value: str) -> frozenset[str]:
+    """IMAGE_DOWNLOAD_ALLOWED_HOSTS: host names (or IP addresses), separated by commas or spaces."""
+    hosts = set()
+    for item in value.replace(",", " ").split():
+        host = item.lower().rstrip(".")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not host or any(mark in host for mark in "/@[]") or (":" in host and not _is_ipv6(host)):
+            raise ConfigError(
+                f"IMAGE_DOWNLOAD_ALLOWED_HOSTS: {item!r} is not a host name; list host names or IP addresses "
+                "only (no scheme, port or path), for example minio.internal,10.0.0.5"
+            )
+        hosts.add(host)
+    return frozenset(hosts)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True

@@ -85,7 +85,7 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
 
 def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: _Phases) -> dict[str, Any]:
     with phases.timing("validating"):
-        job_input = validate.parse(ctx.job.get("input"), rt.config.image_max_bytes)
+        job_input = validate.parse(ctx.job.get("input"), rt.config.budgets)
     with phases.timing("staging_inputs"):
         ready = _ready(rt, ctx)
         prepared = namespace.prepare(

@@ -8,8 +8,6 @@ import threading
 import xmlrpc.client
 from dataclasses import dataclass, field
 
-import requests
-
 from worker_common import custom_nodes, settings
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
 from worker_common.comfy_protocol import Features
@@ -40,7 +38,6 @@ class Runtime:
     gate: Gate
     sockets: SocketPool
     catalog: Catalog
-    downloads: requests.Session
     s3: S3Uploader | None
     cleaner: Cleaner
     _features: dict[int | None, Features] = field(default_factory=dict)
@@ -55,7 +52,6 @@ class Runtime:
             gate=Gate(config.sidecar_port),
             sockets=SocketPool(comfy),
             catalog=Catalog(comfy),
-            downloads=requests.Session(),
             s3=S3Uploader(config.s3) if config.s3 else None,
             cleaner=Cleaner(config),
         )

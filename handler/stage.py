@@ -20,7 +20,7 @@ from .download import fetch
 from .errors import JobError, Reason
 from .namespace import JobSpace, PreparedWorkflow
 from .runtime import Runtime
-from .validate import InputImage, JobInput, check_image
+from .validate import InputImage, JobInput, check_download
 
 FILE_MODE = 0o644  # ComfyUI runs as its own user: it must read what the handler (root) writes
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -31,7 +31,7 @@ def stage_inputs(
 ) -> None:
     for image in job_input.images:
         if image.url is not None:
-            _download(rt, ctx, image)
+            _download(rt, ctx, job_input, image)
             ctx.check()
     for image in job_input.images:
         assert image.data is not None
@@ -41,19 +41,14 @@ def stage_inputs(
         link_input(rt.config.layout.input / job_name, target)
 
 
-def _download(rt: Runtime, ctx: JobContext, image: InputImage) -> None:
-    limits = rt.config
+def _download(rt: Runtime, ctx: JobContext, job_input: JobInput, image: InputImage) -> None:
     assert image.url is not None
-    timeout_s = min(limits.image_download_timeout_s, max(ctx.left_s(), 0.0))
     try:
-        data = fetch(rt.downloads, image.url, image.field, limits.image_download_max_bytes, timeout_s)
+        data = fetch(image.url, image.field, rt.config.download_policy, ctx.left_s())
     except JobError:
         ctx.check()  # the job's own deadline (or a cancellation) cut the download short: say that
         raise
-    image.mime = check_image(
-        image.field, image.name, data, min(limits.image_max_bytes, limits.image_download_max_bytes)
-    )
-    image.data = data
+    check_download(job_input, image, data, rt.config.budgets)
 
 
 def write_input(path: Path, data: bytes, field: str) -> None:

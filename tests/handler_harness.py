@@ -98,6 +98,7 @@ class Rig:
             COMFY_READY_TIMEOUT_S="60",
             RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
             UVICORN_LOG_LEVEL="warning",
+            IMAGE_DOWNLOAD_ALLOWED_HOSTS="localhost",  # FileServer's host: loopback, which downloads refuse
         )
         env.update(self.shared_env)
         env.update(extra or {})
@@ -258,7 +259,7 @@ class FileServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://localhost:{self.server.server_address[1]}"  # Rig allows this host name
 
     def close(self) -> None:
         self.server.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
 import os
@@ -18,8 +19,10 @@ import random
 import re
 import select
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +52,10 @@ GOOD_JOB = {
 ESCAPE_MARKERS = ("passwd", "abs")
 # ...and in the shared /tmp (where other tests create files too) these exact names.
 ESCAPE_NAMES = {"passwd", "path.png", "b.png", "..\\..\\abs.png"}
+# Downloads refuse loopback; the file server is reached through the seam for private image stores.
+ALLOWED_HOST = "localhost"
+SECRET_TEXT = b"s3cr3t: what a private service would answer"
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
 
 
 def load_cases() -> list[dict[str, Any]]:
@@ -75,6 +82,33 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+@functools.cache
+def big_png(side: int) -> bytes:
+    """A one-bit PNG: side x side pixels in a few kilobytes (18 kB for 12000)."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that only declares its size: a decompression bomb as a header reader sees it."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def many_frame_gif(side: int, frames: int) -> bytes:
+    images = [Image.new("P", (side, side), index) for index in range(frames)]
+    for index, image in enumerate(images):
+        image.putpalette([index, 0, 0] * 256)
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:])
+    return buffer.getvalue()
+
+
 # -- a loopback file server whose paths misbehave ------------------------------------------------
 
 
@@ -88,6 +122,7 @@ class FileServer:
     def __init__(self) -> None:
         self.stopping = threading.Event()
         self.hung_up_early: dict[str, bool] = {}
+        self.comfy_port = 0  # set once the stack is up: /redirect-comfy points there
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -102,6 +137,12 @@ class FileServer:
                     "/huge-declared": server._huge_declared,
                     "/huge-chunked": server._huge_chunked,
                     "/redirect-file": server._redirect_file,
+                    "/redirect-comfy": server._redirect_comfy,
+                    "/redirect-metadata": server._redirect_metadata,
+                    "/redirect-loop": server._redirect_loop,
+                    "/huge-png": server._huge_png,
+                    "/eps": server._eps,
+                    "/secret-text": server._secret_text,
                     "/ok.png": server._ok,
                 }.get(path)
                 if route is None:
@@ -128,7 +169,7 @@ class FileServer:
         self.thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{ALLOWED_HOST}:{self.port}{path}"
 
     def close(self) -> None:
         self.stopping.set()
@@ -215,6 +256,31 @@ class FileServer:
     def _redirect_file(handler: Any) -> None:
         handler._send(302, b"", "text/plain", Location="file:///etc/passwd")
 
+    def _redirect_comfy(self, handler: Any) -> None:
+        """To ComfyUI's /view by its loopback address: the server-side request forgery of issue 12."""
+        view = f"http://127.0.0.1:{self.comfy_port}/view?filename=example.png&type=input"
+        handler._send(302, b"", "text/plain", Location=view)
+
+    @staticmethod
+    def _redirect_metadata(handler: Any) -> None:
+        handler._send(301, b"", "text/plain", Location="http://169.254.169.254/latest/meta-data/")
+
+    @staticmethod
+    def _redirect_loop(handler: Any) -> None:
+        handler._send(307, b"", "text/plain", Location="/redirect-loop?again")
+
+    @staticmethod
+    def _huge_png(handler: Any) -> None:
+        handler._send(200, big_png(12000), "image/png")
+
+    @staticmethod
+    def _eps(handler: Any) -> None:
+        handler._send(200, EPS, "image/png")
+
+    @staticmethod
+    def _secret_text(handler: Any) -> None:
+        handler._send(200, SECRET_TEXT, "image/png")
+
 
 # -- building a case's request -------------------------------------------------------------------
 
@@ -259,9 +325,10 @@ def wide_workflow(nodes: int, mode: str) -> dict[str, Any]:
 class Builder:
     """Turns a case into the exact bytes POSTed to /runsync, expanding its {"$gen": ...} values."""
 
-    def __init__(self, files: FileServer, closed_port: int) -> None:
+    def __init__(self, files: FileServer, closed_port: int, comfy_port: int) -> None:
         self.files = files
         self.closed_port = closed_port
+        self.comfy_port = comfy_port
 
     def body(self, case: dict[str, Any]) -> bytes:
         if "raw" in case:
@@ -300,7 +367,21 @@ class Builder:
         if kind == "url":
             return self.files.url(spec["path"])
         if kind == "closed_url":
-            return f"http://127.0.0.1:{self.closed_port}/x.png"
+            return f"http://{ALLOWED_HOST}:{self.closed_port}/x.png"
+        if kind == "comfy_url":
+            return f"http://{spec['host']}:{self.comfy_port}{spec['path']}"
+        if kind == "big_png":
+            return b64(big_png(spec["side"]))
+        if kind == "png_header":
+            return b64(png_header(spec["width"], spec["height"]))
+        if kind == "gif":
+            return b64(many_frame_gif(spec["side"], spec["frames"]))
+        if kind == "encoded":
+            buffer = io.BytesIO()
+            Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, spec["format"])
+            return b64(buffer.getvalue())
+        if kind == "cut_base64":
+            return b64(png_bytes(spec["side"]))[: spec["chars"]]
         if kind == "chain":
             return chain_workflow(spec["length"])
         if kind == "wide":
@@ -438,9 +519,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         {
             "IMAGE_DOWNLOAD_TIMEOUT_S": str(DOWNLOAD_TIMEOUT_S),
             "IMAGE_DOWNLOAD_MAX_BYTES": str(DOWNLOAD_MAX_BYTES),
+            "IMAGE_DOWNLOAD_ALLOWED_HOSTS": ALLOWED_HOST,
             "TMPDIR": str(private_tmp),
         },
     )
+    files.comfy_port = stack.comfy_port
     try:
         stack.start()
         stack.wait_accepting_jobs()
@@ -454,7 +537,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         world = World(
             stack=stack,
             files=files,
-            builder=Builder(files, free_port()),
+            builder=Builder(files, free_port(), stack.comfy_port),
             private_tmp=private_tmp,
             handler_pid=stack.pid_of("handler"),
             home_before=tree(stack.home, HOME_VOLATILE),
@@ -527,7 +610,8 @@ LEGIT_NAMES = [
 
 @pytest.mark.parametrize("name", LEGIT_NAMES)
 def test_a_legitimate_unusual_name_works_and_lands_in_input(world: World, name: str) -> None:
-    """The file lands in input/ under exactly its name (and only there), the job reads it, clean-up removes it."""
+    """The file lands in input/ (and only there) under the job's name for it, `<job key>-<name>` with the name
+    exactly as sent; the job reads it, clean-up removes it."""
     stack = world.stack
     data = png_bytes(8, (10, 220, 40))
     job = {
@@ -553,7 +637,9 @@ def test_a_legitimate_unusual_name_works_and_lands_in_input(world: World, name: 
         thread.join(60)
     result = outcome.get("result")
     assert result is not None and result["status"] == "COMPLETED", result
-    assert new == {name: data}, f"expected exactly {name!r} in input/, found {list(new)}"
+    [(stored, content)] = new.items()
+    assert re.fullmatch(r"j[0-9a-f]{12}-" + re.escape(name), stored), f"expected <key>-{name!r}, found {list(new)}"
+    assert content == data
     [item] = result["output"]["images"]
     pixel = Image.open(io.BytesIO(base64.b64decode(item["data"]))).convert("RGB").getpixel((0, 0))
     assert pixel == (10, 220, 40)
@@ -581,6 +667,6 @@ def test_worker_still_serves_and_nothing_escaped(world: World) -> None:
     assert list(world.private_tmp.iterdir()) == []
     new_in_tmp = tmp_names() - world.tmp_before
     assert [path for path in new_in_tmp if os.path.basename(path) in ESCAPE_NAMES] == []
-    # Nothing the worker logged echoed a request's megabytes back (the 50 MiB image, the 5,000 nodes).
+    # Nothing the worker logged echoed a request's megabytes back (the 50 MiB image, the 100,000 nodes).
     longest = max(stack.lines, key=len)
     assert len(longest) < 1_000_000, f"a {len(longest)}-character log line: {longest[:300]}"
