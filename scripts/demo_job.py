@@ -51,7 +51,8 @@ def our_handler_pid(stack_pid: int) -> int | None:
 
 def serves_the_api(pid: int) -> bool:
     try:
-        return any(c.laddr.port == PORT and c.status == psutil.CONN_LISTEN for c in psutil.Process(pid).net_connections())
+        connections = psutil.Process(pid).net_connections()
+        return any(c.laddr.port == PORT and c.status == psutil.CONN_LISTEN for c in connections)
     except psutil.Error:
         return False
 

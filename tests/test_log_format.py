@@ -72,7 +72,10 @@ def test_the_sdk_keeps_its_own_level_and_its_job_lines_go_to_debug() -> None:
 def test_forwarder_leaves_out_blank_lines() -> None:
     out = io.StringIO()
     LineJoiner(out).feed("comfyui", "Starting server\n\n   \r\nTo see the GUI go to: http://127.0.0.1:8188\n")
-    assert out.getvalue().splitlines() == ["[comfyui] Starting server", "[comfyui] To see the GUI go to: http://127.0.0.1:8188"]
+    assert out.getvalue().splitlines() == [
+        "[comfyui] Starting server",
+        "[comfyui] To see the GUI go to: http://127.0.0.1:8188",
+    ]
     assert violations(out.getvalue().splitlines()) == []
 
 
