@@ -136,11 +136,13 @@ def _json_or_file(value: str) -> Any:
     except ValueError:
         pass
     path = Path(value)
-    if not path.is_file():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
         _test_input_error(f"{value!r:.80} is neither JSON nor a readable file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:
+        return json.loads(text)
+    except ValueError as error:
         _test_input_error(f"{path} is not a JSON file: {error}")
 
 

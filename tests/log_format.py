@@ -13,7 +13,7 @@ FORMATS = {
     "handler": PYTHON_LOGGING,
     "sidecar": PYTHON_LOGGING,
     "supervisord": re.compile(r"[\w-]+: [A-Z]+ -> [A-Z]+$"),
-    "comfyui": re.compile(r"\S"),
+    "comfyui": re.compile(r".*\S"),  # ComfyUI's own text, indented or not
     "entrypoint": re.compile(r"\S"),
     "watchdog": re.compile(r"\S"),
     "run-local": re.compile(r"\S"),

@@ -17,6 +17,7 @@ with the worker's venv) is how a person in a Pod shell asks the worker anything:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -35,8 +36,9 @@ def _healthcheck(command: str, rest: list[str]) -> int:
 def _test_input(value: str) -> int:
     # The start-up window of a shell's job counts from now, not from the container's start.
     os.environ.setdefault("WORKER_STARTED_AT", f"{time.time():.3f}")
-    if Path(value).is_file():
-        value = str(Path(value).resolve())
+    with contextlib.suppress(OSError):  # inline JSON is no file name (and may be too long for one)
+        if Path(value).is_file():
+            value = str(Path(value).resolve())
     python = sys.executable
     os.execv(python, [python, "-P", "-m", "handler", "--test_input", value])
     return 1  # not reached
