@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -111,18 +110,13 @@ def _test_input_given() -> bool:
 
 
 def _test_request(value: str) -> dict[str, Any]:
-    """A request `{"id", "input"}` from inline JSON or a file holding a request, its input alone or a workflow.
-
-    Each test job gets an id of its own (runpod would call every one "local_test").
-    """
+    """The request `{"input": ...}` from inline JSON or a file: a request, its input alone, or a workflow."""
     body = _json_or_file(value)
     if not isinstance(body, dict):
         _test_input_error(f"{value!r:.80} is JSON but not an object")
     if _is_workflow(body):
         body = {"workflow": body}
-    request = body if "input" in body else {"input": body}
-    request.setdefault("id", f"test-input-{uuid.uuid4()}")
-    return request
+    return body if "input" in body else {"input": body}
 
 
 def _is_workflow(body: dict[str, Any]) -> bool:
