@@ -185,6 +185,19 @@ def test_never_ready_comfyui_ends_run_local_with_3(tmp_path: Path) -> None:
     assert not [line for line in run.lines if line.startswith("[demo]")]
 
 
+def test_a_failed_demo_job_stops_the_stack_and_says_why_last(tmp_path: Path) -> None:
+    run = MakeRun(prepare_checkout(tmp_path), {"RESPONSE_SIZE_LIMIT_BYTES": "1024"})  # the image cannot be returned
+    try:
+        code = run.start().wait(240)
+    finally:
+        run.kill_everything()
+    assert code == 2 and [MAKE_ERROR.match(line)[1] for line in run.errors] == ["1"], run.output()
+    assert "[entrypoint] exiting with code 0" in run.lines, "the stack was stopped in order"
+    last = run.lines[-1]
+    assert last.startswith("[run-local] exiting with code 1: the demo job failed: job ") and "FAILED" in last, last
+    assert "RESPONSE_SIZE_LIMIT_BYTES" in last
+
+
 def test_ctrl_c_while_the_demo_waits_for_its_job_stops_quietly(tmp_path: Path) -> None:
     run = MakeRun(prepare_checkout(tmp_path), {"STANDIN_EXEC_DELAY_S": "3"}).start()
     try:
