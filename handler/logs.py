@@ -43,8 +43,8 @@ def _route_runpod_logger() -> None:
     order = rp_logger.LOG_LEVELS
 
     def log(self: Any, message: Any, message_level: str = "INFO", job_id: str | None = None) -> None:
-        wanted = order.index(self.level) if self.level in order else 0
-        if self.level == "NOTSET" or (message_level in order and order.index(message_level) < wanted):
+        # rp_logger's own rule: below the SDK's level is dropped, TIP (not a level) always shown.
+        if self.level == "NOTSET" or (message_level in order and order.index(message_level) < order.index(self.level)):
             return
         text = _shorten(str(message))
         level = logging.DEBUG if text in _SDK_JOB_LINES else _SDK_LEVELS.get(message_level, logging.INFO)
@@ -80,8 +80,8 @@ def _route_uvicorn() -> None:
 class PrintsToLog(io.TextIOBase):
     """A stdout for code that prints (the SDK's banner): each whole line becomes an INFO record."""
 
-    def __init__(self, name: str = SDK_LOGGER) -> None:
-        self._logger = logging.getLogger(name)
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(SDK_LOGGER)
         self._partial = ""
 
     def writable(self) -> bool:
