@@ -43,17 +43,20 @@ def _route_runpod_logger() -> None:
     order = rp_logger.LOG_LEVELS
 
     def log(self: Any, message: Any, message_level: str = "INFO", job_id: str | None = None) -> None:
+        text = _shorten(str(message))
+        if text in _SDK_JOB_LINES:
+            message_level = "DEBUG"
         # rp_logger's own rule: below the SDK's level is dropped, TIP (not a level) always shown.
         if self.level == "NOTSET" or (message_level in order and order.index(message_level) < order.index(self.level)):
             return
-        text = _shorten(str(message))
-        level = logging.DEBUG if text in _SDK_JOB_LINES else _SDK_LEVELS.get(message_level, logging.INFO)
+        level = _SDK_LEVELS.get(message_level, logging.INFO)
         if job_id:
             logging.getLogger(SDK_LOGGER).log(level, "job %s: %s", job_id, text)
         else:
             logging.getLogger(SDK_LOGGER).log(level, "%s", text)
 
     rp_logger.RunPodLogger.log = log
+    logging.getLogger(SDK_LOGGER).setLevel(logging.DEBUG)  # what passes the SDK's own rule is printed
 
 
 def _shorten(text: str) -> str:

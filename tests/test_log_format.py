@@ -69,6 +69,13 @@ def test_the_sdk_keeps_its_own_level_and_its_job_lines_go_to_debug() -> None:
     assert not any("Starting API server." in line for line in lines)
 
 
+def test_at_the_sdk_default_level_its_debug_lines_are_printed_in_the_handler_format() -> None:
+    lines = handler_lines()  # no RUNPOD_DEBUG_LEVEL: the SDK logs at DEBUG
+    assert [line for line in lines if not PYTHON_LOGGING.match(line)] == []
+    assert any(line.endswith(" DEBUG runpod: a debug line the SDK keeps to itself at INFO") for line in lines)
+    assert any(line.endswith(" DEBUG runpod: job job-1: Started.") for line in lines)
+
+
 def test_forwarder_leaves_out_blank_lines() -> None:
     out = io.StringIO()
     LineJoiner(out).feed("comfyui", "Starting server\n\n   \r\nTo see the GUI go to: http://127.0.0.1:8188\n")
