@@ -5,7 +5,16 @@
 # Python is /usr/bin/python3.11 (deadsnakes on Ubuntu 22.04). A venv's bin/python is a
 # link to that interpreter, so this image ships the same one at the same path; the
 # worker's own venv (/opt/venv) uses it too.
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+#
+# Reproducible: the base is pinned by digest, the worker's Python packages come from
+# requirements.lock (every package and its hashes; `make lock` regenerates it), and only the
+# files listed below enter the build context (.dockerignore lists what may).
+# Build stages: `base` (CUDA runtime, Python, ComfyUI's run-time libraries), `builder` (makes
+# /opt/venv from the lock), and the final image (base + /opt/venv + the worker's code).
+
+# nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04, by the digest of its multi-platform index.
+# Refresh deliberately: docker buildx imagetools inspect nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+FROM nvidia/cuda@sha256:17e2934e1fa96152b14f78078bfbafd0f00f391df995dc6c641a720fce1202bb AS base
 
 ARG PYTHON_VERSION=3.11
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -16,44 +25,61 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Python for both venvs, libraries ComfyUI and common custom nodes load at run time
-# (OpenCV's libGL, glib), ffmpeg for video nodes, tcmalloc (preloaded when present).
-# Not pinned to exact versions: Ubuntu's archive drops old patch releases, and the security
-# updates are wanted; the base image's tag pins the distribution.
+# Python for both venvs, and what ComfyUI's venv needs at run time: OpenCV's libGL and glib,
+# ffmpeg for video nodes, tcmalloc (preloaded when present), git (ComfyUI-Manager and custom
+# nodes call it at start-up), gcc and Python's headers (Triton compiles its launcher on first
+# use: torch.compile, SageAttention). Not pinned to exact versions: Ubuntu's archive drops
+# old patch releases, and the security updates are wanted; the base image's digest pins the
+# distribution.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
     && add-apt-repository -y ppa:deadsnakes/ppa \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
-        "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" "python${PYTHON_VERSION}-dev" \
-        build-essential git ffmpeg libgl1 libglib2.0-0 libtcmalloc-minimal4 ca-certificates \
+        "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-dev" gcc libc6-dev \
+        git ffmpeg libgl1 libglib2.0-0 libtcmalloc-minimal4 ca-certificates \
     && apt-get purge -y software-properties-common gpg-agent \
     && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/*
 
-COPY requirements.txt /tmp/requirements.txt
+# The worker's venv, from the lock alone: --require-hashes refuses any file whose hash the
+# lock does not list, --no-deps installs nothing the lock does not name, and `pip check`
+# proves the lock is complete. Only /opt/venv leaves this stage.
+FROM base AS builder
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}-venv" \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements.lock /tmp/requirements.lock
 RUN "python${PYTHON_VERSION}" -m venv "$WORKER_VENV" \
-    && "$WORKER_VENV/bin/pip" install --no-cache-dir -r /tmp/requirements.txt
+    && "$WORKER_VENV/bin/pip" install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements.lock \
+    && "$WORKER_VENV/bin/pip" check
+
+FROM base
+COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /opt/comfy-worker
 COPY supervisord.conf test_input.json ./
+COPY bin/ bin/
 COPY services/ services/
 COPY listeners/ listeners/
 COPY worker_common/ worker_common/
+COPY worker_cli/ worker_cli/
 COPY healthcheck/ healthcheck/
 COPY handler/ handler/
 
-# `supervisorctl status` with no arguments, from any shell in the container.
-RUN printf '#!/bin/sh\nexec %s/bin/supervisorctl -c /opt/comfy-worker/supervisord.conf "$@"\n' "$WORKER_VENV" \
-        > /usr/local/bin/supervisorctl \
-    && chmod 0755 /usr/local/bin/supervisorctl services/* \
+# The worker's tools on every shell's PATH: `comfy-worker status|probe|test-input|readyz|
+# metrics` and `supervisorctl` (no -c needed). The worker's venv stays off PATH, so `python`
+# and `pip` in a Pod shell never reach it by accident.
+ENV PATH="/opt/comfy-worker/bin:${PATH}"
+RUN chmod 0755 bin/* services/* \
     && mkdir -p "$LOG_DIR"
 
 # 8000: the runpod local API, served only when SERVE_API_LOCALLY=true.
 # 8081: health, readiness and Prometheus metrics (or $PORT_HEALTH on RunPod).
 EXPOSE 8000 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=330s --retries=3 \
-    CMD ["/opt/venv/bin/python", "-m", "healthcheck", "probe"]
+    CMD ["comfy-worker", "probe"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/opt/comfy-worker/services/entrypoint"]

@@ -3,24 +3,35 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install system-deps run test lint format bench clean
+# The locks pin every package, its dependencies included, with their hashes: requirements.lock
+# is what the image installs, requirements-dev.lock adds the tools for tests and lint (same
+# versions for what both hold). `make lock` regenerates both after requirements*.txt change.
+LOCK := uv pip compile --generate-hashes --python-version 3.11 --python-platform linux
+
+.PHONY: install system-deps lock run test lint format bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+$(VENV)/.installed: requirements-dev.lock
+	@echo "[make] installing the locked Python packages into $(VENV) (the first time takes a minute or two)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --require-hashes --no-deps --disable-pip-version-check -r requirements-dev.lock
+	$(PY) -m pip check
 	touch $@
+
+lock: install
+	$(LOCK) requirements.txt -o requirements.lock >/dev/null
+	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock >/dev/null
 
 # promtool and prometheus come from Debian's `prometheus` package, the Pushgateway from `prometheus-pushgateway`.
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || scripts/install-system-deps
 
+# @: the last line `make run` prints is the stack's own (why it stopped).
 run: install
-	scripts/run-local
+	@scripts/run-local
 
 test: install system-deps lint
 	$(PY) -m pytest -q
@@ -28,7 +39,7 @@ test: install system-deps lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/shellcheck services/* scripts/run-local scripts/install-system-deps .ci/run
+	$(VENV)/bin/shellcheck services/* bin/* scripts/run-local scripts/install-system-deps .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 
 format: install

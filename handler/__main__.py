@@ -1,8 +1,9 @@
 """`python -m handler`: check the settings, wait for ComfyUI, then serve jobs with runpod.
 
 Off RunPod (no RUNPOD_WEBHOOK_GET_JOB) and without --test_input it serves runpod's local
-API on LOCAL_API_HOST:LOCAL_API_PORT. `--test_input` takes inline JSON or a file path, runs
-that one job and exits 0 or 1 with its status.
+API on LOCAL_API_HOST:LOCAL_API_PORT. `--test_input` takes inline JSON or a file path (a
+request `{"input": {...}}`, its input alone, or an API-format workflow), runs that one job
+and exits 0 or 1 with its status.
 
 Exit codes: 3 when ComfyUI is not ready within COMFY_READY_TIMEOUT_S of the container's
 start (the watchdog makes it the container's exit code), 78 for a configuration error.
@@ -10,12 +11,14 @@ start (the watchdog makes it the container's exit code), 78 for a configuration 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 import runpod
 import runpod.serverless.modules.rp_fastapi  # the local API: imported now, not once ComfyUI is ready
@@ -25,7 +28,7 @@ from worker_common.contract import ExitCode
 from worker_common.settings import ConfigError, record_config_error
 
 from . import config as handler_config
-from . import metrics
+from . import logs, metrics
 from .cleanup import clear_leftovers
 from .runtime import Runtime
 from .worker import Worker
@@ -34,10 +37,7 @@ log = logging.getLogger("handler")
 
 
 def main() -> None:
-    # force: importing runpod already configured the root logger with its own format.
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout, force=True
-    )
+    logs.configure()
     try:
         config = handler_config.load()
         rt = Runtime.build(config)
@@ -47,9 +47,9 @@ def main() -> None:
     for line in handler_config.ignored_settings():
         log.warning(line)
     if config.ws_trace:
-        websocket.enableTrace(True)
+        websocket.enableTrace(True, handler=logging.NullHandler())  # the root's handler prints it
     metrics.initialise()
-    test_input = _inline_test_input()
+    test_input = _test_input_given()
     on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
     if on_runpod:
         # Fitness checks run before the worker takes jobs, and only on RunPod.
@@ -63,7 +63,8 @@ def main() -> None:
         sys.argv += ["--rp_serve_api", "--rp_api_host", config.local_api_host]
         sys.argv += ["--rp_api_port", str(config.local_api_port)]
     worker = Worker(rt)
-    runpod.serverless.start({"handler": worker.handler, "concurrency_modifier": worker.concurrency})
+    with contextlib.redirect_stdout(logs.PrintsToLog()):
+        runpod.serverless.start({"handler": worker.handler, "concurrency_modifier": worker.concurrency})
 
 
 def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
@@ -99,28 +100,56 @@ def _report_unhealthy(reason: str) -> None:
         report("comfyui_ready", reason)
 
 
-def _inline_test_input() -> bool:
-    """Whether --test_input was given; a file path is replaced by the file's JSON for runpod."""
+def _test_input_given() -> bool:
+    """Whether --test_input was given; its value becomes the request runpod expects (see _test_request)."""
     for index, arg in enumerate(sys.argv):
         if arg == "--test_input" and index + 1 < len(sys.argv):
-            sys.argv[index + 1] = _json_or_file(sys.argv[index + 1])
+            sys.argv[index + 1] = json.dumps(_test_request(sys.argv[index + 1]))
             return True
         if arg.startswith("--test_input="):
-            sys.argv[index] = "--test_input=" + _json_or_file(arg.partition("=")[2])
+            sys.argv[index] = "--test_input=" + json.dumps(_test_request(arg.partition("=")[2]))
             return True
     return False
 
 
-def _json_or_file(value: str) -> str:
+def _test_request(value: str) -> dict[str, Any]:
+    """The request `{"input": ...}` from inline JSON or a file: a request, its input alone, or a workflow."""
+    body = _json_or_file(value)
+    if not isinstance(body, dict):
+        _test_input_error(f"{value!r:.80} is JSON but not an object")
+    if _is_workflow(body):
+        body = {"workflow": body}
+    return body if "input" in body else {"input": body}
+
+
+def _is_workflow(body: dict[str, Any]) -> bool:
+    """An API-format workflow (ComfyUI's "Export (API)"): every value is a node with a class_type."""
+    return bool(body) and all(isinstance(node, dict) and "class_type" in node for node in body.values())
+
+
+def _json_or_file(value: str) -> Any:
     try:
-        json.loads(value)
-        return value
+        return json.loads(value)
     except ValueError:
-        path = Path(value)
-        if not path.is_file():
-            log.error("--test_input %r is neither JSON nor a readable file", value)
-            sys.exit(ExitCode.CONFIG)
-        return path.read_text(encoding="utf-8")
+        pass
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        _test_input_error(f"{value!r:.80} is neither JSON nor a readable file")
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        _test_input_error(f"{path} is not a JSON file: {error}")
+
+
+def _test_input_error(problem: str) -> NoReturn:
+    log.error(
+        "--test_input: %s; give a request file or inline JSON: %s, its input alone, or a workflow in API format",
+        problem,
+        '{"input": {"workflow": {...}}}',
+    )
+    sys.exit(ExitCode.CONFIG)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 supervisord hands program output to this listener as PROCESS_LOG events (programs set
 `stdout_events_enabled`). A chunk may end mid-line, so each program's unfinished line is
-held until its newline arrives. State changes are reported as "[supervisord] ..." lines,
-since supervisord's own log stays in its file. Output goes to stderr: stdout is the
-event protocol's channel.
+held until its newline arrives; blank lines (ComfyUI prints a few) are left out, as a
+"[comfyui] " with nothing after it says nothing. State changes are reported as
+"[supervisord] ..." lines, since supervisord's own log stays in its file. Output goes to
+stderr: stdout is the event protocol's channel.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class LineJoiner:
         text = self._partial.pop(program, "") + chunk
         *lines, rest = text.split("\n")
         for line in lines:
-            self._out.write(f"[{program}] {line.rstrip(chr(13))}\n")
+            if line.strip():
+                self._out.write(f"[{program}] {line.rstrip(chr(13))}\n")
         if rest:
             self._partial[program] = rest
         self._out.flush()
