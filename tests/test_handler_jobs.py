@@ -14,9 +14,10 @@ from PIL import Image, ImageOps
 from tests.handler_harness import FileServer, Rig
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(tmp_path_factory.mktemp("jobs")).start()
+@pytest.fixture(scope="module", params=["0.3.64", "0.38.1"])
+def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """The handler against the stand-in playing each supported ComfyUI release (docs/comfyui-versions.md)."""
+    running = Rig(tmp_path_factory.mktemp("jobs"), {"STANDIN_COMFYUI_VERSION": request.param}).start()
     yield running
     running.stop()
 
@@ -271,3 +272,30 @@ def test_the_handler_never_logs_secrets_or_base64(rig: Rig, tmp_path: Path) -> N
     assert "comfyui-very-secret-key" not in log
     assert job["images"][0]["image"][:40] not in log
     assert result["output"]["images"][0]["data"][:40] not in log
+
+
+def test_3d_outputs_come_back_with_their_mime_type(rig: Rig) -> None:
+    job = {"workflow": {"1": {"class_type": "StandinSave3D", "inputs": {"filename_prefix": "mesh/cube"}}}}
+    result = rig.runsync(job)
+    assert result["status"] == "COMPLETED", result
+    [mesh] = result["output"]["3d"]
+    assert (mesh["mime"], mesh["subfolder"]) == ("model/gltf-binary", "mesh"), mesh
+    assert base64.b64decode(mesh["data"])[:4] == b"glTF"
+
+
+def test_an_intermediate_nodes_preview_is_never_an_output_even_when_cached(rig: Rig) -> None:
+    rig.start_handler({"INCLUDE_TEMP_OUTPUTS": "true"})
+    job = {
+        "workflow": {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0xFF}},
+            "2": {"class_type": "StandinIntermediatePreview", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "after"}},
+        }
+    }
+    try:
+        for _ in range(2):  # the second time node 2 is cached: 0.38.1 replays its `executed` frame
+            result = rig.runsync(job)
+            assert result["status"] == "COMPLETED", result
+            assert [item["node_id"] for item in result["output"]["images"]] == ["3"], result["output"]["images"]
+    finally:
+        rig.start_handler()
