@@ -5,7 +5,8 @@ in them (namespace.py): `<input>/<key>-*`, `<output>/<key>/`, plus the files its
 elsewhere (previews in temp/). So a job's clean-up removes exactly its own files, whether it
 succeeded or failed, and can never touch another job's. Whenever no job is in flight, what is
 left in the worker's folders (a killed handler's files, a stuck prompt's late writes) is swept
-too. CLEANUP_INPUTS, CLEANUP_OUTPUTS and CLEANUP_HISTORY turn each part off.
+too. CLEANUP_INPUTS, CLEANUP_OUTPUTS and CLEANUP_HISTORY turn each part off; outputs kept on
+the volume on purpose (OUTPUTS_ON_VOLUME) are never removed.
 
 Clean-ups run one after another in a background thread, after the job's result is returned.
 With JOB_PIPELINE_DEPTH=1 the next job waits for the previous one's clean-up before it starts,
@@ -86,8 +87,8 @@ class Cleaner:
                 empty_folder(layout.input)
             if config.cleanup_outputs:
                 empty_folder(layout.temp)
-                if not layout.outputs_on_volume:
-                    empty_folder(layout.output)
+            if config.cleanup_outputs and not layout.outputs_on_volume:
+                empty_folder(layout.output)
 
     def _clean_up_logged(self, rt: Runtime, leftovers: Leftovers) -> None:
         try:
@@ -101,7 +102,7 @@ def clean_up(rt: Runtime, leftovers: Leftovers) -> None:
     config, space = rt.config, leftovers.space
     if config.cleanup_inputs:
         remove_inputs(space)
-    if config.cleanup_outputs:
+    if config.cleanup_outputs and not config.layout.outputs_on_volume:
         _remove_tree(space.output_dir)
         for path in _files_written_elsewhere(rt, leftovers.prompt_id):
             _remove(path)

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 from tests.processes import Process, free_port
-from worker_common.layout import Layout
+from worker_common.layout import Layout, worker_id
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -40,14 +40,20 @@ def base_env() -> dict[str, str]:
 class Rig:
     """Stand-in ComfyUI + sidecar + handler, all real, on loopback."""
 
-    def __init__(self, root: Path, comfy_env: dict[str, str] | None = None, shared_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        comfy_env: dict[str, str] | None = None,
+        shared_env: dict[str, str] | None = None,
+        outputs_on_volume: bool = False,
+    ):
         """`shared_env` goes to both the sidecar and the handler (PROMETHEUS_MULTIPROC_DIR, say)."""
         self.root = root
         self.comfy_dir = root / "comfy"  # the "volume's" ComfyUI
         self.data_dir = root / "data"  # the worker's own folders (worker_common.layout)
         for folder in ("input", "output", "models/checkpoints"):
             (self.comfy_dir / folder).mkdir(parents=True, exist_ok=True)
-        self.layout = Layout(self.comfy_dir, self.comfy_dir / "com_venv", self.data_dir, "rig")
+        self.layout = Layout(self.comfy_dir, self.comfy_dir / "com_venv", self.data_dir, worker_id(), outputs_on_volume)
         self.layout.prepare()
         self.comfy_port = free_port()
         self.sidecar_port = free_port()
@@ -93,6 +99,7 @@ class Rig:
             COMFYUI_DIR=str(self.comfy_dir),
             WORKER_DATA_DIR=str(self.data_dir),
             WORKER_RUN_DIR=str(self.root / "run"),
+            OUTPUTS_ON_VOLUME=str(self.layout.outputs_on_volume).lower(),
             SIDECAR_PORT=str(self.sidecar_port),
             LOCAL_API_PORT=str(self.api_port),
             COMFY_READY_TIMEOUT_S="60",

@@ -9,6 +9,7 @@ for byte (tests/workflows.own_images_job).
 
 from __future__ import annotations
 
+import base64
 import shutil
 import threading
 from collections.abc import Callable
@@ -171,3 +172,19 @@ def test_a_file_users_put_on_the_volume_loads_and_survives_a_job_uploading_its_n
     assert pixels(rig.runsync(load_job("mask.png"))) == expected(77)
     rig.wait_for(lambda: rig.files("input") == [], 10, what="the job's links and files removed")
     assert on_volume.read_bytes() == noise_png(seed=77)
+
+
+def test_outputs_kept_on_the_volume_go_to_a_folder_of_the_workers_own(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, outputs_on_volume=True).start()
+    try:
+        result = rig.runsync(load_job("kept.png", [{"name": "kept.png", "image": b64(noise_png(seed=5))}]))
+        assert result["status"] == "COMPLETED", result
+        [item] = result["output"]["images"]
+        own = rig.comfy_dir / "output" / "workers" / rig.layout.worker_id
+        [kept] = [path for path in own.rglob(item["filename"])]
+        assert kept.read_bytes() == base64.b64decode(item["data"])
+        assert sorted(path.name for path in (rig.comfy_dir / "output").iterdir()) == ["workers"]
+        rig.wait_for(lambda: rig.files("input") == [], 10, what="the job's input removed")
+        assert kept.exists(), "kept outputs are never removed"
+    finally:
+        rig.stop()
