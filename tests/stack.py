@@ -8,7 +8,7 @@ the handler with the runpod SDK's local API.
 
 Options: `comfyui_dir` (one ComfyUI shared by several stacks), `comfyui_version` (the release
 the launcher reads from the install, and the stand-in plays), `comfyui_user` (the user ComfyUI
-runs as; the stack's tree is then opened to it, see `run_comfyui_as`).
+runs as: give the stack a folder from `traversable_tmp`, see `run_comfyui_as`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,26 @@ def copy_project(destination: Path) -> Path:
 
 
 def open_to_everyone(folder: Path) -> None:
-    """Let every user traverse `folder` and the folders above it (pytest's tmp_path is under a 0700 one)."""
+    """Let every user traverse `folder` and the folders above it."""
     for path in [folder, *folder.parents]:
         mode = path.stat().st_mode
         if not mode & stat.S_IXOTH:
             path.chmod(stat.S_IMODE(mode) | stat.S_IXOTH | stat.S_IXGRP)
+
+
+@contextlib.contextmanager
+def traversable_tmp() -> Iterator[Path]:
+    """A temporary folder every user can traverse, removed afterwards.
+
+    For stacks whose ComfyUI runs as another user: pytest's tmp_path lies under a 0700 folder
+    that every pytest run (another one on the same machine, too) makes 0700 again.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="comfy-worker-test-"))
+    open_to_everyone(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def runs_for(user: str, python: Path) -> bool:
@@ -284,4 +301,5 @@ class Stack:
         return self.rpc().supervisor.getProcessInfo(program)["pid"]
 
     def output(self) -> str:
-        return "\n".join(self.lines[-200:])
+        lines = self._output_file.read_text().splitlines() if self._output_file else self.lines
+        return "\n".join(lines[-200:])

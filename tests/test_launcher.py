@@ -9,6 +9,7 @@ import os
 import pwd
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from launcher.launch import SECRETS, comfyui_environment
 from launcher.prepare import check_reachable
 from launcher.user import ComfyUser, comfyui_user, hand_over
 from launcher.version import ComfyVersion
-from tests.stack import open_to_everyone
+from tests.stack import traversable_tmp
 from worker_common.layout import Layout
 from worker_common.settings import ConfigError
 from worker_common.volume_report import report
@@ -295,15 +296,21 @@ def test_comfyui_gets_no_secret_and_a_home_of_its_own(tmp_path: Path, monkeypatc
     assert comfyui_environment(comfyui_user(), layout).get("HOME") == os.environ.get("HOME"), "a developer's HOME"
 
 
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    with traversable_tmp() as folder:
+        yield folder
+
+
 @root_only
-def test_prepare_hands_the_worker_folders_to_comfyuis_user(tmp_path: Path) -> None:
+def test_prepare_hands_the_worker_folders_to_comfyuis_user(open_tmp: Path) -> None:
+    tmp_path = open_tmp
     nobody = pwd.getpwnam("nobody")
     user = ComfyUser("nobody", nobody.pw_uid, nobody.pw_gid, (nobody.pw_gid,))
     comfyui_dir = tmp_path / "ComfyUI"
     (comfyui_dir / "user" / "default").mkdir(parents=True)
     (comfyui_dir / "user" / "default" / "comfy.settings.json").write_text("{}")
     (comfyui_dir / "user" / "comfyui.db").write_text("the volume's asset database")
-    open_to_everyone(tmp_path)
     layout = layout_in(tmp_path, comfyui_dir)
     layout.prepare()
     (layout.input / "left-over.png").write_text("an earlier run's")
@@ -322,10 +329,10 @@ def test_prepare_hands_the_worker_folders_to_comfyuis_user(tmp_path: Path) -> No
 
 
 @root_only
-def test_a_data_dir_comfyuis_user_cannot_reach_is_a_config_error(tmp_path: Path) -> None:
+def test_a_data_dir_comfyuis_user_cannot_reach_is_a_config_error(open_tmp: Path) -> None:
+    tmp_path = open_tmp
     nobody = pwd.getpwnam("nobody")
     user = ComfyUser("nobody", nobody.pw_uid, nobody.pw_gid, (nobody.pw_gid,))
-    open_to_everyone(tmp_path)
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
     layout = Layout(tmp_path / "ComfyUI", Path(sys.prefix), closed / "worker", "w1")
