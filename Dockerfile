@@ -43,6 +43,13 @@ COPY listeners/ listeners/
 COPY worker_common/ worker_common/
 COPY healthcheck/ healthcheck/
 COPY handler/ handler/
+COPY launcher/ launcher/
+
+# ComfyUI and its custom nodes run as a system user of their own (launcher/user.py), writing only
+# to the worker's folders under WORKER_DATA_DIR, which the entrypoint prepares at each start.
+ENV WORKER_DATA_DIR=/var/lib/comfy-worker \
+    COMFYUI_USER=comfyui
+RUN useradd --system --user-group --no-create-home --home-dir "$WORKER_DATA_DIR/home" --shell /usr/sbin/nologin comfyui
 
 # `supervisorctl status` with no arguments, from any shell in the container.
 RUN printf '#!/bin/sh\nexec %s/bin/supervisorctl -c /opt/comfy-worker/supervisord.conf "$@"\n' "$WORKER_VENV" \

@@ -90,24 +90,31 @@ def checked_extra_args(tokens: list[str], table: FlagTable, version: ComfyVersio
         shown = token if name == flag else f"{token} (ComfyUI reads it as {flag})"
         if flag in refused:
             raise ConfigError(f"COMFY_EXTRA_ARGS may not contain {shown}: {refused[flag]}.")
-        checked.append(f"{flag}{equals}{value}" if name != token else flag)
+        checked.append(flag + equals + value)
     return checked
 
 
-def _resolve_or_explain(token: str, table: FlagTable, version: ComfyVersion) -> str | None:
-    release = version.describe()
+def release_checked(version: ComfyVersion, table: FlagTable) -> str:
+    """ "ComfyUI 0.38.1", or "ComfyUI 0.39.0 (checked against the flags of 0.38.1)" when the table is another's."""
+    if version.text is None:
+        return f"ComfyUI of unknown version ({version.source}; checked against {table.name})"
     against = "" if version.text == table.release else f" (checked against {table.name})"
+    return f"{version.describe()}{against}"
+
+
+def _resolve_or_explain(token: str, table: FlagTable, version: ComfyVersion) -> str | None:
+    release = release_checked(version, table)
     try:
         return resolve(token, table.flags)
     except AmbiguousFlag as error:
         raise ConfigError(
-            f"COMFY_EXTRA_ARGS has {token}, which {release} could read as any of {', '.join(error.candidates)}"
-            f"{against}; argparse refuses it: write the flag in full."
+            f"COMFY_EXTRA_ARGS has {token}, which {release} could read as any of {', '.join(error.candidates)}; "
+            "argparse refuses it: write the flag in full."
         ) from None
     except UnknownFlag:
         raise ConfigError(
-            f"COMFY_EXTRA_ARGS has {token}, a flag {release} does not know{against}: ComfyUI would stop at once "
-            "with a usage error. Remove it, or fix its spelling."
+            f"COMFY_EXTRA_ARGS has {token}, a flag {release} does not know: ComfyUI would stop at once with a "
+            "usage error. Remove it, or fix its spelling."
         ) from None
 
 
@@ -118,7 +125,7 @@ def comfyui_args(layout: Layout, port: int, table: FlagTable, version: ComfyVers
         args.append("--disable-assets")  # a worker has no use for the asset database, and it scans the volume
     level = env_str("COMFY_LOG_LEVEL").upper()
     if level and level not in LOG_LEVELS:
-        raise ConfigError(f"COMFY_LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
+        raise ConfigError(f"COMFY_LOG_LEVEL={env_str('COMFY_LOG_LEVEL')!r} is not one of {', '.join(LOG_LEVELS)}")
     if level:
         args += ["--verbose", level]
     # Split on whitespace on purpose: it holds ComfyUI flags, not shell words.

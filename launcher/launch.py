@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from launcher.arguments import comfyui_args
+from launcher.arguments import comfyui_args, release_checked
 from launcher.flags import table_for
 from launcher.install import LaunchError, check_install
 from launcher.user import ComfyUser, become, comfyui_user
@@ -85,10 +85,9 @@ def launch() -> int:
         print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)
         return settings.record_config_error(PROGRAM_COMFYUI, error)
     settings.config_error_file(PROGRAM_COMFYUI).unlink(missing_ok=True)
-    against = "" if install.version.text == table.release else f", given {table.name}"
     print(
-        f"starting ComfyUI from {install.comfyui_dir} ({install.version.describe()}{against}) with {install.python} "
-        f"as {user.name}: {' '.join(args)}",
+        f"starting ComfyUI from {install.comfyui_dir}, {release_checked(install.version, table)}, with "
+        f"{install.python} as {user.name}: {' '.join(args)}",
         flush=True,
     )
     exec_comfyui(install.python, install.comfyui_dir, args, env, user)
