@@ -387,7 +387,8 @@ def small_filesystem(folder: Path, size: str) -> Iterator[None]:
 
 def test_disk_full_while_comfyui_saves_fails_the_job_clearly_and_the_worker_keeps_serving(make_stack) -> None:
     stack = make_stack()
-    output = stack.comfyui_dir / "output"
+    output = stack.layout.output
+    output.mkdir(parents=True)
     with small_filesystem(output, "64k"):
         stack.start()
         stack.wait_accepting_jobs()
