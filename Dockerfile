@@ -68,6 +68,13 @@ COPY worker_common/ worker_common/
 COPY worker_cli/ worker_cli/
 COPY healthcheck/ healthcheck/
 COPY handler/ handler/
+COPY launcher/ launcher/
+
+# ComfyUI and its custom nodes run as a system user of their own (launcher/user.py), writing only
+# to the worker's folders under WORKER_DATA_DIR, which the entrypoint prepares at each start.
+ENV WORKER_DATA_DIR=/var/lib/comfy-worker \
+    COMFYUI_USER=comfyui
+RUN useradd --system --user-group --no-create-home --home-dir "$WORKER_DATA_DIR/home" --shell /usr/sbin/nologin comfyui
 
 # The worker's tools on every shell's PATH: `comfy-worker status|probe|test-input|readyz|
 # metrics` and `supervisorctl` (no -c needed). The worker's venv stays off PATH, so `python`

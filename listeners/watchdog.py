@@ -9,6 +9,7 @@ Three events end the container (docs/design.md, exit codes):
 The cause, taken from the end of the program's own log, is logged as one line and
 written to the run dir beside the code; then supervisord is asked to shut down in order.
 The entrypoint exits with the recorded code, so RunPod sees a failed worker and replaces it.
+(supervisord itself dying is the entrypoint's to notice: it exits 70.)
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ def last_log_line(rpc, program: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def config_error_verdict(program: str, run_dir: Path) -> tuple[int, str] | None:
+def config_error_verdict(program: str) -> tuple[int, str] | None:
     # supervisord forgets the exit status of a start-up failure, so a program that stops on a
-    # configuration error leaves it in a file (services/comfyui, settings.record_config_error).
-    config_error = run_dir / f"{program}-config-error"
+    # configuration error leaves it in a file (launcher.launch, settings.record_config_error).
+    config_error = settings.config_error_file(program)
     if config_error.is_file():
         return ExitCode.CONFIG, f"{program} cannot start: {config_error.read_text().strip()}"
     return None
@@ -51,11 +52,11 @@ def fatal_verdict(rpc, program: str) -> tuple[int, str]:
     return ExitCode.FATAL, f"{program} kept exiting during start-up and is FATAL: {cause}"
 
 
-def decide(rpc, event: str, program: str, run_dir: Path) -> tuple[int, str] | None:
+def decide(rpc, event: str, program: str) -> tuple[int, str] | None:
     """The exit code and cause this event calls for, or None when the container should live on."""
     if program not in CRITICAL_PROGRAMS or event not in ("PROCESS_STATE_FATAL", "PROCESS_STATE_EXITED"):
         return None
-    verdict = config_error_verdict(program, run_dir)
+    verdict = config_error_verdict(program)
     if verdict is None and event == "PROCESS_STATE_FATAL":
         verdict = fatal_verdict(rpc, program)
     if verdict is None and program == PROGRAM_HANDLER and _exit_status(rpc, program) == ExitCode.NOT_READY:
@@ -82,7 +83,7 @@ def main() -> None:
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
         program = childutils.get_headers(payload.partition("\n")[0]).get("processname", "")
-        verdict = None if stopping else decide(rpc, headers["eventname"], program, run_dir)
+        verdict = None if stopping else decide(rpc, headers["eventname"], program)
         if verdict is not None:
             stopping = True
             bring_down(rpc, *verdict, run_dir)

@@ -86,8 +86,8 @@ def sample(stack: Stack, process: psutil.Process, job: int) -> Sample:
         rss,
         fds,
         threads,
-        files_in(stack.data_dir / "input"),
-        files_in(stack.data_dir / "output"),
+        files_in(stack.layout.input),
+        files_in(stack.layout.output),
     )
 
 
@@ -121,7 +121,7 @@ def soak(stack: Stack, jobs: int, sample_at: set[int], timeout_s: float = 60) ->
 
 
 def counts(stack: Stack) -> tuple[int, int]:
-    return files_in(stack.data_dir / "input"), files_in(stack.data_dir / "output")
+    return files_in(stack.layout.input), files_in(stack.layout.output)
 
 
 def settle(stack: Stack, baseline: tuple[int, int], timeout_s: float = 10) -> None:

@@ -5,6 +5,10 @@ socket and stand-in ComfyUI folders) with free loopback ports, the stand-in Comf
 COMFYUI_DIR and the checkout's venv as both the worker's and ComfyUI's venv. Everything
 it starts is real: supervisord with supervisord.conf, the launch scripts, the sidecar,
 the handler with the runpod SDK's local API.
+
+Options: `comfyui_dir` (one ComfyUI shared by several stacks), `comfyui_version` (the release
+the launcher reads from the install, and the stand-in plays), `comfyui_user` (the user ComfyUI
+runs as: give the stack a folder from `traversable_tmp`, see `run_comfyui_as`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +30,7 @@ import psutil
 import requests
 
 from tests.processes import Process, free_port
+from worker_common.layout import Layout, worker_id
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv"
@@ -37,13 +46,75 @@ def copy_project(destination: Path) -> Path:
     return home
 
 
+def open_to_everyone(folder: Path) -> None:
+    """Let every user traverse `folder` and the folders above it."""
+    for path in [folder, *folder.parents]:
+        mode = path.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            path.chmod(stat.S_IMODE(mode) | stat.S_IXOTH | stat.S_IXGRP)
+
+
+@contextlib.contextmanager
+def traversable_tmp() -> Iterator[Path]:
+    """A temporary folder every user can traverse, removed afterwards.
+
+    For stacks whose ComfyUI runs as another user: pytest's tmp_path lies under a 0700 folder
+    that every pytest run (another one on the same machine, too) makes 0700 again.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="comfy-worker-test-"))
+    open_to_everyone(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def runs_for(user: str, python: Path) -> bool:
+    probe = [str(python), "-c", "import aiohttp, PIL"]
+    try:
+        return subprocess.run(probe, user=user, capture_output=True, timeout=60, check=False).returncode == 0
+    except PermissionError:  # the interpreter itself is out of the user's reach
+        return False
+
+
+def venv_for(user: str, root: Path) -> Path:
+    """A ComfyUI venv `user` can run with the test venv's packages.
+
+    The test venv itself when `user` can run it; else (its interpreter lies under a folder closed
+    to that user, such as pyenv's under /root) a venv made from the system's Python of the same
+    version, which sees the test venv's packages through a .pth file.
+    """
+    if runs_for(user, VENV / "bin" / "python"):
+        return VENV
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system_python = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
+    venv = root / "com_venv"
+    if system_python:
+        subprocess.run([system_python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        site = venv / "lib" / version / "site-packages"
+        (site / "test-venv.pth").write_text(f"{VENV / 'lib' / version / 'site-packages'}\n")
+        if runs_for(user, venv / "bin" / "python"):
+            return venv
+    raise AssertionError(
+        f"no {version} that {user} can run: {VENV}'s interpreter ({(VENV / 'bin' / 'python').resolve()}) is under a "
+        f"folder closed to it, and there is no system {version} (install Debian's {version}, or let {user} traverse it)"
+    )
+
+
 class Stack:
     """One running worker stack, with helpers to talk to each of its parts."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        comfyui_dir: Path | None = None,
+        comfyui_version: str | None = None,
+        comfyui_user: str | None = None,
+    ) -> None:
         self.home = copy_project(tmp_path)
-        self.comfyui_dir = self.home / "standin" / "ComfyUI"  # the "volume's" ComfyUI
-        self.data_dir = self.home / ".run" / "comfyui"  # the worker's own folders (WORKER_DATA_DIR)
+        self.comfyui_dir = comfyui_dir or self.home / "standin" / "ComfyUI"
         self.comfy_port = free_port()
         self.sidecar_port = free_port()
         self.api_port = free_port()
@@ -51,6 +122,33 @@ class Stack:
         self.lines: list[str] = []
         self.process: subprocess.Popen | None = None
         self._entrypoint: Process | None = None
+        self._output_file: Path | None = None
+        if comfyui_version:
+            self.play_version(comfyui_version)
+        if comfyui_user:
+            self.run_comfyui_as(comfyui_user, tmp_path)
+
+    def play_version(self, version: str) -> None:
+        """The launcher reads `version` from the install; the stand-in plays it (STANDIN_COMFYUI_VERSION)."""
+        self.env["STANDIN_COMFYUI_VERSION"] = version
+        version_file = self.comfyui_dir / "comfyui_version.py"
+        if not version_file.exists():  # a stand-in that reads its version from the environment keeps its own
+            version_file.write_text(f'__version__ = "{version}"\n')
+
+    def run_comfyui_as(self, user: str, tmp_path: Path) -> None:
+        """ComfyUI as `user`: the tree, the worker's folders and ComfyUI's venv where that user reaches them."""
+        open_to_everyone(tmp_path)
+        self.env["COMFYUI_USER"] = user
+        self.env.setdefault("WORKER_DATA_DIR", str(tmp_path / "worker-data"))
+        if self.env["COMFYUI_VENV"] == str(VENV):
+            self.env["COMFYUI_VENV"] = str(venv_for(user, tmp_path))
+
+    @property
+    def layout(self) -> Layout:
+        """This stack's folders, as its programs see them (worker_common.layout)."""
+        data_dir = self.env.get("WORKER_DATA_DIR") or self.home / ".run" / "comfyui"
+        on_volume = self.env.get("OUTPUTS_ON_VOLUME", "").lower() in ("1", "true", "yes", "on")
+        return Layout(self.comfyui_dir, Path(self.env["COMFYUI_VENV"]), Path(data_dir), worker_id(), on_volume)
 
     def _environment(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "COMFY", "S3_", "BUCKET_"))}
@@ -70,10 +168,19 @@ class Stack:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self) -> Stack:
-        self._entrypoint = Process("entrypoint", [str(self.home / "services" / "entrypoint")], self.env, self.home)
-        self.process = self._entrypoint.popen
-        self.lines = self._entrypoint.lines
+    def start(self, output_file: Path | None = None) -> Stack:
+        """Start the entrypoint; its output is kept in `lines`, or written to `output_file` (read at exit)."""
+        command = [str(self.home / "services" / "entrypoint")]
+        if output_file is None:
+            self._entrypoint = Process("entrypoint", command, self.env, self.home)
+            self.process = self._entrypoint.popen
+            self.lines = self._entrypoint.lines
+            return self
+        self._output_file = output_file
+        with output_file.open("w") as out:  # not append: the entrypoint must cope with a plain `> file`
+            self.process = subprocess.Popen(
+                command, env=self.env, cwd=self.home, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
@@ -88,24 +195,41 @@ class Stack:
         code = self.process.wait(timeout=timeout_s)
         if self._entrypoint:
             self._entrypoint.join_output()
+        if self._output_file:
+            self.lines[:] = self._output_file.read_text().splitlines()
         return code
 
     def kill_everything(self) -> None:
         """Clean-up after a test: no process may outlive it.
 
         supervisord puts each program in its own process group, so the entrypoint's group
-        is not enough: every descendant is found first, then all are killed.
+        is not enough: every descendant is found first, then all are killed, with whatever is
+        left of supervisord's session (a test may have killed supervisord).
         """
-        if not self.process or self.process.poll() is not None:
+        if not self.process:
             return
-        try:
-            family = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            family = []
-        for member in [psutil.Process(self.process.pid), *family]:
+        family = [*self._supervisord_session()]
+        if self.process.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                entrypoint = psutil.Process(self.process.pid)
+                family += [entrypoint, *entrypoint.children(recursive=True)]
+        for member in family:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()
         self.process.wait(timeout=10)
+
+    def _supervisord_session(self) -> list[psutil.Process]:
+        """supervisord runs in a session of its own: what is left of it, should supervisord be gone."""
+        try:
+            session = int((self.home / ".run" / "supervisord.pid").read_text())
+        except (OSError, ValueError):
+            return []
+        members = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(OSError):
+                if os.getsid(process.pid) == session:
+                    members.append(process)
+        return members
 
     # -- waiting -------------------------------------------------------------------
 
@@ -177,4 +301,5 @@ class Stack:
         return self.rpc().supervisor.getProcessInfo(program)["pid"]
 
     def output(self) -> str:
-        return "\n".join(self.lines[-200:])
+        lines = self._output_file.read_text().splitlines() if self._output_file else self.lines
+        return "\n".join(lines[-200:])

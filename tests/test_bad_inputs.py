@@ -465,11 +465,11 @@ class World:
 
     @property
     def input_dir(self) -> Path:
-        return self.stack.data_dir / "input"
+        return self.stack.layout.input
 
     @property
     def output_dir(self) -> Path:
-        return self.stack.data_dir / "output"
+        return self.stack.layout.output
 
     def before_case(self) -> None:
         """The previous case's clean-up done; after every GOOD_JOB_EVERY cases, a good job must succeed."""
@@ -528,7 +528,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stack.start()
         stack.wait_accepting_jobs()
         run_good_job(stack)  # warm: first-job set-up is not a case's
-        input_dir, output_dir = stack.data_dir / "input", stack.data_dir / "output"
+        input_dir, output_dir = stack.layout.input, stack.layout.output
         stack.wait_for(
             lambda: not any(name.startswith("good") for name in listing(output_dir)),
             30,

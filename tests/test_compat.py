@@ -358,7 +358,7 @@ def test_serve_api_locally_listens_on_all_interfaces(legacy: Stack, rig: Rig) ->
 
 
 REPORT_LINE = re.compile(
-    r"\[comfyui\] (volume report for |models/\w+: |  \S.* \([\d.]+ [KMGT]?B\)$|  pyvenv\.cfg |venv |volume space: )"
+    r"\[entrypoint\] (volume report for |models/\w+: |  \S.* \([\d.]+ [KMGT]?B\)$|  pyvenv\.cfg |venv |volume space: )"
 )
 
 
@@ -370,10 +370,10 @@ def test_network_volume_debug_reports_once_per_container_start(legacy: Stack) ->
     """Runs last in this module: it restarts ComfyUI."""
     legacy.wait_line("[comfyui] starting ComfyUI from")
     report = volume_report(legacy)
-    assert "[comfyui] models/checkpoints: 1 files, 2.0 KB" in report, report
-    assert f"[comfyui]   {MODEL_FILE} (2.0 KB)" in report, report
-    assert any(ln.startswith("[comfyui] venv ") for ln in report), report
-    assert any(ln.startswith("[comfyui] volume space: ") for ln in report), report
+    assert "[entrypoint] models/checkpoints: 1 files, 2.0 KB" in report, report
+    assert f"[entrypoint]   {MODEL_FILE} (2.0 KB)" in report, report
+    assert any(ln.startswith("[entrypoint] venv ") for ln in report), report
+    assert any(ln.startswith("[entrypoint] volume space: ") for ln in report), report
     restart = legacy.supervisorctl("restart", "comfyui")
     assert "comfyui: started" in restart.stdout, restart.stdout + restart.stderr
     legacy.wait_for(

@@ -263,12 +263,12 @@ def test_sidecar_sigkilled_during_a_job_is_restarted_and_the_job_completes(make_
 def test_handler_sigkilled_between_jobs_refuses_connections_then_serves_again(make_stack) -> None:
     stack = started(make_stack)
     stack.wait_running()
-    inputs_before, outputs_before = _files(stack.data_dir / "input"), _files(stack.data_dir / "output")
+    inputs_before, outputs_before = _files(stack.layout.input), _files(stack.layout.output)
     assert_next_job_succeeds(stack, "before")
 
     def cleaned_up() -> bool:
         history = requests.get(f"{stack.comfy_url}/history", timeout=5).json()
-        return history == {} and _files(stack.data_dir / "output") == outputs_before
+        return history == {} and _files(stack.layout.output) == outputs_before
 
     stack.wait_for(cleaned_up, 10, what="the job's clean-up")
     old = psutil.Process(stack.pid_of("handler"))
@@ -286,8 +286,8 @@ def test_handler_sigkilled_between_jobs_refuses_connections_then_serves_again(ma
     # Nothing of the refused job reached ComfyUI: no prompt, no uploaded input, no output.
     assert requests.get(f"{stack.comfy_url}/queue", timeout=5).json() == {"queue_running": [], "queue_pending": []}
     assert requests.get(f"{stack.comfy_url}/history", timeout=5).json() == {}
-    assert _files(stack.data_dir / "input") == inputs_before
-    assert _files(stack.data_dir / "output") == outputs_before
+    assert _files(stack.layout.input) == inputs_before
+    assert _files(stack.layout.output) == outputs_before
     assert_next_job_succeeds(stack, "after")
 
 
@@ -385,7 +385,8 @@ def small_filesystem(folder: Path, size: str) -> Iterator[None]:
 
 def test_disk_full_while_comfyui_saves_fails_the_job_clearly_and_the_worker_keeps_serving(make_stack) -> None:
     stack = make_stack()
-    output = stack.data_dir / "output"
+    output = stack.layout.output
+    output.mkdir(parents=True)
     with small_filesystem(output, "64k"):
         stack.start()
         stack.wait_accepting_jobs()

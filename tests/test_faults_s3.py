@@ -176,7 +176,7 @@ def test_presigned_urls_from_a_custom_endpoint_point_at_it_and_serve_the_bytes(m
     assert Image.open(io.BytesIO(got.content)).convert("RGB").getpixel((0, 0)) == (0x12, 0x34, 0x56)
     stored = moto.client().get_object(Bucket=BUCKET, Key=f"{result['id']}/{item['filename']}")["Body"].read()
     assert stored == got.content
-    output = stack.data_dir / "output" / item["filename"]
+    output = stack.layout.output / item["filename"]
     stack.wait_for(lambda: not output.exists(), 10, what="the uploaded output to be removed")
     assert SECRET_KEY not in item["data"]
     assert_no_secrets(stack)

@@ -1,4 +1,4 @@
-"""The supervisor event listeners' pure parts: line joining and the volume report."""
+"""The supervisor event listeners' pure parts (line joining), and the volume report."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from listeners.log_forwarder import LineJoiner
+from worker_common.layout import Layout
 from worker_common.volume_report import report
 
 
@@ -29,7 +30,8 @@ def test_volume_report_counts_model_files_with_sizes(tmp_path: Path) -> None:
     checkpoints.mkdir(parents=True)
     (checkpoints / "sd_xl_base_1.0.safetensors").write_bytes(b"\0" * 2048)
     (checkpoints / "notes.txt").write_text("not a model")
-    lines = report(tmp_path / "ComfyUI", tmp_path / "venv", detailed=True)
+    layout = Layout(tmp_path / "ComfyUI", tmp_path / "venv", tmp_path / "worker", "w1")
+    lines = report(layout, "ComfyUI 0.3.64", detailed=True)
     assert "models/checkpoints: 1 files, 2.0 KB" in lines
     assert "  sd_xl_base_1.0.safetensors (2.0 KB)" in lines
     assert "models/loras: missing" in lines

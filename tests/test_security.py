@@ -168,7 +168,7 @@ def tree(root: Path) -> set[str]:
 
 def test_a_jobs_uploads_land_exactly_in_input_and_are_removed_after(secure: Secure) -> None:
     stack = secure.stack
-    input_dir = stack.data_dir / "input"
+    input_dir = stack.layout.input
     names = ["plain.png", "café.png", "..%2Fescape.png", "..png"]
     workflow: dict[str, Any] = {}
     for index, name in enumerate(names, start=1):

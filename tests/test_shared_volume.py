@@ -44,8 +44,8 @@ def volume_files(volume: Path) -> dict[str, bytes]:
 
 def worker_files(stack: Stack) -> list[str]:
     """What jobs left in the worker's input, output and temp folders (its user directory is ComfyUI's own)."""
-    folders = [stack.data_dir / name for name in ("input", "output", "temp")]
-    return sorted(str(path.relative_to(stack.data_dir)) for folder in folders for path in folder.rglob("*"))
+    layout = stack.layout
+    return sorted(str(path) for folder in (layout.input, layout.output, layout.temp) for path in folder.rglob("*"))
 
 
 def start_stacks(make_stack: Callable[..., Stack], volume: Path, count: int, **env: str) -> list[Stack]:

@@ -6,6 +6,7 @@ import base64
 import io
 import re
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -103,6 +104,17 @@ def test_sigterm_stops_handler_sidecar_comfyui_in_order(stack: Stack) -> None:
     assert stopped == ["handler", "sidecar", "comfyui"], supervisord_log
     assert "Stopped server" in (stack.home / ".run" / "logs" / "comfyui.log").read_text(), "ComfyUI got SIGINT"
     assert stack.lines[-1] == "[entrypoint] exiting with code 0"
+
+
+def test_logs_are_readable_by_their_owner_alone(stack: Stack) -> None:
+    """They hold job error text: LOG_DIR 0700, every log file 0600 (supervisord runs with umask 077)."""
+    assert_job_returns_png(stack)
+    assert stack.stop() == 0
+    logs = stack.home / ".run" / "logs"
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in logs.iterdir()}
+    assert {"supervisord.log", "comfyui.log", "sidecar.log", "handler.log"} <= set(modes)
+    assert {name: oct(mode) for name, mode in modes.items() if mode & 0o077} == {}
 
 
 def expect_launch_failure(stack: Stack, message: str) -> None:

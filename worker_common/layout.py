@@ -7,8 +7,11 @@ folders of this worker alone, on the container's own disk under WORKER_DATA_DIR:
 
     WORKER_DATA_DIR/input    the jobs' input files (one subfolder per job)
     WORKER_DATA_DIR/output   ComfyUI's outputs (one subfolder per job)
-    WORKER_DATA_DIR/temp     ComfyUI's temp folder (previews); ComfyUI wipes it at start
+    WORKER_DATA_DIR/temp/temp  ComfyUI's temp folder (previews). ComfyUI gets `--temp-directory
+                             WORKER_DATA_DIR/temp` and removes and recreates temp/ in it at start
+                             and exit, so that parent is ComfyUI's own too
     WORKER_DATA_DIR/user     ComfyUI's user directory (settings, the asset database of newer releases)
+    WORKER_DATA_DIR/home     ComfyUI's HOME when it runs as a user of its own (custom nodes write ~/.cache)
 
 With OUTPUTS_ON_VOLUME=true outputs go to the volume instead, but still to a folder of this
 worker's own: `$COMFYUI_DIR/output/workers/<worker id>`.
@@ -71,13 +74,27 @@ class Layout:
         return self.data_dir / "output"
 
     @property
+    def temp_parent(self) -> Path:
+        """ComfyUI's `--temp-directory`: it removes and recreates `temp/` inside, so this folder is ComfyUI's too."""
+        return self.data_dir / "temp"
+
+    @property
     def temp(self) -> Path:
         """ComfyUI's temp folder: `--temp-directory DIR` makes it DIR/temp."""
-        return self.data_dir / "temp"
+        return self.temp_parent / "temp"
 
     @property
     def user(self) -> Path:
         return self.data_dir / "user"
+
+    @property
+    def home(self) -> Path:
+        """ComfyUI's HOME when it runs as a user of its own: kept across ComfyUI restarts (a cache, not job data)."""
+        return self.data_dir / "home"
+
+    def comfyui_folders(self) -> list[Path]:
+        """Every folder ComfyUI writes to: the only ones its user owns."""
+        return [self.input, self.output, self.temp_parent, self.temp, self.user, self.home]
 
     def folder(self, kind: str) -> Path | None:
         """The worker's folder for one of ComfyUI's folder types (input, output, temp)."""
@@ -111,7 +128,7 @@ class Layout:
             "--output-directory",
             str(self.output),
             "--temp-directory",
-            str(self.data_dir),
+            str(self.temp_parent),
             "--user-directory",
             str(self.user),
         ]
@@ -124,7 +141,7 @@ class Layout:
             f"models {self.comfyui_dir / 'models'}, custom nodes {self.comfyui_dir / 'custom_nodes'}, "
             f"shared inputs {self.shared_input}",
             f"worker {self.worker_id} (its own, on the container's disk): input {self.input}, "
-            f"output {self.output}{kept}, temp {self.temp}, user {self.user}",
+            f"output {self.output}{kept}, temp {self.temp}, user {self.user}, home {self.home}",
         ]
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -135,7 +152,7 @@ class Layout:
         Called once per container start, before ComfyUI first starts: whatever an earlier run
         of this container left (a killed handler's inputs, a failed job's outputs) goes.
         """
-        for path in (self.input, self.output, self.temp, self.user):
+        for path in self.comfyui_folders():
             path.mkdir(parents=True, exist_ok=True)
         self.clear()
         if not any(self.user.iterdir()) and self.shared_user.is_dir():

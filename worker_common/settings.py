@@ -124,5 +124,10 @@ def record_config_error(program: str, error: ConfigError) -> int:
     watchdog makes the container exit 78 (configuration error) with this message.
     """
     with contextlib.suppress(OSError):
-        (run_dir() / f"{program}-config-error").write_text(f"{error}\n")
+        config_error_file(program).write_text(f"{error}\n")
     return ExitCode.CONFIG
+
+
+def config_error_file(program: str) -> Path:
+    """Where a program's configuration error is left for the watchdog (see record_config_error)."""
+    return run_dir() / f"{program}-config-error"

@@ -1,18 +1,18 @@
-"""The boot diagnostic of the network volume: what ComfyUI will find in its model folders.
+"""The boot diagnostic of the network volume: which ComfyUI, which folders, what is in its model folders.
 
-Printed once per container start by services/comfyui. By default one line per model
-folder (file count and total size); with NETWORK_VOLUME_DEBUG=true every model file with
-its size, the venv's interpreter, and free space on the volume, as worker-comfyui's
+Printed once per container start by the entrypoint (python -m launcher prepare): the ComfyUI
+release, which folders are the shared volume's and which this worker's own, and one line per
+model folder (file count and total size); with NETWORK_VOLUME_DEBUG=true also every model file
+with its size, the venv's interpreter, and free space on the volume, as worker-comfyui's
 network-volume diagnostics did (but once at boot, not on every job).
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-from worker_common import settings
+from worker_common.layout import Layout
 
 MODEL_FOLDERS = (
     "checkpoints",
@@ -57,25 +57,16 @@ def folder_lines(models_dir: Path, detailed: bool) -> list[str]:
     return lines
 
 
-def report(comfyui_dir: Path, venv: Path, detailed: bool) -> list[str]:
-    lines = [f"volume report for {comfyui_dir}"]
-    lines += folder_lines(comfyui_dir / "models", detailed)
+def report(layout: Layout, comfyui: str, detailed: bool) -> list[str]:
+    """The report's lines; `comfyui` says which ComfyUI release is installed ("ComfyUI 0.38.1 ...")."""
+    lines = [f"volume report for {layout.comfyui_dir}: {comfyui}", *layout.describe()]
+    lines += folder_lines(layout.comfyui_dir / "models", detailed)
     if detailed:
-        python = venv / "bin" / "python"
-        lines.append(f"venv {venv}: python -> {python.resolve() if python.exists() else 'missing'}")
-        cfg = venv / "pyvenv.cfg"
+        python = layout.venv / "bin" / "python"
+        lines.append(f"venv {layout.venv}: python -> {python.resolve() if python.exists() else 'missing'}")
+        cfg = layout.venv / "pyvenv.cfg"
         if cfg.is_file():
             lines += [f"  pyvenv.cfg {line}" for line in cfg.read_text().splitlines() if line.strip()]
-        usage = shutil.disk_usage(comfyui_dir)
+        usage = shutil.disk_usage(layout.comfyui_dir)
         lines.append(f"volume space: {human_size(usage.free)} free of {human_size(usage.total)}")
     return lines
-
-
-def main() -> None:
-    comfyui_dir, venv = Path(sys.argv[1]), Path(sys.argv[2])
-    detailed = settings.env_bool("NETWORK_VOLUME_DEBUG", False)
-    print("\n".join(report(comfyui_dir, venv, detailed)), flush=True)
-
-
-if __name__ == "__main__":
-    main()

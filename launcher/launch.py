@@ -1,0 +1,100 @@
+"""Start ComfyUI: check the install, choose its flags for the installed release, drop to its user, exec.
+
+Run by services/comfyui on every start of the comfyui program (supervisord restarts it after a
+crash). A configuration error is printed as "comfyui launch check failed: ..." and left for the
+watchdog, which makes the container exit 78 with it once the program goes FATAL. Otherwise the
+launcher execs ComfyUI in its own process, so supervisord signals ComfyUI itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from launcher.arguments import comfyui_args, release_checked
+from launcher.flags import table_for
+from launcher.install import LaunchError, check_install
+from launcher.user import ComfyUser, become, comfyui_user
+from worker_common import settings
+from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.layout import Layout, load
+from worker_common.settings import ConfigError
+
+# ComfyUI and its custom nodes are third-party code: they get none of the worker's credentials
+# (the Comfy.org key reaches ComfyUI per prompt, in extra_data).
+SECRETS = (
+    "S3_BUCKET_CREDS_ACCESS_KEY_ID",
+    "S3_BUCKET_CREDS_SECRET_ACCESS_KEY",
+    "BUCKET_ACCESS_KEY_ID",
+    "BUCKET_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "RUNPOD_AI_API_KEY",
+    "RUNPOD_API_KEY",
+    "COMFY_ORG_API_KEY",
+)
+_TCMALLOC = re.compile(r"/\S*libtcmalloc(?:_minimal)?\.so\.\d+")
+
+
+def comfyui_environment(user: ComfyUser, layout: Layout) -> dict[str, str]:
+    """ComfyUI's environment: the worker's without its secrets; a HOME of its own for a user of its own."""
+    env = {name: value for name, value in os.environ.items() if name not in SECRETS}
+    if not user.is_current:
+        env.update(HOME=str(layout.home), USER=user.name, LOGNAME=user.name)
+    tcmalloc = tcmalloc_library()
+    if tcmalloc:
+        env["LD_PRELOAD"] = f"{env['LD_PRELOAD']}:{tcmalloc}" if env.get("LD_PRELOAD") else tcmalloc
+    return env
+
+
+def tcmalloc_library() -> str | None:
+    """tcmalloc, when the image has it: ComfyUI allocates less wastefully with it."""
+    try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _TCMALLOC.search(listing)
+    return match.group(0) if match else None
+
+
+def check_folders(layout: Layout) -> None:
+    missing = [str(folder) for folder in layout.comfyui_folders() if not folder.is_dir()]
+    if missing:
+        raise LaunchError(
+            f"the worker's folders {', '.join(missing)} are missing: services/entrypoint makes them once per "
+            "container start (python -m launcher prepare). Start the stack with services/entrypoint."
+        )
+
+
+def launch() -> int:
+    """Check, then exec ComfyUI; returns only on a configuration error, with its exit code (78)."""
+    try:
+        layout = load()
+        user = comfyui_user()
+        env = comfyui_environment(user, layout)
+        install = check_install(layout, user, env)
+        check_folders(layout)
+        table = table_for(install.version.release)
+        args = comfyui_args(layout, settings.comfy_port(), table, install.version)
+    except ConfigError as error:
+        print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)
+        return settings.record_config_error(PROGRAM_COMFYUI, error)
+    settings.config_error_file(PROGRAM_COMFYUI).unlink(missing_ok=True)
+    print(
+        f"starting ComfyUI from {install.comfyui_dir}, {release_checked(install.version, table)}, with "
+        f"{install.python} as {user.name}: {' '.join(args)}",
+        flush=True,
+    )
+    exec_comfyui(install.python, install.comfyui_dir, args, env, user)
+
+
+def exec_comfyui(python: Path, comfyui_dir: Path, args: list[str], env: dict[str, str], user: ComfyUser) -> NoReturn:
+    """Become ComfyUI: as its user, in its folder, in this very process (supervisord signals ComfyUI itself)."""
+    become(user)
+    os.chdir(comfyui_dir)
+    os.execve(python, [str(python), "-u", *args], env)
