@@ -38,7 +38,7 @@ def stage_inputs(
         write_input(space.input_path(image.name), image.data, image.field)
         image.data = None  # the bytes are on disk now; free them
     for job_name, target in prepared.shared_links.items():
-        link_input(rt.config.layout.input / job_name, target)
+        link_input(rt.config.layout.input, job_name, target)
 
 
 def _download(rt: Runtime, ctx: JobContext, job_input: JobInput, image: InputImage) -> None:
@@ -66,13 +66,28 @@ def write_input(path: Path, data: bytes, field: str) -> None:
         raise _not_written(field, path, error) from None
 
 
-def link_input(path: Path, target: Path) -> None:
-    """A link under the job's name to a file on the volume (`target` is already a checked real path)."""
+def link_input(input_dir: Path, job_name: str, target: Path) -> None:
+    """A link under the job's name to a file on the volume (`target` is already a checked real path).
+
+    The folders of a nested name (`<key>-masks/m.png`) are created new: ComfyUI's user owns the
+    input folder, and a folder it placed there could lead the link elsewhere.
+    """
+    path = input_dir / job_name
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        for depth in range(1, len(Path(job_name).parts)):
+            _new_folder(input_dir.joinpath(*Path(job_name).parts[:depth]))
         os.symlink(target, path)
     except OSError as error:
         raise _not_written(f"the volume's input file {target.name!r}", path, error) from None
+
+
+def _new_folder(path: Path) -> None:
+    """Create a folder of the job's; one made already for an earlier file of the job is fine, a link is not."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        if path.is_symlink() or not path.is_dir():
+            raise
 
 
 def _not_written(field: str, path: Path, error: OSError) -> JobError:

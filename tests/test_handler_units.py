@@ -218,6 +218,7 @@ def test_output_nodes_get_the_rerun_input_even_when_they_feed_another_node(layou
 def test_a_jobs_images_and_the_volumes_files_get_the_jobs_names(layout: Layout) -> None:
     (layout.shared_input / "masks").mkdir()
     (layout.shared_input / "masks" / "m.png").write_bytes(b"x")
+    (layout.shared_input / "masks" / "n.png").write_bytes(b"y")
     workflow = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "mine.png [input]"}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "masks/m.png"}},

@@ -20,7 +20,7 @@ import pytest
 
 from tests.handler_harness import Rig
 from tests.stack import REPO, Stack
-from tests.workflows import assert_own_images, b64, decoded, noise_png, own_images_job
+from tests.workflows import assert_own_images, b64, completed, decoded, noise_png, own_images_job
 
 ROUNDS = 4
 
@@ -165,6 +165,12 @@ def test_a_file_users_put_on_the_volume_loads_and_survives_a_job_uploading_its_n
 
     assert pixels(rig.runsync(load_job("mask.png"))) == expected(77)
     assert pixels(rig.runsync(load_job("refs/ref.png"))) == expected(78)
+    (sub / "ref2.png").write_bytes(noise_png(seed=80))
+    two = load_job("refs/ref.png")
+    two["workflow"]["3"] = {"class_type": "LoadImage", "inputs": {"image": "refs/ref2.png"}}
+    two["workflow"]["4"] = {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "vol2"}}
+    both = completed(rig.runsync(two))["images"]
+    assert sorted(decoded(item).convert("RGB").tobytes() for item in both) == sorted([expected(78), expected(80)])
     # A job sending an image of the same name gets its own, and the volume's file stays as it was.
     uploaded = rig.runsync(load_job("mask.png", [{"name": "mask.png", "image": b64(noise_png(seed=79))}]))
     assert pixels(uploaded) == expected(79)

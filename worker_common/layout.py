@@ -106,18 +106,31 @@ class Layout:
         A name ComfyUI reports comes from node code nobody here wrote, and a folder may hold a
         symbolic link a custom node placed: the path is resolved with its links and must stay
         inside the folder. None for an unknown folder type or a name that is not a plain one.
+        For reading a file; to remove one, see `entry_path`.
+        """
+        entry = self.entry_path(kind, subfolder, filename)
+        if entry is None:
+            return None
+        path = Path(os.path.realpath(entry))
+        return path if inside(Path(os.path.realpath(self.folder(kind) or "")), path) else None
+
+    def entry_path(self, kind: str, subfolder: str, filename: str) -> Path | None:
+        """The path of the entry itself (a file, or a link, not followed) in one of the worker's folders, or None.
+
+        Its folder is resolved with its links and must be inside the worker's folder; the entry's
+        own name is not resolved, so removing it removes a link, never what the link points to.
         """
         folder = self.folder(kind)
         if folder is None or not filename or "/" in filename or filename in (".", "..") or "\0" in filename + subfolder:
             return None
         root = Path(os.path.realpath(folder))
-        path = Path(os.path.realpath(root / subfolder / filename))
-        return path if inside(root, path) and path != root else None
+        parent = Path(os.path.realpath(root / subfolder))
+        return parent / filename if inside(root, parent) else None
 
     def output_paths(self, outputs: dict[str, Any]) -> list[Path]:
-        """The real paths of the files a prompt's outputs (node id -> ui, from /history) name."""
+        """The entries (not followed) in the worker's folders that a prompt's outputs name (node id -> ui)."""
         refs = (ref for ui in outputs.values() for ref in output_files(ui) if ref.type in ("output", "temp"))
-        paths = (self.real_path(ref.type, ref.subfolder, ref.filename) for ref in refs)
+        paths = (self.entry_path(ref.type, ref.subfolder, ref.filename) for ref in refs)
         return [path for path in paths if path is not None]
 
     def comfy_args(self) -> list[str]:
