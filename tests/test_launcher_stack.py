@@ -69,7 +69,8 @@ def flag_value(argv: list[str], flag: str) -> str:
 
 
 def test_comfyui_gets_the_worker_folders_and_its_releases_flags_prepared_once(stacks) -> None:
-    stack = stacks(comfyui_version="0.38.1").start()
+    # CLEANUP_INPUTS=false: the handler's own sweep (when no job is in flight) leaves input/ alone.
+    stack = stacks({"CLEANUP_INPUTS": "false"}, comfyui_version="0.38.1").start()
     stack.wait_accepting_jobs()
     layout, argv = stack.layout, comfyui_argv(stack)
     assert flag_value(argv, "--input-directory") == str(layout.input)

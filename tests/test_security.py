@@ -205,6 +205,42 @@ def test_a_jobs_uploads_land_exactly_in_input_and_are_removed_after(secure: Secu
     assert not (stack.comfyui_dir / "escape.png").exists()
 
 
+# -- names inside the workflow reach only the job's own files ----------------------------------------
+
+
+def test_a_workflow_cannot_read_files_outside_the_jobs_reach(secure: Secure, tmp_path: Path) -> None:
+    stack = secure.stack
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(base64.b64decode(png_b64((1, 2, 3))))
+    layout = stack.layout
+    (layout.output / "other-job.png").write_bytes(outside.read_bytes())  # another job's output on this worker
+    (layout.shared_input / "sneaky.png").symlink_to(outside)  # a link placed in the volume's input folder
+    try:
+        names = [
+            str(Path("..") / ".." / ".." / outside.relative_to("/")),
+            str(outside),
+            "other-job.png [output]",
+            f"{Path('..') / 'output' / 'other-job.png'}",
+            "sneaky.png",
+        ]
+        for name in names:
+            job = {
+                "workflow": {
+                    "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+                    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+                }
+            }
+            result = secure.runsync(job)
+            assert result["status"] == "FAILED", (name, result)
+            assert result["error"].startswith(
+                f"Invalid input: input.workflow node 1 (LoadImage) input 'image': {name!r}"
+            )
+            assert not result.get("output"), result
+    finally:
+        (layout.shared_input / "sneaky.png").unlink()
+        (layout.output / "other-job.png").unlink(missing_ok=True)
+
+
 # -- no secret anywhere ---------------------------------------------------------------------------
 
 
