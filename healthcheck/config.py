@@ -32,6 +32,8 @@ class SidecarConfig:
     warmup_timeout_s: float
     multiproc_dir: Path | None
     run_dir: Path
+    client_timeout_s: float = 10.0
+    max_connections: int = 256
 
     @property
     def comfy_host(self) -> str:
@@ -79,6 +81,8 @@ class SidecarConfig:
             warmup_timeout_s=env_float("WARMUP_TIMEOUT_S", 300.0, minimum=1.0),
             multiproc_dir=Path(multiproc) if multiproc else None,
             run_dir=settings.run_dir(),
+            client_timeout_s=env_float("SIDECAR_CLIENT_TIMEOUT_S", 10.0, minimum=0.1, maximum=600.0),
+            max_connections=env_int("SIDECAR_MAX_CONNECTIONS", 256, minimum=8, maximum=10000),
         )
 
 

@@ -52,6 +52,12 @@ def standin_command(port: int) -> list[str]:
     return [PYTHON, str(STANDIN_MAIN), "--listen", "127.0.0.1", "--port", str(port)]
 
 
+def launched_standin_command(port: int) -> str:
+    """The stand-in as supervisord starts it through services/comfyui: a launch line naming the pid, then exec."""
+    standin = " ".join(standin_command(port))
+    return f"""/bin/bash -c 'echo "starting ComfyUI from {STANDIN_DIR} with {PYTHON}: main.py (pid $$)"; exec {standin}'"""
+
+
 def http_get(url: str, timeout_s: float = 5.0) -> requests.Response | None:
     try:
         return requests.get(url, timeout=timeout_s)
@@ -109,7 +115,7 @@ class MiniSupervisor:
             "[supervisorctl]",
             f"serverurl=unix://{self.socket}",
             "[program:comfyui]",
-            "command=" + " ".join(standin_command(comfy_port)),
+            "command=" + launched_standin_command(comfy_port),
             f"directory={STANDIN_DIR}",
             "priority=100",
             f"autostart={'true' if autostart else 'false'}",
