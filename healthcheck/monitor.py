@@ -242,7 +242,7 @@ class Monitor:
                 packs,
             )
         else:
-            log.info("ComfyUI (pid %d) imported all its %d custom node packs", comfy.pid, len(report.imported))
+            log.info("ComfyUI (pid %d) imported every custom node pack (%d)", comfy.pid, len(report.imported))
 
     # -- reasons -----------------------------------------------------------------------
 

@@ -233,6 +233,8 @@ class SidecarServer:
         self.stats.open = len(self._connections)
         try:
             await self._converse(connection, writer)
+            writer.close()  # after the last answer has left
+            await asyncio.wait_for(writer.wait_closed(), self.client_timeout_s)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the client went away or would not read its answer
         finally:

@@ -54,8 +54,8 @@ def standin_command(port: int) -> list[str]:
 
 def launched_standin_command(port: int) -> str:
     """The stand-in as supervisord starts it through services/comfyui: a launch line naming the pid, then exec."""
-    standin = " ".join(standin_command(port))
-    return f"""/bin/bash -c 'echo "starting ComfyUI from {STANDIN_DIR} with {PYTHON}: main.py (pid $$)"; exec {standin}'"""
+    launch_line = f"starting ComfyUI from {STANDIN_DIR} with {PYTHON}: main.py (pid $$)"
+    return f"""/bin/bash -c 'echo "{launch_line}"; exec {" ".join(standin_command(port))}'"""
 
 
 def http_get(url: str, timeout_s: float = 5.0) -> requests.Response | None:
