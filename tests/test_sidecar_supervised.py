@@ -210,7 +210,7 @@ def test_sigkill_is_named_with_the_oom_hint_and_nothing_of_an_earlier_life_is_qu
     status = run_status(world)
     assert "sk-7f3a9c" not in status, status
     assert f"comfyui  pid {first_pid} was killed (SIGKILL: often the kernel's out-of-memory killer)" in status
-    assert len(log_lines(sidecar, killed)) == 1, sidecar.proc.output()
+    assert len(log_lines(sidecar, f"WARNING healthcheck.monitor: {killed} after ")) == 1, sidecar.proc.output()
     assert supervisor.info()["pid"] != first_pid
 
 
