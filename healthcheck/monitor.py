@@ -43,6 +43,7 @@ from .warmup import Warmup, WarmupState
 log = logging.getLogger(__name__)
 
 LIVES_REFRESH_S = 1.0  # supervisord's log is re-read at most this often while ComfyUI is down
+END_LOG_TRIES, END_LOG_PAUSE_S = 5, 0.02  # a dead process's end reaches supervisord's log within ms
 
 
 class Monitor:
@@ -258,6 +259,21 @@ class Monitor:
             self._report_ends(lives)
         return lives
 
+    def _ended_life(self, comfy: ProgramStatus, pid: int, lives: dict[str, list[Life]]) -> Life | None:
+        """The life of `pid`, waiting a moment for supervisord to log its end if it has not yet.
+
+        The probe can see a process gone before supervisord has reaped it; the first unready
+        reason (the one a failing job quotes) should already name the signal or exit code.
+        """
+        life = life_of(lives, comfy.name, pid)
+        for _ in range(END_LOG_TRIES):
+            if life is not None and life.ending is not None:
+                break
+            self._stopping.wait(END_LOG_PAUSE_S)
+            self._lives = ((0, "", None), -1e9, {})  # force a fresh read
+            life = life_of(self._program_lives(comfy, pid), comfy.name, pid)
+        return life
+
     def _report_ends(self, lives: dict[str, list[Life]]) -> None:
         """One log line for each ComfyUI process that ended unasked since the sidecar started."""
         for life in lives.get(PROGRAM_COMFYUI, []):
@@ -284,15 +300,22 @@ class Monitor:
             return f"ComfyUI does not answer: {probe.cause}{suffix}" if not probe.process_down else probe.cause
         lives = self._program_lives(comfy, probe.ended_pid)
         if probe.process_down:
-            history = lives.get(comfy.name) or []
-            last = history[-1] if history else None
-            ending = last.ending if last else None
+            # The newest life that ended: supervisord may have spawned the next one since it answered.
+            ended = next((life for life in reversed(lives.get(comfy.name, [])) if life.ending), None)
+            ending = ended.ending if ended else None
             detail = self._config_error() if ending and ending.code == 78 else None
             return down_reason(
-                comfy.name, comfy.statename, comfy.spawnerr, self._spawns_since_answer, ending, comfy.exitstatus, detail
+                comfy.name,
+                comfy.statename,
+                comfy.spawnerr,
+                self._spawns_since_answer,
+                ending,
+                comfy.exitstatus,
+                detail,
+                ended.pid if ended else None,
             )
         if probe.ended_pid is not None:
-            life = life_of(lives, comfy.name, probe.ended_pid)
+            life = self._ended_life(comfy, probe.ended_pid, lives)
             if life is None or life.ending is None:
                 return probe.cause
             text = f"comfyui (pid {life.pid}) {life.ending.describe()}"

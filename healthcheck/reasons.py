@@ -94,26 +94,29 @@ def down_reason(
     ending: Ending | None,
     exitstatus: int = 0,
     detail: str | None = None,
+    pid: int | None = None,
 ) -> str:
     """Why a supervised program is not running: a spawn failure, or how it last ended.
 
     `ending` (from supervisord's log, see lives.py) names the signal or exit code; without
     it supervisord's `exitstatus` is all there is. `detail` explains the exit (the launch
-    check's message for exit code 78). No log text: this is served on the sidecar's port.
+    check's message for exit code 78); `pid` is the process that ended, named unless it is one of
+    several. No log text: this is served on the sidecar's port.
     """
     error = spawn_error(spawnerr)
     if error:
         return f"{program} could not be started ({statename}): {error}"
     if statename not in ("BACKOFF", "EXITED", "FATAL"):
         return f"{program} is {statename}"
+    who = f"{program} (pid {pid})" if pid and exits <= 1 else program  # a crash loop is not one process's
     if ending is not None:
-        text = f"{program} {ending.describe()}"
+        text = f"{who} {ending.describe()}"
     elif exitstatus == -1:
-        text = f"{program} was killed by a signal"
+        text = f"{who} was killed by a signal"
     elif spawnerr.startswith("Exited too quickly"):
-        text = f"{program} exited"  # supervisord reports no code for an exit before startsecs
+        text = f"{who} exited"  # supervisord reports no code for an exit before startsecs
     else:
-        text = f"{program} exited with code {exitstatus}"
+        text = f"{who} exited with code {exitstatus}"
     if detail:
         text += f" ({detail})"
     if exits > 1:

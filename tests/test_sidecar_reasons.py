@@ -100,6 +100,10 @@ def test_down_reasons_name_the_exit_and_count_it_in_words() -> None:
         "comfyui exited with code 78 (launch check: no torch in the venv) twice and supervisord gave up (FATAL)"
     )
     assert down_reason("comfyui", "STOPPED", "", 0, None) == "comfyui is STOPPED"
+    assert down_reason("comfyui", "BACKOFF", "Bad exit code 1", 1, exit_1, 1, pid=41) == (
+        "comfyui (pid 41) exited with code 1, restarting"
+    )
+    assert down_reason("comfyui", "BACKOFF", "Bad exit code 1", 2, exit_1, 1, pid=43).startswith("comfyui exited")
     assert "12 times" in down_reason("comfyui", "BACKOFF", "", 12, exit_1)
 
 

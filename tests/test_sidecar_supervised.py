@@ -211,6 +211,9 @@ def test_sigkill_is_named_with_the_oom_hint_and_nothing_of_an_earlier_life_is_qu
     assert "sk-7f3a9c" not in status, status
     assert f"comfyui  pid {first_pid} was killed (SIGKILL: often the kernel's out-of-memory killer)" in status
     assert len(log_lines(sidecar, f"WARNING healthcheck.monitor: {killed} after ")) == 1, sidecar.proc.output()
+    # The transition's own line (what a job failing at that moment hears too) already names the signal.
+    [transition] = log_lines(sidecar, "readiness ready -> unready")
+    assert killed in transition, transition
     assert supervisor.info()["pid"] != first_pid
 
 
