@@ -8,11 +8,13 @@ states with generous timeouts and check the record (log lines, counters) afterwa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,6 +294,56 @@ def test_without_supervisord_readiness_comes_from_http_alone(world: World) -> No
     assert body["comfyui"]["pid"] is None
     assert "judging ComfyUI by HTTP alone" in sidecar.proc.output()
     assert "comfy_worker_program_up" not in sidecar.metrics()
+
+
+def standin_plays(version: str) -> bool:
+    return version == "0.3.64" or (REPO / "standin" / "ComfyUI" / "standin_server" / "version.py").exists()
+
+
+@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+def test_the_version_is_reported_and_probes_start_no_asset_scan(world: World, version: str) -> None:
+    """0.38.1 starts an asset scan on every /object_info; the probe asks /system_stats only."""
+    if not standin_plays(version):
+        pytest.skip(f"the stand-in cannot play ComfyUI {version} yet")
+    world.standin("--database-url", "sqlite:///:memory:", STANDIN_COMFYUI_VERSION=version)
+    frames: list[dict] = []
+    socket = wait_until(lambda: _websocket(world.comfy_port), what="the stand-in's WebSocket")
+    reader = threading.Thread(target=_collect, args=(socket, frames), daemon=True)
+    reader.start()
+    sidecar = world.sidecar(PROBE_INTERVAL_S="0.05")
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    text = sidecar.metrics_with("comfy_worker_comfyui_info")
+    assert sample_value(text, "comfy_worker_comfyui_info", version=version) == 1
+    # Many probes later (each scrape refreshes with the loop), not one scan was started by them.
+    first = sample_value(text, "comfy_worker_comfyui_last_probe_timestamp_seconds")
+    wait_until(
+        lambda: sample_value(sidecar.metrics(), "comfy_worker_comfyui_last_probe_timestamp_seconds") > first + 1,
+        what="a second of probes",
+    )
+    socket.close()
+    reader.join(timeout=10)
+    assert frames and frames[0]["type"] == "status", frames  # the socket was read all along
+    scans = [f for f in frames if f.get("type") == "assets.seed.started" and "output" in f["data"]["roots"]]
+    assert scans == [], scans
+
+
+def _websocket(port: int):
+    import websocket
+
+    try:
+        return websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId=probe-watch", timeout=30)
+    except (OSError, websocket.WebSocketException):
+        return None
+
+
+def _collect(socket, frames: list[dict]) -> None:
+    import websocket
+
+    with contextlib.suppress(OSError, websocket.WebSocketException):
+        while True:
+            message = socket.recv()
+            if isinstance(message, str) and message:
+                frames.append(json.loads(message))
 
 
 def test_the_sidecar_itself_writes_no_multiprocess_files(world: World) -> None:

@@ -244,8 +244,8 @@ class World:
         self.closers.append(sidecar.close)
         return sidecar
 
-    def standin(self, **env: str) -> Process:
-        proc = Process("standin", standin_command(self.comfy_port), base_env(**env))
+    def standin(self, *args: str, **env: str) -> Process:
+        proc = Process("standin", [*standin_command(self.comfy_port), *args], base_env(**env))
         self.closers.append(lambda: proc.stop(sig=signal.SIGTERM))
         return proc
 
