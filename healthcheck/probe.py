@@ -98,9 +98,11 @@ class ProgramTracker:
 class SupervisorReader:
     """supervisord's XML-RPC, tolerant of supervisord not (yet, or no longer) answering."""
 
-    def __init__(self, socket_path: Path, timeout_s: float = 2.0) -> None:
+    def __init__(self, socket_path: Path, timeout_s: float = 2.0, announce: bool = True) -> None:
+        """`announce`: log when supervisord stops and starts answering (a one-shot command says it itself)."""
         self.socket_path = socket_path
         self.timeout_s = timeout_s
+        self.announce = announce
         self._proxy: Any = None
         self._failing = False
         self.shutting_down = False
@@ -120,24 +122,24 @@ class SupervisorReader:
                 return self._failed(fault)
             # An orderly stop: supervisord refuses questions while it stops the programs.
             self.last_error = "supervisord is stopping the worker"
-            if not self.shutting_down:
+            if not self.shutting_down and self.announce:
                 log.info("supervisord is stopping the worker")
-                self.shutting_down = True
+            self.shutting_down = True
             return None
         except (OSError, xmlrpc.client.Error) as error:
             return self._failed(error)
-        if self._failing:
+        if self._failing and self.announce:
             log.info("supervisord answers again")
-            self._failing = False
+        self._failing = False
         self.last_error = ""
         return list(infos)
 
     def _failed(self, error: Exception) -> None:
         self._proxy = None
         self.last_error = f"supervisord at {self.socket_path} does not answer: {error}"
-        if not self._failing:
+        if not self._failing and self.announce:
             log.warning("%s; judging ComfyUI by HTTP alone", self.last_error)
-            self._failing = True
+        self._failing = True
 
     def main_log_tail(self, length: int = MAIN_LOG_BYTES) -> str | None:
         """The end of supervisord's own log (how each process ended, which its RPC forgets)."""

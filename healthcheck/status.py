@@ -137,7 +137,7 @@ def _read_supervisor(report: Report) -> None:
     from .probe import SupervisorReader
 
     try:
-        reader = SupervisorReader(settings.supervisor_socket(), 3.0)
+        reader = SupervisorReader(settings.supervisor_socket(), 3.0, announce=False)
     except ConfigError as error:
         report.supervisor_error = str(error)
         return

@@ -57,7 +57,7 @@ def test_status_and_probe_when_the_sidecar_is_down(world: World) -> None:
     )
     wait_until(lambda: _fatal(world), what="comfyui FATAL")
     result = run_cli(world, "status")
-    assert result.returncode == 1
+    assert (result.returncode, result.stderr) == (1, "")
     out = result.stdout
     assert f"sidecar     DOWN: no sidecar has recorded its address in {world.run_dir}/sidecar.json" in out, out
     assert "readiness   unknown" in out
