@@ -117,6 +117,8 @@ def test_probe_follows_readiness(world: World) -> None:
     result = run_cli(world, "probe")
     assert result.returncode == 1
     assert result.stdout.startswith("not ready: starting: ")
+    status = run_cli(world, "status")  # no supervisord here: the table says so, nothing else does
+    assert status.stderr == "" and "supervisord does not answer" in status.stdout, status.stdout + status.stderr
     world.standin()
     assert sidecar.readyz(wait_s=30)[0] == 200
     result = run_cli(world, "probe")
