@@ -65,7 +65,7 @@ def missing_class_text(name: str, node_id: str | None, catalog: Catalog, failure
     text = f"{where}: there is no node class {name!r} in this ComfyUI"
     failed = failures()
     if failed:
-        listing = "; ".join(f"{pack.pack} ({pack.error})" for pack in failed)
+        listing = "; ".join(f"{pack.name} ({pack.error})" for pack in failed)
         text += f"; custom node packs that failed to import at start-up: {listing}"
     else:
         text += "; no custom node pack failed to import, so the pack that provides it is not installed"

@@ -70,7 +70,7 @@ class Runtime:
             self._features = {pid: features}  # only the running process matters
         return features
 
-    def pack_failures(self) -> list[custom_nodes.PackFailure]:
+    def pack_failures(self) -> list[custom_nodes.FailedPack]:
         """Custom node packs that failed to import in the running ComfyUI (read by the sidecar)."""
         return custom_nodes.read_failures(settings.run_dir())
 

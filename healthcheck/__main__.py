@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,17 +28,28 @@ def _serve(_args: argparse.Namespace) -> int:
         return record_config_error("sidecar", error)
     environ_without_multiproc()
 
+    from . import run_record
     from .collectors import build_registry
     from .monitor import Monitor
-    from .server import SidecarServer
+    from .server import ConnectionStats, SidecarServer
 
     monitor = Monitor(config)
-    registry = build_registry(lambda: monitor.store.current, config.multiproc_dir)
+    connections = ConnectionStats()
+    registry = build_registry(lambda: monitor.store.current, config.multiproc_dir, connections)
     try:
-        server = SidecarServer((config.host, config.port), monitor.store, registry, config.loop_stale_after_s)
+        server = SidecarServer(
+            (config.host, config.port),
+            monitor.store,
+            registry,
+            config.loop_stale_after_s,
+            client_timeout_s=config.client_timeout_s,
+            max_connections=config.max_connections,
+            stats=connections,
+        )
     except OSError as error:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, error)
         return 1
+    run_record.write(config.run_dir, run_record.SidecarRecord(config.local_url, os.getpid(), config.comfy_port))
     monitor.start()
     pusher = None
     if config.push is not None:
@@ -64,8 +76,9 @@ def _serve(_args: argparse.Namespace) -> int:
         config.ready_timeout_s,
     )
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever()
     finally:
+        run_record.remove(config.run_dir, os.getpid())
         if pusher:
             pusher.stop()
         monitor.stop()
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = commands.add_parser("probe", help="exit 0 if the sidecar says ready, else 1 (Docker HEALTHCHECK)")
     status = commands.add_parser("status", help="a short table of the worker's state, for a person")
     for sub, timeout in ((probe, 2.0), (status, 3.0)):
-        sub.add_argument("--url", help="the sidecar's base URL (default from SIDECAR_PORT/PORT_HEALTH)")
+        sub.add_argument("--url", help="the sidecar's base URL (default: where this stack's sidecar says it listens)")
         sub.add_argument("--timeout", type=float, default=timeout, help=f"seconds (default {timeout:g})")
     args = parser.parse_args(argv)
     handler = {"serve": _serve, "probe": _probe, "status": _status}[args.command]

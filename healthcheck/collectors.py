@@ -17,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .probe import SUPERVISOR_STATES
+from .server import ConnectionStats
 from .snapshot import Snapshot
 from .state import State
 
@@ -35,6 +36,7 @@ class SidecarCollector(Collector):
         yield from self._readiness(snap)
         yield from self._programs(snap)
         yield from self._comfyui(snap)
+        yield from self._custom_nodes(snap)
         yield from self._gpus(snap)
 
     @staticmethod
@@ -83,6 +85,10 @@ class SidecarCollector(Collector):
 
     @staticmethod
     def _comfyui(snap: Snapshot) -> Iterator[Metric]:
+        if snap.comfyui_version is not None:
+            info = GaugeMetricFamily(P + "comfyui_info", "ComfyUI's version (always 1).", labels=["version"])
+            info.add_metric([snap.comfyui_version], 1)
+            yield info
         if snap.comfyui_rss_bytes is not None:
             yield GaugeMetricFamily(
                 P + "comfyui_resident_memory_bytes",
@@ -107,6 +113,23 @@ class SidecarCollector(Collector):
                 "When ComfyUI last answered a probe; old values mean the figures are stale.",
                 value=snap.last_answer_at,
             )
+
+    @staticmethod
+    def _custom_nodes(snap: Snapshot) -> Iterator[Metric]:
+        """Only once ComfyUI's start-up report was read: unknown is absent, not zero."""
+        if snap.custom_node_failures is None:
+            return
+        yield GaugeMetricFamily(
+            P + "custom_node_import_failures",
+            "Custom node packs ComfyUI could not import at its last start.",
+            value=len(snap.custom_node_failures),
+        )
+        failed = GaugeMetricFamily(
+            P + "custom_node_import_failed_info", "A custom node pack that did not import (always 1).", labels=["pack"]
+        )
+        for pack in snap.custom_node_failures:
+            failed.add_metric([pack.name], 1)
+        yield failed
 
     @staticmethod
     def _gpus(snap: Snapshot) -> Iterator[Metric]:
@@ -179,9 +202,31 @@ class HandlerMetricsCollector(Collector):
             return []
 
 
-def build_registry(snapshot: Callable[[], Snapshot], multiproc_dir: Path | None) -> CollectorRegistry:
+class ConnectionCollector(Collector):
+    """The HTTP server's connections: open now, and those it closed on clients."""
+
+    def __init__(self, stats: ConnectionStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(P + "sidecar_connections", "Open connections to the sidecar.", value=self._stats.open)
+        dropped = CounterMetricFamily(
+            P + "sidecar_connections_dropped",
+            "Connections the sidecar closed: timeout (no whole request in time), evicted (at the limit), refused.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._stats.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+
+
+def build_registry(
+    snapshot: Callable[[], Snapshot], multiproc_dir: Path | None, connections: ConnectionStats | None = None
+) -> CollectorRegistry:
     """The sidecar's own registry: its collectors and the handler's files, nothing global."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SidecarCollector(snapshot))
+    if connections is not None:
+        registry.register(ConnectionCollector(connections))
     registry.register(HandlerMetricsCollector(multiproc_dir))
     return registry

@@ -48,6 +48,8 @@ class SidecarConfig:
     multiproc_dir: Path | None
     push: PushSettings | None  # None: PUSHGATEWAY_URL unset, no pushing
     run_dir: Path
+    client_timeout_s: float = 10.0
+    max_connections: int = 256
 
     @property
     def comfy_host(self) -> str:
@@ -96,6 +98,8 @@ class SidecarConfig:
             multiproc_dir=Path(multiproc) if multiproc else None,
             push=push_settings(),
             run_dir=settings.run_dir(),
+            client_timeout_s=env_float("SIDECAR_CLIENT_TIMEOUT_S", 10.0, minimum=0.1, maximum=600.0),
+            max_connections=env_int("SIDECAR_MAX_CONNECTIONS", 256, minimum=8, maximum=10000),
         )
 
 

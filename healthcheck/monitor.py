@@ -14,23 +14,36 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from worker_common import layout
+from worker_common import custom_nodes, layout
 from worker_common.comfy_client import ComfyClient
 from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.custom_nodes import FailedPack
 
 from .config import SidecarConfig
 from .gpu import GpuReader, GpuReading
 from .handler_metrics import HandlerMetricsReaper
-from .probe import ComfyProbe, ComfyProber, ProcessStats, ProgramStatus, ProgramTracker, SupervisorReader
-from .reasons import last_exit, last_meaningful_line, process_reason
+from .lives import Life, last_ended, life_of, parse_lives
+from .probe import (
+    ComfyProbe,
+    ComfyProber,
+    ProcessStats,
+    ProgramStatus,
+    ProgramTracker,
+    SupervisorReader,
+    comfyui_version,
+)
+from .program_logs import comfyui_life
+from .reasons import MAX_LINE_CHARS, down_reason
 from .snapshot import Snapshot, SnapshotStore
 from .state import ReadinessMachine, State
 from .warmup import Warmup, WarmupState
 
 log = logging.getLogger(__name__)
 
-TAIL_REFRESH_S = 1.0
+LIVES_REFRESH_S = 1.0  # supervisord's log is re-read at most this often while ComfyUI is down
+END_LOG_TRIES, END_LOG_PAUSE_S = 5, 0.02  # a dead process's end reaches supervisord's log within ms
 
 
 class Monitor:
@@ -81,13 +94,19 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._extras_due = 0.0
         self._spawns_since_answer = 0
-        self._tail: tuple[tuple[int, str], float, str | None, str | None] = ((0, ""), -1e9, None, None)
+        self._lives: tuple[tuple[int, str, int | None], float, dict[str, list[Life]]] = ((0, "", None), -1e9, {})
+        self._reported_ends: set[int] = set()
+        self._started_at = clock()
         self._last_answer_at: float | None = None
+        self._version: str | None = None
+        self._custom_nodes_pid: int | None = None
+        self._custom_node_failures: tuple[FailedPack, ...] | None = None
         self._system_stats: dict | None = None
         self._usage: tuple[float, float] | None = None
         self._queue: tuple[int, int] | None = None
         self._gpu_reading = GpuReading(False)
         self._last_loop_error = ""
+        custom_nodes.remove_failures(config.run_dir)  # an earlier ComfyUI's report
 
     # -- thread ----------------------------------------------------------------------
 
@@ -130,13 +149,17 @@ class Monitor:
             self._spawns_since_answer = 1 if comfy else 0
             self._last_answer_at = now
             self._system_stats = probe.system_stats
+            self._version = comfyui_version(probe.system_stats) or self._version
+            if comfy is not None and comfy.pid != self._custom_nodes_pid:
+                self._read_custom_nodes(comfy)
             if self.warmup.needed and self.machine.first_ready_at is None:
                 self.warmup.start_if_due(comfy.pid if comfy else None)
                 reason = self.warmup.describe()
                 transition = self.machine.tick(reason)
             else:
+                version = f" {self._version}" if self._version else ""
                 pid = f" (pid {comfy.pid})" if comfy else ""
-                reason = f"ComfyUI{pid} answers on {self.config.comfy_host}:{self.config.comfy_port}"
+                reason = f"ComfyUI{version}{pid} answers on {self.config.comfy_host}:{self.config.comfy_port}"
                 transition = self.machine.success(reason)
         else:
             reason = self._failure_reason(probe, comfy)
@@ -174,6 +197,8 @@ class Monitor:
                 queue_running=self._queue[0] if self._queue else None,
                 queue_pending=self._queue[1] if self._queue else None,
                 last_answer_at=self._last_answer_at,
+                comfyui_version=self._version,
+                custom_node_failures=self._custom_node_failures,
                 tick_at=self._monotonic(),
             )
         )
@@ -196,43 +221,110 @@ class Monitor:
         self._gpu_reading = self.gpu.read(self._system_stats)
         self.reaper.reap(programs)
 
+    # -- custom nodes ------------------------------------------------------------------
+
+    def _read_custom_nodes(self, comfy: ProgramStatus) -> None:
+        """ComfyUI's start-up report of this process, read once it answers (its packs are loaded by then)."""
+        self._custom_nodes_pid = comfy.pid
+        life = comfyui_life(Path(comfy.logfile), comfy.pid, comfy.statename == "RUNNING") if comfy.logfile else None
+        report = custom_nodes.parse_import_report(life.text) if life else None
+        if report is None:
+            self._custom_node_failures = None
+            log.info("custom nodes: no start-up report of ComfyUI's pid %d in its log; failed packs unknown", comfy.pid)
+            return
+        self._custom_node_failures = report.failed
+        custom_nodes.write_failures(self.config.run_dir, report.failed, comfy.pid)
+        if report.failed:
+            packs = "; ".join(f"{pack.name} ({pack.error or 'no error logged'})" for pack in report.failed)
+            log.warning(
+                "ComfyUI (pid %d) could not import %d custom node pack(s), so their nodes do not exist: %s",
+                comfy.pid,
+                len(report.failed),
+                packs,
+            )
+        else:
+            log.info("ComfyUI (pid %d) imported every custom node pack (%d)", comfy.pid, len(report.imported))
+
     # -- reasons -----------------------------------------------------------------------
 
-    def _logs(self, comfy: ProgramStatus, process_down: bool) -> tuple[str | None, str | None]:
-        """(ComfyUI's last meaningful log line, how it last exited per supervisord's log).
-
-        Re-read at most once a second, or at once when the process's pid or state changes.
-        """
-        key = (comfy.pid, comfy.statename)
-        cached_key, read_at, line, exit_text = self._tail
+    def _program_lives(self, comfy: ProgramStatus, ended_pid: int | None) -> dict[str, list[Life]]:
+        """supervisord's account of every life, re-read at most once a second or when ComfyUI changes."""
+        key = (comfy.pid, comfy.statename, ended_pid)
+        cached_key, read_at, lives = self._lives
         mono = self._monotonic()
-        if key != cached_key or mono - read_at >= TAIL_REFRESH_S:
-            tail = self.supervisor.tail(comfy.name)
-            line = last_meaningful_line(*tail) if tail else None
-            exit_text = None
-            if process_down:
-                main_log = self.supervisor.main_log_tail()
-                exit_text = last_exit(main_log, comfy.name) if main_log else None
-            self._tail = (key, mono, line, exit_text)
-        return line, exit_text
+        if key != cached_key or mono - read_at >= LIVES_REFRESH_S:
+            text = self.supervisor.main_log_tail()
+            lives = parse_lives(text) if text else {}
+            self._lives = (key, mono, lives)
+            self._report_ends(lives)
+        return lives
+
+    def _ended_life(self, comfy: ProgramStatus, pid: int, lives: dict[str, list[Life]]) -> Life | None:
+        """The life of `pid`, waiting a moment for supervisord to log its end if it has not yet.
+
+        The probe can see a process gone before supervisord has reaped it; the first unready
+        reason (the one a failing job quotes) should already name the signal or exit code.
+        """
+        life = life_of(lives, comfy.name, pid)
+        for _ in range(END_LOG_TRIES):
+            if life is not None and life.ending is not None:
+                break
+            self._stopping.wait(END_LOG_PAUSE_S)
+            self._lives = ((0, "", None), -1e9, {})  # force a fresh read
+            life = life_of(self._program_lives(comfy, pid), comfy.name, pid)
+        return life
+
+    def _report_ends(self, lives: dict[str, list[Life]]) -> None:
+        """One log line for each ComfyUI process that ended unasked since the sidecar started."""
+        for life in lives.get(PROGRAM_COMFYUI, []):
+            ending = life.ending
+            if ending is None or ending.stopped or ending.at < self._started_at or life.pid in self._reported_ends:
+                continue
+            self._reported_ends.add(life.pid)
+            log.warning("comfyui (pid %d) %s after %.1f s", life.pid, ending.describe(), ending.at - life.spawned_at)
+
+    def _config_error(self) -> str | None:
+        """The launch check's message for an exit with code 78 (services/comfyui writes it)."""
+        try:
+            text = (self.config.run_dir / f"{PROGRAM_COMFYUI}-config-error").read_text().strip()
+        except OSError:
+            return None
+        return f"launch check: {text[:MAX_LINE_CHARS]}" if text else None
 
     def _failure_reason(self, probe: ComfyProbe, comfy: ProgramStatus | None) -> str:
+        """Why ComfyUI is not ready, in states and exit causes only: the reason is served publicly."""
         if comfy is None:
+            if self.supervisor.shutting_down:
+                return self.supervisor.last_error
             suffix = f" ({self.supervisor.last_error})" if self.supervisor.last_error else ""
             return f"ComfyUI does not answer: {probe.cause}{suffix}" if not probe.process_down else probe.cause
-        line, exit_text = self._logs(comfy, probe.process_down)
+        lives = self._program_lives(comfy, probe.ended_pid)
         if probe.process_down:
-            return process_reason(
+            # The newest life that ended: supervisord may have spawned the next one since it answered.
+            ended = next((life for life in reversed(lives.get(comfy.name, [])) if life.ending), None)
+            ending = ended.ending if ended else None
+            detail = self._config_error() if ending and ending.code == 78 else None
+            return down_reason(
                 comfy.name,
                 comfy.statename,
-                comfy.exitstatus,
                 comfy.spawnerr,
                 self._spawns_since_answer,
-                line,
-                exit_text,
+                ending,
+                comfy.exitstatus,
+                detail,
+                ended.pid if ended else None,
             )
+        if probe.ended_pid is not None:
+            life = self._ended_life(comfy, probe.ended_pid, lives)
+            if life is None or life.ending is None:
+                return probe.cause
+            text = f"comfyui (pid {life.pid}) {life.ending.describe()}"
+            return text if comfy.pid == life.pid else f"{text}; supervisord restarted it as pid {comfy.pid}"
         uptime = max(0.0, self._clock() - comfy.start) if comfy.start else 0.0
-        text = f"comfyui {comfy.statename} (pid {comfy.pid}, up {uptime:.1f} s) does not answer: {probe.cause}"
-        if probe.hard:
-            text = probe.cause
-        return f"{text}; last log line: {line}" if line else text
+        death = last_ended(lives, comfy.name, since=self._last_answer_at)
+        if death is not None and death.ending is not None and death.pid != comfy.pid:
+            return (
+                f"comfyui (pid {death.pid}) {death.ending.describe()}; restarted as pid {comfy.pid} "
+                f"(up {uptime:.1f} s), not answering yet: {probe.cause}"
+            )
+        return f"comfyui {comfy.statename} (pid {comfy.pid}, up {uptime:.1f} s) does not answer: {probe.cause}"

@@ -1,10 +1,11 @@
 """One look at the worker: supervisord's process table, ComfyUI's process, ComfyUI's HTTP.
 
 Each reader is cheap enough to run every 50 ms while ComfyUI starts: one XML-RPC call for
-all programs, a psutil liveness check, `GET /system_stats`, and `GET /object_info` only
-until it has answered once for the current ComfyUI process (it is large; answering it
-means every custom node finished loading). Expected failures (ComfyUI down while it
-starts) are returned as values with a short cause, never raised or logged as tracebacks.
+all programs, a psutil liveness check and `GET /system_stats`. That is ComfyUI's only route
+the probe asks: ComfyUI loads its custom nodes before it opens HTTP (0.3.64 and 0.38.1), so
+an answer means they are loaded, and `/object_info` would start an asset scan on every call
+in 0.38.1. Expected failures (ComfyUI down while it starts) are returned as values with a
+short cause, never raised or logged as tracebacks.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import psutil
 from worker_common.comfy_client import ComfyClient, ComfyError
 from worker_common.supervisor_rpc import supervisor_proxy
 
-from .reasons import TAIL_BYTES
-
 log = logging.getLogger(__name__)
+
+MAIN_LOG_BYTES = 64 * 1024  # of supervisord's log: the lives of a crash loop and more
 
 # supervisord starts counting `startsecs` only once the process runs; ComfyUI can answer
 # before that, so STARTING with a live pid is as good as RUNNING for readiness.
@@ -44,6 +45,7 @@ class ProgramStatus:
     spawnerr: str
     restarts: int
     description: str = ""
+    logfile: str = ""  # its stdout log (stderr is redirected into it)
 
     @property
     def up(self) -> bool:
@@ -87,19 +89,23 @@ class ProgramTracker:
                     spawnerr=str(info.get("spawnerr") or ""),
                     restarts=max(0, self._spawns.get(name, 0) - 1),
                     description=str(info.get("description") or ""),
+                    logfile=str(info.get("stdout_logfile") or ""),
                 )
             )
         return tuple(programs)
 
 
 class SupervisorReader:
-    """supervisord's XML-RPC, tolerant of supervisord not (yet) answering."""
+    """supervisord's XML-RPC, tolerant of supervisord not (yet, or no longer) answering."""
 
-    def __init__(self, socket_path: Path, timeout_s: float = 2.0) -> None:
+    def __init__(self, socket_path: Path, timeout_s: float = 2.0, announce: bool = True) -> None:
+        """`announce`: log when supervisord stops and starts answering (a one-shot command says it itself)."""
         self.socket_path = socket_path
         self.timeout_s = timeout_s
+        self.announce = announce
         self._proxy: Any = None
         self._failing = False
+        self.shutting_down = False
         self.last_error = ""
 
     def _call(self, method: str, *args: Any) -> Any:
@@ -111,35 +117,36 @@ class SupervisorReader:
         """Every program's getProcessInfo, or None when supervisord does not answer."""
         try:
             infos = self._call("getAllProcessInfo")
-        except (OSError, xmlrpc.client.Error) as error:
-            self._proxy = None
-            self.last_error = f"supervisord at {self.socket_path} does not answer: {error}"
-            if not self._failing:
-                log.warning("%s; judging ComfyUI by HTTP alone", self.last_error)
-                self._failing = True
+        except xmlrpc.client.Fault as fault:
+            if "SHUTDOWN_STATE" not in fault.faultString:
+                return self._failed(fault)
+            # An orderly stop: supervisord refuses questions while it stops the programs.
+            self.last_error = "supervisord is stopping the worker"
+            if not self.shutting_down and self.announce:
+                log.info("supervisord is stopping the worker")
+            self.shutting_down = True
             return None
-        if self._failing:
+        except (OSError, xmlrpc.client.Error) as error:
+            return self._failed(error)
+        if self._failing and self.announce:
             log.info("supervisord answers again")
-            self._failing = False
+        self._failing = False
         self.last_error = ""
         return list(infos)
 
-    def main_log_tail(self, length: int = 2 * TAIL_BYTES) -> str | None:
-        """The end of supervisord's own log (exit codes it does not report over RPC)."""
+    def _failed(self, error: Exception) -> None:
+        self._proxy = None
+        self.last_error = f"supervisord at {self.socket_path} does not answer: {error}"
+        if not self._failing and self.announce:
+            log.warning("%s; judging ComfyUI by HTTP alone", self.last_error)
+        self._failing = True
+
+    def main_log_tail(self, length: int = MAIN_LOG_BYTES) -> str | None:
+        """The end of supervisord's own log (how each process ended, which its RPC forgets)."""
         try:
             return self._call("readLog", -length, 0)
         except (OSError, xmlrpc.client.Error):
             return None
-
-    def tail(self, program: str, length: int = TAIL_BYTES) -> tuple[str, bool] | None:
-        """The last `length` bytes of a program's stdout log (stderr if stdout is empty)."""
-        try:
-            text, _offset, overflow = self._call("tailProcessStdoutLog", program, 0, length)
-            if not text.strip():
-                text, _offset, overflow = self._call("tailProcessStderrLog", program, 0, length)
-        except (OSError, xmlrpc.client.Error):
-            return None
-        return text, bool(overflow)
 
 
 class ProcessStats:
@@ -206,24 +213,23 @@ class ComfyProbe:
     process_down: bool  # supervisord says it is not running (the reason comes from its log)
     cause: str
     system_stats: dict[str, Any] | None = None
+    ended_pid: int | None = None  # the process whose end this probe noticed
+
+
+def comfyui_version(system_stats: dict[str, Any] | None) -> str | None:
+    """ComfyUI's version from `/system_stats` (`system.comfyui_version`), when it says."""
+    system = (system_stats or {}).get("system")
+    version = system.get("comfyui_version") if isinstance(system, dict) else None
+    return str(version) if version else None
 
 
 class ComfyProber:
-    """Decides whether ComfyUI is up: process running and alive, HTTP answering."""
+    """Decides whether ComfyUI is up: process running and alive, `/system_stats` answering."""
 
-    def __init__(
-        self,
-        client: ComfyClient,
-        timeout_s: float,
-        stats: ProcessStats | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, client: ComfyClient, timeout_s: float, stats: ProcessStats | None = None) -> None:
         self.client = client
         self.timeout_s = timeout_s
         self.stats = stats or ProcessStats()
-        self._clock = clock
-        self._object_info_seen_for: int | None = None  # pid whose /object_info answered
-        self._object_info_seen = False
         self._answered_pid: int | None = None  # pid of the last successful probe
 
     def probe(self, comfy: ProgramStatus | None, supervisor_known: bool) -> ComfyProbe:
@@ -237,28 +243,16 @@ class ComfyProber:
             pid = comfy.pid
             if not self.stats.alive(pid):
                 self._answered_pid = None
-                return ComfyProbe(False, True, False, f"comfyui's process {pid} is gone")
+                return ComfyProbe(False, True, False, f"comfyui's process {pid} is gone", ended_pid=pid)
             if self._answered_pid is not None and pid != self._answered_pid:
                 old, self._answered_pid = self._answered_pid, None
-                return ComfyProbe(False, True, False, f"comfyui restarted (pid {old} -> {pid})")
-        deadline = self._clock() + self.timeout_s
+                return ComfyProbe(False, True, False, f"comfyui restarted (pid {old} -> {pid})", ended_pid=old)
         try:
             system_stats = self.client.system_stats(self.timeout_s)
         except ComfyError as error:
-            self._object_info_seen = False
             return ComfyProbe(False, False, False, f"GET /system_stats: {error.reason}")
         if not isinstance(system_stats, dict):
             return ComfyProbe(False, False, False, "GET /system_stats: not a JSON object")
-        if not self._object_info_seen or self._object_info_seen_for != pid:
-            left = max(0.05, deadline - self._clock())
-            try:
-                body = self.client.get_bytes("/object_info", left)
-            except ComfyError as error:
-                return ComfyProbe(False, False, False, f"GET /object_info: {error.reason}", system_stats)
-            # Large (megabytes with many custom nodes): a JSON object is all we need to know.
-            if not body.lstrip().startswith(b"{"):
-                return ComfyProbe(False, False, False, "GET /object_info: not a JSON object", system_stats)
-            self._object_info_seen, self._object_info_seen_for = True, pid
         self._answered_pid = pid
         return ComfyProbe(True, False, False, "", system_stats)
 

@@ -1,17 +1,19 @@
-"""Turning supervisor's process facts and a log tail into one line a person can act on.
+"""Phrasing what went wrong: a program's end for the sidecar's reason, a log's error line for `status`.
 
-"comfyui exited with code 1 three times: ModuleNotFoundError: No module named 'torchsde'"
-says more than "not ready": what supervisord saw (state, exit code, spawn error), how often,
-and the last meaningful line ComfyUI printed, which for a crash is the exception line of
-its traceback.
+"comfyui exited with code 1 three times during start-up and supervisord gave up (FATAL)"
+says more than "not ready": what supervisord saw (spawn error, signal or exit code) and how
+often. The sidecar serves its reason on a public port, so it carries program states and exit
+causes only, never log text (ComfyUI's log can hold a job's prompt): the log's words, such as
+the exception line of a crash's traceback (`last_error_line`), are for `status` and the logs.
 """
 
 from __future__ import annotations
 
 import re
 
+from .lives import Ending
+
 MAX_LINE_CHARS = 300
-TAIL_BYTES = 4096
 
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 # Lines that carry no meaning on their own: caret/tilde markers under a traceback frame,
@@ -75,61 +77,54 @@ def last_error_line(tail: str, overflow: bool = False) -> str | None:
     return None
 
 
-_EXIT_LINE = re.compile(r"exited: (?P<name>\S+) \((?P<how>exit status (?P<code>-?\d+)|terminated by (?P<sig>\w+))")
+def spawn_error(spawnerr: str) -> str:
+    """supervisord's `spawnerr` when it is a real failure to start the program, else "".
 
-
-def last_exit(supervisord_log: str, program: str) -> str | None:
-    """How `program` last exited, from supervisord's own log ("exited: comfyui (exit status 1; ...)").
-
-    supervisord forgets the exit code of a process that exited before `startsecs` (it reports
-    0), which is exactly the crash-during-start-up case; its log keeps it.
+    supervisord also puts two notes about exits there: "Exited too quickly" (an exit before
+    `startsecs`) and "Bad exit code N" (an unexpected exit, -1 for a signal).
     """
-    found = None
-    for match in _EXIT_LINE.finditer(supervisord_log):
-        if match.group("name") == program:
-            found = match
-    if found is None:
-        return None
-    if found.group("code") is not None:
-        return f"exited with code {found.group('code')}"
-    return f"was killed by {found.group('sig')}"
+    return "" if spawnerr.startswith(("Exited too quickly", "Bad exit code")) else spawnerr
 
 
-def process_reason(
+def down_reason(
     program: str,
     statename: str,
-    exitstatus: int,
     spawnerr: str,
     exits: int,
-    log_line: str | None,
-    exit_text: str | None = None,
+    ending: Ending | None,
+    exitstatus: int = 0,
+    detail: str | None = None,
+    pid: int | None = None,
 ) -> str:
-    """Why a supervised program is not running, e.g. for comfyui in BACKOFF or FATAL.
+    """Why a supervised program is not running: a spawn failure, or how it last ended.
 
-    `exit_text` ("exited with code 1", from `last_exit`) wins over supervisord's exitstatus.
+    `ending` (from supervisord's log, see lives.py) names the signal or exit code; without
+    it supervisord's `exitstatus` is all there is. `detail` explains the exit (the launch
+    check's message for exit code 78); `pid` is the process that ended, named unless it is one of
+    several. No log text: this is served on the sidecar's port.
     """
-    too_quick = spawnerr.startswith("Exited too quickly")
-    if too_quick:
-        spawnerr = ""  # supervisord's note for an exit before startsecs: an exit, not a spawn error
-    if spawnerr:
-        text = f"{program} could not be started ({statename}): {spawnerr}"
-    elif statename in ("BACKOFF", "EXITED", "FATAL"):
-        if exit_text:
-            text = f"{program} {exit_text}"
-        elif too_quick:
-            text = f"{program} exited during start-up"
-        elif exitstatus == -1:  # supervisord's value for "ended by a signal"
-            text = f"{program} was killed by a signal"
-        else:
-            text = f"{program} exited with code {exitstatus}"
-        if exits > 1:
-            text += f" {times(exits)}"
-        if statename == "FATAL":
-            text += " and supervisord gave up (FATAL)"
-        elif statename == "BACKOFF":
-            text += ", restarting"
+    error = spawn_error(spawnerr)
+    if error:
+        return f"{program} could not be started ({statename}): {error}"
+    if statename not in ("BACKOFF", "EXITED", "FATAL"):
+        return f"{program} is {statename}"
+    who = f"{program} (pid {pid})" if pid and exits <= 1 else program  # a crash loop is not one process's
+    if ending is not None:
+        text = f"{who} {ending.describe()}"
+    elif exitstatus == -1:
+        text = f"{who} was killed by a signal"
+    elif spawnerr.startswith("Exited too quickly"):
+        text = f"{who} exited"  # supervisord reports no code for an exit before startsecs
     else:
-        text = f"{program} is {statename}"
-    if log_line:
-        text += f": {log_line}"
+        text = f"{who} exited with code {exitstatus}"
+    if detail:
+        text += f" ({detail})"
+    if exits > 1:
+        text += f" {times(exits)}"
+    if spawnerr.startswith("Exited too quickly"):
+        text += " during start-up"
+    if statename == "FATAL":
+        text += " and supervisord gave up (FATAL)"
+    elif statename == "BACKOFF":
+        text += ", restarting"
     return text

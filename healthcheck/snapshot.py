@@ -1,17 +1,18 @@
 """The one piece of shared state: an immutable snapshot, replaced whole by the probe loop.
 
 HTTP handlers and collectors read `store.current` (an atomic reference read) and never
-wait on ComfyUI. Readiness changes are signalled through a `threading.Condition`, which is
-what lets `/readyz?wait=S` answer the instant the loop sees ComfyUI ready.
+wait on ComfyUI. A change of readiness state is announced to listeners (the HTTP server's
+event loop), which is what lets `/readyz?wait=S` answer the instant the loop sees ComfyUI ready.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker_common.contract import Readiness
+from worker_common.custom_nodes import FailedPack
 
 from .gpu import GpuReading
 from .probe import ProgramStatus
@@ -37,6 +38,8 @@ class Snapshot:
     queue_running: int | None = None
     queue_pending: int | None = None
     last_answer_at: float | None = None  # wall time of ComfyUI's last successful answer
+    comfyui_version: str | None = None  # from /system_stats
+    custom_node_failures: tuple[FailedPack, ...] | None = None  # None: ComfyUI's report not read
     tick_at: float = 0.0  # monotonic time of the probe loop's last pass
 
     @property
@@ -58,32 +61,27 @@ class Snapshot:
 
 
 class SnapshotStore:
-    """Holds the latest snapshot; wakes readiness waiters when the state changes."""
+    """Holds the latest snapshot; tells listeners when the readiness state changes."""
 
     def __init__(self, initial: Snapshot) -> None:
         self._current = initial
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def current(self) -> Snapshot:
         return self._current
 
+    def on_state_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from the publishing thread; it must not block) after each state change."""
+        with self._lock:
+            self._listeners.append(listener)
+
     def publish(self, snapshot: Snapshot) -> None:
         state_changed = snapshot.state is not self._current.state
-        if not state_changed:
-            self._current = snapshot
-            return
-        with self._changed:
-            self._current = snapshot
-            self._changed.notify_all()
-
-    def wait_ready(self, timeout_s: float) -> Snapshot:
-        """The snapshot once ready (or failed, which is final), or the latest at the timeout."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        with self._changed:
-            while not (self._current.ready or self._current.state is State.FAILED):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
-            return self._current
+        self._current = snapshot
+        if state_changed:
+            with self._lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                listener()

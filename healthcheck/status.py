@@ -1,9 +1,13 @@
 """`probe` (Docker's HEALTHCHECK) and `status` (a table for a person inside the Pod).
 
-`status` asks the sidecar first (readiness, reason, restarts, GPUs, queue) and supervisord
-second (each program's state and uptime, the last error line of each log). When the
-sidecar does not answer it says so and reads what it can itself: GPUs through NVML or
-ComfyUI's /system_stats, the queue from ComfyUI, programs from supervisord.
+Both find their own stack: the sidecar of this checkout or container records where it
+listens in the run dir (run_record.py), so the calling shell's SIDECAR_PORT plays no part;
+`--url` still wins. `status` asks the sidecar first (readiness, reason, restarts, GPUs,
+queue) and supervisord second (each program's state and uptime, how its processes ended,
+the last error line each one logged in its own life). When the sidecar does not answer it
+says so and reads what it can itself: GPUs through NVML or ComfyUI's /system_stats, the
+queue from ComfyUI, programs from supervisord. The log lines shown are a person's to read
+in the Pod; the sidecar never serves them.
 """
 
 from __future__ import annotations
@@ -12,18 +16,34 @@ import http.client
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from worker_common import settings
 from worker_common.comfy_client import ComfyClient, ComfyError
+from worker_common.contract import PROGRAM_COMFYUI
 from worker_common.settings import ConfigError
 
+from . import run_record
 
-def default_url() -> str:
-    host = settings.env_str("SIDECAR_HOST", "0.0.0.0")
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{host}:{settings.sidecar_port()}"
+LOG_TAIL_BYTES = 64 * 1024  # of a program's log, for its last error line
+P = "comfy_worker_"
+
+
+def find_sidecar(url: str | None) -> tuple[str | None, int | None, str]:
+    """(the sidecar's URL, ComfyUI's port, why there is none): `url` if given, else this stack's record."""
+    if url:
+        return url, None, ""
+    try:
+        run_dir = settings.run_dir()
+    except ConfigError as error:
+        return None, None, str(error)
+    record = run_record.read(run_dir)
+    if record is None:
+        why = f"no sidecar has recorded its address in {run_dir / run_record.FILE_NAME} (is this stack running?)"
+        return None, None, why
+    return record.url, record.comfy_port, ""
 
 
 def _get(url: str, path: str, timeout_s: float) -> tuple[int, bytes]:
@@ -42,10 +62,12 @@ def _get(url: str, path: str, timeout_s: float) -> tuple[int, bytes]:
 
 def probe(url: str | None, timeout_s: float) -> int:
     """Exit status for a HEALTHCHECK: 0 when /readyz answers 200, else 1 (with one line why)."""
+    base, _comfy_port, why = find_sidecar(url)
     try:
-        base = url or default_url()
+        if base is None:
+            raise OSError(why)
         status, body = _get(base, "/readyz", timeout_s)
-    except (OSError, ConfigError) as error:
+    except OSError as error:
         print(f"not ready: sidecar does not answer: {error}")
         return 1
     if status == 200:
@@ -66,14 +88,18 @@ class Report:
     url: str
     now: float
     sidecar_error: str = ""
+    comfy_port: int | None = None
     readyz: dict[str, Any] | None = None
     loop_age_s: float | None = None
     samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
     supervisor_error: str = ""
     programs: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    ends: dict[str, str] = field(default_factory=dict)  # program -> how its last process ended unasked
     gpus: list[dict[str, Any]] = field(default_factory=list)
     queue: tuple[int, int] | None = None
+    version: str | None = None
+    custom_nodes: list[Any] | None = None  # FailedPack; None: ComfyUI's report not recorded
     exit_reason: str = ""
 
 
@@ -107,25 +133,50 @@ def _read_sidecar(report: Report, timeout_s: float) -> None:
 
 
 def _read_supervisor(report: Report) -> None:
-    import xmlrpc.client
-
-    from worker_common.supervisor_rpc import supervisor_proxy
-
-    from .reasons import last_error_line
+    from .lives import parse_lives
+    from .probe import SupervisorReader
 
     try:
-        socket_path = settings.supervisor_socket()
-        rpc = supervisor_proxy(socket_path, 3.0).supervisor
-        report.programs = list(rpc.getAllProcessInfo())
-        for info in report.programs:
-            if info.get("group") != info.get("name"):
-                continue
-            text, _offset, overflow = rpc.tailProcessStdoutLog(info["name"], 0, 16384)
-            line = last_error_line(text, overflow)
-            if line:
-                report.errors[info["name"]] = line
-    except (OSError, xmlrpc.client.Error, ConfigError) as error:
-        report.supervisor_error = str(error) or type(error).__name__
+        reader = SupervisorReader(settings.supervisor_socket(), 3.0, announce=False)
+    except ConfigError as error:
+        report.supervisor_error = str(error)
+        return
+    infos = reader.all_process_info()
+    if infos is None:
+        report.supervisor_error = reader.last_error
+        return
+    report.programs = infos
+    main_log = reader.main_log_tail()
+    lives = parse_lives(main_log) if main_log else {}
+    for info in infos:
+        name = str(info.get("name", ""))
+        history = lives.get(name, [])
+        line = _last_error_of_life(info, history)
+        if line:
+            report.errors[name] = line
+        ended = next((life for life in reversed(history) if life.ending and not life.ending.stopped), None)
+        if ended is not None and ended.ending is not None:
+            ago = _duration(report.now - ended.ending.at)
+            report.ends[name] = f"pid {ended.pid} {ended.ending.describe()}, {ago} ago"
+
+
+def _last_error_of_life(info: dict[str, Any], history: list) -> str | None:
+    """The last error line the program's current (or, when down, last) process wrote in its own life."""
+    from .program_logs import comfyui_life, read_end, stamped_since
+    from .reasons import last_error_line
+
+    if not info.get("stdout_logfile"):
+        return None
+    path = Path(info["stdout_logfile"])
+    if info.get("name") == PROGRAM_COMFYUI:
+        pid = int(info.get("pid") or 0) or (history[-1].pid if history else 0)
+        life = comfyui_life(path, pid, info.get("statename") == "RUNNING") if pid else None
+        if life is None:
+            return None
+        return last_error_line(life.text[-LOG_TAIL_BYTES:], overflow=len(life.text) > LOG_TAIL_BYTES)
+    since = history[-1].spawned_at if history else float(info.get("start") or 0)
+    text, _start = read_end(path, LOG_TAIL_BYTES)
+    return last_error_line(stamped_since(text, since)) if since else None
 
 
 def _read_figures(report: Report) -> None:
@@ -149,19 +200,27 @@ def _read_figures(report: Report) -> None:
         pending = _value(report, "comfy_worker_queue_pending")
         if running is not None and pending is not None:
             report.queue = (int(running), int(pending))
+        report.version = next((labels.get("version") for labels, _ in report.samples.get(P + "comfyui_info", [])), None)
         return
     from .gpu import GpuReader
+    from .probe import comfyui_version
 
-    client = ComfyClient("127.0.0.1", settings.comfy_port(), timeout_s=2.0)
     system_stats = None
     try:
-        system_stats = client.system_stats()
-        queue = client.queue()
-        report.queue = (len(queue.get("queue_running") or []), len(queue.get("queue_pending") or []))
+        client = ComfyClient("127.0.0.1", report.comfy_port or settings.comfy_port(), timeout_s=2.0)
+    except ConfigError:
+        client = None
+    try:
+        if client is not None:
+            system_stats = client.system_stats()
+            queue = client.queue()
+            report.queue = (len(queue.get("queue_running") or []), len(queue.get("queue_pending") or []))
     except (ComfyError, ValueError):
         pass
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+    report.version = comfyui_version(system_stats)
     reader = GpuReader()
     for gpu in reader.read(system_stats).gpus:
         report.gpus.append(
@@ -179,16 +238,30 @@ def _read_figures(report: Report) -> None:
     reader.close()
 
 
-def gather(url: str | None = None, timeout_s: float = 3.0) -> Report:
-    report = Report(url=url or default_url(), now=time.time())
-    _read_sidecar(report, timeout_s)
-    _read_supervisor(report)
-    _read_figures(report)
+def _read_run_dir(report: Report) -> None:
+    """What the programs left in the run dir: the watchdog's exit reason, ComfyUI's failed packs."""
+    from worker_common import custom_nodes
+
     try:
-        reason = settings.run_dir() / "exit-reason"
+        run_dir = settings.run_dir()
+        reason = run_dir / "exit-reason"
         report.exit_reason = reason.read_text().strip() if reason.is_file() else ""
     except (OSError, ConfigError):
-        pass
+        return
+    if (run_dir / custom_nodes.FILE_NAME).is_file():
+        report.custom_nodes = custom_nodes.read_failures(run_dir)
+
+
+def gather(url: str | None = None, timeout_s: float = 3.0) -> Report:
+    base, comfy_port, why = find_sidecar(url)
+    report = Report(url=base or "-", now=time.time(), comfy_port=comfy_port)
+    if base is None:
+        report.sidecar_error = why
+    else:
+        _read_sidecar(report, timeout_s)
+    _read_supervisor(report)
+    _read_figures(report)
+    _read_run_dir(report)
     return report
 
 
@@ -229,7 +302,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render(report: Report) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.now))
     lines = [f"comfy worker status, {stamp}"]
-    if report.sidecar_error:
+    if report.sidecar_error and report.url == "-":
+        lines.append(f"sidecar     DOWN: {report.sidecar_error}")
+        lines.append("readiness   unknown (the sidecar decides it); figures below are read directly")
+    elif report.sidecar_error:
         lines.append(f"sidecar     DOWN: no answer at {report.url} ({report.sidecar_error})")
         lines.append("readiness   unknown (the sidecar decides it); figures below are read directly")
     elif report.readyz is not None:
@@ -244,6 +320,8 @@ def render(report: Report) -> str:
             lines.append(f"start-up    ready {startup:.1f}s after the container started")
         elif ready.get("state") == "starting":
             lines.append(f"start-up    {ready.get('startup_window_left_s', 0):.0f}s left of the start-up window")
+    if report.version:
+        lines.append(f"version     ComfyUI {report.version}")
 
     lines.append("")
     if report.supervisor_error:
@@ -293,17 +371,32 @@ def render(report: Report) -> str:
         f"running {report.queue[0]}, pending {report.queue[1]}" if report.queue else "unknown (ComfyUI does not answer)"
     )
     lines.append(f"queue       {queue}")
+    lines.extend(_custom_node_lines(report))
 
     lines.append("")
     lines.append("last errors")
     if report.exit_reason:
         lines.append(f"  exit-reason  {report.exit_reason}")
-    if not report.errors and not report.exit_reason:
+    if not report.errors and not report.exit_reason and not report.ends:
         lines.append("  none in the programs' recent logs")
-    width = max((len(name) for name in report.errors), default=0)
+    width = max((len(name) for name in (*report.errors, *report.ends)), default=0)
+    for name, text in report.ends.items():
+        lines.append(f"  {name.ljust(width)}  {text}")
     for name, line in report.errors.items():
         lines.append(f"  {name.ljust(width)}  {line}")
     return "\n".join(lines)
+
+
+def _custom_node_lines(report: Report) -> list[str]:
+    if report.custom_nodes is None:
+        return ["custom nodes  not read yet (the sidecar reads ComfyUI's start-up report once ComfyUI answers)"]
+    if not report.custom_nodes:
+        return ["custom nodes  every pack imported"]
+    lines = [f"custom nodes  {len(report.custom_nodes)} pack(s) failed to import; their nodes do not exist:"]
+    width = max(len(pack.name) for pack in report.custom_nodes)
+    for pack in report.custom_nodes:
+        lines.append(f"  {pack.name.ljust(width)}  {pack.error or 'no error logged'}  ({pack.path})")
+    return lines
 
 
 def print_status(url: str | None, timeout_s: float) -> int:

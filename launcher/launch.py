@@ -87,7 +87,7 @@ def launch() -> int:
     settings.config_error_file(PROGRAM_COMFYUI).unlink(missing_ok=True)
     print(
         f"starting ComfyUI from {install.comfyui_dir}, {release_checked(install.version, table)}, with "
-        f"{install.python} as {user.name}: {' '.join(args)}",
+        f"{install.python} as {user.name}: {' '.join(args)} (pid {os.getpid()})",  # the sidecar splits the log here
         flush=True,
     )
     exec_comfyui(install.python, install.comfyui_dir, args, env, user)

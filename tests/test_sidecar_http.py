@@ -6,6 +6,7 @@ here, so every state can be shown without waiting for a ComfyUI to get there.
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
@@ -332,3 +333,40 @@ def test_a_missing_multiproc_dir_is_not_an_error(tmp_path: Path) -> None:
         write_handler_metrics(tmp_path / "not-yet", 1, stay=False).wait(timeout=30)
         text = requests.get(served.url + "/metrics", timeout=5).text
         assert sample_value(text, "comfy_worker_jobs_total", outcome="success", reason="none") == 1
+
+
+def raw_request(url: str, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One request with http.client, which (unlike requests) lets HEAD show what it got."""
+    connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        body = response.read()
+        headers = {name: value for name, value in response.getheaders() if name != "Date"}
+        return response.status, headers, body
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("state", [State.STARTING, State.READY, State.UNREADY])
+def test_head_answers_every_route_like_get_without_a_body(served: Served, state: State) -> None:
+    served.store.publish(replace(rich_snapshot(), state=state))
+    for path in ("/livez", "/readyz", "/readyz?wait=0.05", "/ping", "/metrics", "/nope", "/readyz?wait=x"):
+        get_status, get_headers, get_body = raw_request(served.url, "GET", path)
+        head_status, head_headers, head_body = raw_request(served.url, "HEAD", path)
+        assert head_status == get_status, path
+        assert head_body == b"", path
+        if path == "/metrics":  # the figures may move between two scrapes; the length with them
+            del get_headers["Content-Length"], head_headers["Content-Length"]
+        assert head_headers == get_headers, path
+        if get_status != 204:
+            assert get_body, path
+
+
+def test_changing_methods_are_refused_and_unknown_ones_not_implemented(served: Served) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        status, headers, _body = raw_request(served.url, method, "/readyz")
+        assert (status, headers["Allow"]) == (405, "GET, HEAD"), method
+        assert raw_request(served.url, method, "/nope")[0] == 404
+    status, _headers, body = raw_request(served.url, "OPTIONS", "/readyz")
+    assert status == 501 and b"OPTIONS" in body

@@ -19,10 +19,11 @@ def world() -> Iterator[World]:
     w.close()
 
 
-def run_cli(world: World, command: str, sidecar_port: int) -> subprocess.CompletedProcess:
-    env = base_env(WORKER_RUN_DIR=str(world.run_dir), COMFY_PORT=str(world.comfy_port), SIDECAR_PORT=str(sidecar_port))
+def run_cli(world: World, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m healthcheck ARGS` as a shell in this world's stack runs it: only the run dir is known."""
+    full_env = base_env(WORKER_RUN_DIR=str(world.run_dir), **env)
     return subprocess.run(
-        [sys.executable, "-m", "healthcheck", command], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "healthcheck", *args], env=full_env, cwd=REPO, capture_output=True, text=True, timeout=60
     )
 
 
@@ -31,7 +32,7 @@ def test_status_of_a_ready_worker(world: World) -> None:
     sidecar = world.sidecar()
     assert sidecar.readyz(wait_s=30)[0] == 200
     sidecar.metrics_with("comfy_worker_queue_pending")
-    result = run_cli(world, "status", sidecar.port)
+    result = run_cli(world, "status")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert f"sidecar     answering at http://127.0.0.1:{sidecar.port}" in out
@@ -43,28 +44,64 @@ def test_status_of_a_ready_worker(world: World) -> None:
     assert comfy_row.split()[4] == "0"  # restarts
     assert "GPU  NAME" in out and "comfyui" in out.split("GPU  NAME", 1)[1].splitlines()[1]
     assert "queue       running 0, pending 0" in out
+    assert "version     ComfyUI 0.3.64" in out
+    assert "custom nodes  every pack imported" in out
     assert "none in the programs' recent logs" in out
 
 
 def test_status_and_probe_when_the_sidecar_is_down(world: World) -> None:
     world.supervisor(
-        standin_env={"STANDIN_CRASH_ON_START": "ModuleNotFoundError: No module named torchsde"}, startretries=0
+        standin_env={"STANDIN_CRASH_ON_START": "ModuleNotFoundError: No module named torchsde"},
+        startsecs=10,
+        startretries=0,
     )
     wait_until(lambda: _fatal(world), what="comfyui FATAL")
-    result = run_cli(world, "status", 1)  # nothing listens on port 1
-    assert result.returncode == 1
+    result = run_cli(world, "status")
+    assert (result.returncode, result.stderr) == (1, "")
     out = result.stdout
-    assert "sidecar     DOWN: no answer at http://127.0.0.1:1" in out
+    assert f"sidecar     DOWN: no sidecar has recorded its address in {world.run_dir}/sidecar.json" in out, out
     assert "readiness   unknown" in out
     comfy_row = next(line for line in out.splitlines() if line.startswith("comfyui "))
     assert comfy_row.split()[1] == "FATAL" and comfy_row.split()[4] == "?"
     assert "queue       unknown" in out
     errors = out.split("last errors", 1)[1]
-    assert "comfyui" in errors and "ModuleNotFoundError: No module named torchsde" in errors, out
+    assert "comfyui  ModuleNotFoundError: No module named torchsde" in errors, out
+    assert "exited with code 1" in errors, out
 
-    probe = run_cli(world, "probe", 1)
+    probe = run_cli(world, "probe")
     assert probe.returncode == 1
-    assert probe.stdout.startswith("not ready: sidecar does not answer")
+    assert probe.stdout.startswith("not ready: sidecar does not answer: no sidecar has recorded its address")
+    # An explicit --url is asked, whatever the record says.
+    assert "DOWN: no answer at http://127.0.0.1:1 " in run_cli(world, "status", "--url", "http://127.0.0.1:1").stdout
+    probe = run_cli(world, "probe", "--url", "http://127.0.0.1:1")
+    assert probe.returncode == 1 and probe.stdout.startswith("not ready: sidecar does not answer")
+
+
+def test_status_and_probe_ask_their_own_stack_whatever_the_shell_says() -> None:
+    """Two stacks: a shell with the other one's SIDECAR_PORT and COMFY_PORT still gets its own."""
+    ready, starting = World(), World()
+    try:
+        ready.supervisor()
+        ready_sidecar = ready.sidecar()
+        starting_sidecar = starting.sidecar()  # no ComfyUI: starting for the whole test
+        assert ready_sidecar.readyz(wait_s=30)[0] == 200
+        other = {"SIDECAR_PORT": str(starting_sidecar.port), "COMFY_PORT": str(starting.comfy_port)}
+        result = run_cli(ready, "status", **other)
+        assert result.returncode == 0, result.stdout
+        assert f"sidecar     answering at {ready_sidecar.url}" in result.stdout
+        assert "readiness   READY" in result.stdout
+        assert run_cli(ready, "probe", **other).returncode == 0
+        other = {"SIDECAR_PORT": str(ready_sidecar.port), "COMFY_PORT": str(ready.comfy_port)}
+        probe = run_cli(starting, "probe", **other)
+        assert (probe.returncode, probe.stdout.split(": ")[1]) == (1, "starting"), probe.stdout
+        assert "readiness   STARTING" in run_cli(starting, "status", **other).stdout
+        # Stopped in order, a sidecar takes its record with it: the stack reads as down, not as the other one.
+        assert ready_sidecar.close() == 0
+        result = run_cli(ready, "status", SIDECAR_PORT=str(starting_sidecar.port))
+        assert "sidecar     DOWN: no sidecar has recorded its address" in result.stdout, result.stdout
+    finally:
+        ready.close()
+        starting.close()
 
 
 def _fatal(world: World) -> bool:
@@ -77,12 +114,14 @@ def _fatal(world: World) -> bool:
 
 def test_probe_follows_readiness(world: World) -> None:
     sidecar = world.sidecar()
-    result = run_cli(world, "probe", sidecar.port)
+    result = run_cli(world, "probe")
     assert result.returncode == 1
     assert result.stdout.startswith("not ready: starting: ")
+    status = run_cli(world, "status")  # no supervisord here: the table says so, nothing else does
+    assert status.stderr == "" and "supervisord does not answer" in status.stdout, status.stdout + status.stderr
     world.standin()
     assert sidecar.readyz(wait_s=30)[0] == 200
-    result = run_cli(world, "probe", sidecar.port)
+    result = run_cli(world, "probe")
     assert (result.returncode, result.stdout) == (0, "")
 
 

@@ -8,9 +8,13 @@ states with generous timeouts and check the record (log lines, counters) afterwa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +24,10 @@ import requests
 
 from healthcheck.gpu import from_system_stats
 from tests.test_sidecar_support import (
+    REPO,
     Sidecar,
     World,
+    base_env,
     http_get,
     promtool_check,
     sample_value,
@@ -127,7 +133,7 @@ def test_a_crash_makes_it_unready_then_ready_again_with_the_restart_counted(worl
         "ready -> unready",
         "unready -> ready",
     ], transitions
-    assert any(cause in transitions[1] for cause in ("is gone", "restarted", "killed by SIGKILL")), transitions
+    assert any(cause in transitions[1] for cause in ("is gone", "restarted", "killed (SIGKILL")), transitions
     text = sidecar.metrics()
     assert sample_value(text, "comfy_worker_program_restarts_total", program="comfyui") == 1
     assert sample_value(text, "comfy_worker_state", state="ready") == 1
@@ -151,16 +157,119 @@ def test_never_ready_ends_failed_when_the_window_runs_out(world: World) -> None:
     assert len(transitions) == 1 and "starting -> failed" in transitions[0] and "not ready within 2 s" in transitions[0]
 
 
-def test_the_crash_reason_reaches_readyz(world: World) -> None:
-    message = "ModuleNotFoundError: No module named torchsde"
-    world.supervisor(standin_env={"STANDIN_CRASH_ON_START": message}, startsecs=1, startretries=1)
+SECRET = "a castle at dusk, token sk-7f3a9c"  # what a job's prompt could put in ComfyUI's log
+
+
+def run_status(world: World) -> str:
+    env = base_env(WORKER_RUN_DIR=str(world.run_dir))
+    result = subprocess.run(
+        [sys.executable, "-m", "healthcheck", "status"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    return result.stdout + result.stderr
+
+
+def served_text(sidecar: Sidecar) -> str:
+    """Everything the sidecar serves to anyone who asks."""
+    return "\n".join(requests.get(sidecar.url + path, timeout=10).text for path in ("/readyz", "/ping", "/metrics"))
+
+
+def test_a_crash_loop_names_the_exit_code_and_serves_no_log_text(world: World) -> None:
+    world.supervisor(standin_env={"STANDIN_CRASH_ON_START": f"RuntimeError: {SECRET}"}, startsecs=10, startretries=1)
     sidecar = world.sidecar()
-    body = wait_until(lambda: (b := sidecar.readyz()[1])["comfyui"]["state"] == "FATAL" and b, what="comfyui FATAL")
-    reason = body["reason"]
-    assert reason.startswith("comfyui exited with code 1 "), reason
-    assert "twice" in reason and "supervisord gave up (FATAL)" in reason, reason
-    assert message in reason, reason
+    reasons = set()
+
+    def fatal() -> dict | None:
+        body = sidecar.readyz()[1]
+        reasons.add(body["reason"])
+        return body if body["comfyui"]["state"] == "FATAL" else None
+
+    body = wait_until(fatal, what="comfyui FATAL")
+    assert body["reason"] == "comfyui exited with code 1 twice during start-up and supervisord gave up (FATAL)"
     assert body["state"] == "starting"
+    assert not [reason for reason in reasons if "sk-7f3a9c" in reason or "could not be started" in reason], reasons
+    assert "sk-7f3a9c" not in served_text(sidecar)
+    # The log's words are for a person in the Pod: `status` quotes the crash of the process that died.
+    status = run_status(world)
+    errors = status.split("last errors", 1)[1]
+    assert f"comfyui  RuntimeError: {SECRET}" in errors, status
+    assert "exited with code 1" in errors, status
+    assert len(log_lines(sidecar, "exited with code 1 after")) == 2, sidecar.proc.output()
+
+
+def test_sigkill_is_named_with_the_oom_hint_and_nothing_of_an_earlier_life_is_quoted(world: World) -> None:
+    supervisor = world.supervisor(standin_env={"STANDIN_BOOT_DELAY_S": "1"})
+    sidecar = world.sidecar()
+    status, body = sidecar.readyz(wait_s=60)
+    assert status == 200, body
+    first_pid = body["comfyui"]["pid"]
+    fail_a_job(world, sidecar)
+
+    os.kill(first_pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    killed = f"comfyui (pid {first_pid}) was killed (SIGKILL: often the kernel's out-of-memory killer)"
+    reasons = reasons_until_ready_again(sidecar, first_pid)
+    assert any(reason.startswith(killed) for reason in reasons), reasons
+    # The new life logged no error: status shows the kill, and nothing of the job that failed before it.
+    status = run_status(world)
+    assert "sk-7f3a9c" not in status, status
+    assert f"comfyui  pid {first_pid} was killed (SIGKILL: often the kernel's out-of-memory killer)" in status
+    assert len(log_lines(sidecar, f"WARNING healthcheck.monitor: {killed} after ")) == 1, sidecar.proc.output()
+    # The transition's own line (what a job failing at that moment hears too) already names the signal.
+    [transition] = log_lines(sidecar, "readiness ready -> unready")
+    assert killed in transition, transition
+    assert supervisor.info()["pid"] != first_pid
+
+
+def test_a_crash_with_an_exit_code_names_the_code(world: World) -> None:
+    world.supervisor(standin_env={"STANDIN_BOOT_DELAY_S": "1"})
+    sidecar = world.sidecar()
+    status, body = sidecar.readyz(wait_s=60)
+    assert status == 200, body
+    first_pid = body["comfyui"]["pid"]
+    fail_a_job(world, sidecar)
+
+    image = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
+    crash = {"class_type": "StandinExit", "inputs": {"code": 7, "image": ["1", 0]}}
+    save = {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}
+    queue(world, {"1": image, "2": crash, "3": save})
+    reasons = reasons_until_ready_again(sidecar, first_pid)
+    assert any(reason.startswith(f"comfyui (pid {first_pid}) exited with code 7") for reason in reasons), reasons
+    status = run_status(world)
+    assert "sk-7f3a9c" not in status, status
+    assert f"comfyui  pid {first_pid} exited with code 7" in status
+
+
+def queue(world: World, prompt: dict) -> str:
+    comfy = f"http://127.0.0.1:{world.comfy_port}"
+    answer = requests.post(comfy + "/prompt", json={"prompt": prompt, "client_id": "test"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["prompt_id"]
+
+
+def fail_a_job(world: World, sidecar: Sidecar) -> None:
+    """A job fails with its prompt in the error: ComfyUI logs it, `status` shows it (it is this life's error)."""
+    fail = {"class_type": "StandinFail", "inputs": {"message": SECRET}}
+    save = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}
+    prompt_id = queue(world, {"1": fail, "2": save})
+    history = f"http://127.0.0.1:{world.comfy_port}/history/{prompt_id}"
+    wait_until(lambda: requests.get(history, timeout=10).json(), what="the job ended")
+    assert f"comfyui  RuntimeError: {SECRET}" in run_status(world)
+    assert "sk-7f3a9c" not in served_text(sidecar)
+
+
+def reasons_until_ready_again(sidecar: Sidecar, dead_pid: int) -> list[str]:
+    """Every /readyz reason from now until another ComfyUI process is ready; none may quote the log."""
+    reasons: list[str] = []
+
+    def ready_again() -> bool:
+        body = sidecar.readyz()[1]
+        reasons.append(body["reason"])
+        return body["ready"] and body["comfyui"]["pid"] != dead_pid
+
+    wait_until(ready_again, 60, "ready again")
+    quoted = [r for r in reasons if "sk-7f3a9c" in r or "Prompt executed" in r or "could not be started" in r]
+    assert quoted == [], quoted
+    assert "sk-7f3a9c" not in served_text(sidecar)
+    return reasons
 
 
 def test_a_hung_comfyui_becomes_unready_after_consecutive_timeouts(world: World) -> None:
@@ -185,6 +294,56 @@ def test_without_supervisord_readiness_comes_from_http_alone(world: World) -> No
     assert body["comfyui"]["pid"] is None
     assert "judging ComfyUI by HTTP alone" in sidecar.proc.output()
     assert "comfy_worker_program_up" not in sidecar.metrics()
+
+
+def standin_plays(version: str) -> bool:
+    return version == "0.3.64" or (REPO / "standin" / "ComfyUI" / "standin_server" / "version.py").exists()
+
+
+@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+def test_the_version_is_reported_and_probes_start_no_asset_scan(world: World, version: str) -> None:
+    """0.38.1 starts an asset scan on every /object_info; the probe asks /system_stats only."""
+    if not standin_plays(version):
+        pytest.skip(f"the stand-in cannot play ComfyUI {version} yet")
+    world.standin("--database-url", "sqlite:///:memory:", STANDIN_COMFYUI_VERSION=version)
+    frames: list[dict] = []
+    socket = wait_until(lambda: _websocket(world.comfy_port), what="the stand-in's WebSocket")
+    reader = threading.Thread(target=_collect, args=(socket, frames), daemon=True)
+    reader.start()
+    sidecar = world.sidecar(PROBE_INTERVAL_S="0.05")
+    assert sidecar.readyz(wait_s=30)[0] == 200
+    text = sidecar.metrics_with("comfy_worker_comfyui_info")
+    assert sample_value(text, "comfy_worker_comfyui_info", version=version) == 1
+    # Many probes later (each scrape refreshes with the loop), not one scan was started by them.
+    first = sample_value(text, "comfy_worker_comfyui_last_probe_timestamp_seconds")
+    wait_until(
+        lambda: sample_value(sidecar.metrics(), "comfy_worker_comfyui_last_probe_timestamp_seconds") > first + 1,
+        what="a second of probes",
+    )
+    socket.close()
+    reader.join(timeout=10)
+    assert frames and frames[0]["type"] == "status", frames  # the socket was read all along
+    scans = [f for f in frames if f.get("type") == "assets.seed.started" and "output" in f["data"]["roots"]]
+    assert scans == [], scans
+
+
+def _websocket(port: int):
+    import websocket
+
+    try:
+        return websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId=probe-watch", timeout=30)
+    except (OSError, websocket.WebSocketException):
+        return None
+
+
+def _collect(socket, frames: list[dict]) -> None:
+    import websocket
+
+    with contextlib.suppress(OSError, websocket.WebSocketException):
+        while True:
+            message = socket.recv()
+            if isinstance(message, str) and message:
+                frames.append(json.loads(message))
 
 
 def test_the_sidecar_itself_writes_no_multiprocess_files(world: World) -> None:

@@ -62,6 +62,12 @@ def standin_command(port: int, run_dir: Path) -> list[str]:
     return [PYTHON, str(STANDIN_MAIN), "--listen", "127.0.0.1", "--port", str(port), *folders]
 
 
+def launched_standin_command(port: int, run_dir: Path) -> str:
+    """The stand-in as supervisord starts it through services/comfyui: a launch line naming the pid, then exec."""
+    launch_line = f"starting ComfyUI from {STANDIN_DIR} with {PYTHON}: main.py (pid $$)"
+    return f"""/bin/bash -c 'echo "{launch_line}"; exec {" ".join(standin_command(port, run_dir))}'"""
+
+
 def http_get(url: str, timeout_s: float = 5.0) -> requests.Response | None:
     try:
         return requests.get(url, timeout=timeout_s)
@@ -119,7 +125,7 @@ class MiniSupervisor:
             "[supervisorctl]",
             f"serverurl=unix://{self.socket}",
             "[program:comfyui]",
-            "command=" + " ".join(standin_command(comfy_port, run_dir)),
+            "command=" + launched_standin_command(comfy_port, run_dir),
             f"directory={STANDIN_DIR}",
             "priority=100",
             f"autostart={'true' if autostart else 'false'}",
@@ -250,8 +256,8 @@ class World:
         self.closers.append(sidecar.close)
         return sidecar
 
-    def standin(self, **env: str) -> Process:
-        proc = Process("standin", standin_command(self.comfy_port, self.run_dir), base_env(**env))
+    def standin(self, *args: str, **env: str) -> Process:
+        proc = Process("standin", [*standin_command(self.comfy_port, self.run_dir), *args], base_env(**env))
         self.closers.append(lambda: proc.stop(sig=signal.SIGTERM))
         return proc
 
