@@ -32,6 +32,9 @@ from .ws import ComfySocket
 
 log = logging.getLogger(__name__)
 
+# Failures that mean ComfyUI never took the prompt: there is nothing to stop.
+NEVER_QUEUED = frozenset({Reason.VALIDATION, Reason.INVALID_INPUT})
+
 
 @dataclass
 class Outcome:
@@ -147,10 +150,12 @@ def _queue_and_follow(
                 rt, ctx, sock, prompt_id, ready, progress, prepared.intermediate_nodes, resubmit, space.unmask
             )
             followed = follower.run()
-        except Exception as error:
-            said = stop.stop_prompt(rt, prompt_id, ready.comfyui_pid, sock)
-            if isinstance(error, JobError):
-                error.message += said
+        except JobError as error:
+            if error.reason not in NEVER_QUEUED:
+                error.message += stop.stop_prompt(rt, prompt_id, ready.comfyui_pid, sock)
+            raise
+        except Exception:
+            stop.stop_prompt(rt, prompt_id, ready.comfyui_pid, sock)
             raise
         finally:
             if reporter is not None:

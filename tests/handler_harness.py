@@ -92,6 +92,16 @@ class Rig:
             self.wait_accepting_jobs()
         return self.handler
 
+    def in_process_worker(self, monkeypatch: Any, extra: dict[str, str] | None = None) -> Any:
+        """The handler's Worker in this process, with the handler's settings (for driving runpod's side by hand)."""
+        for name, value in self.handler_env(extra).items():
+            monkeypatch.setenv(name, value)
+        from handler import config
+        from handler.runtime import Runtime
+        from handler.worker import Worker
+
+        return Worker(Runtime.build(config.load()))
+
     def handler_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = base_env()
         env.update(

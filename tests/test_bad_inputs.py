@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import io
 import json
 import os
@@ -19,10 +18,8 @@ import random
 import re
 import select
 import socket
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +30,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.images import many_frame_gif, png_header, square_png
 from tests.stack import Stack, free_port
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
@@ -80,33 +78,6 @@ def png_bytes(side: int = 8, color: tuple[int, int, int] = (200, 30, 90)) -> byt
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-@functools.cache
-def big_png(side: int) -> bytes:
-    """A one-bit PNG: side x side pixels in a few kilobytes (18 kB for 12000)."""
-    buffer = io.BytesIO()
-    Image.new("1", (side, side)).save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that only declares its size: a decompression bomb as a header reader sees it."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
-def many_frame_gif(side: int, frames: int) -> bytes:
-    images = [Image.new("P", (side, side), index) for index in range(frames)]
-    for index, image in enumerate(images):
-        image.putpalette([index, 0, 0] * 256)
-    buffer = io.BytesIO()
-    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:])
-    return buffer.getvalue()
 
 
 # -- a loopback file server whose paths misbehave ------------------------------------------------
@@ -271,7 +242,7 @@ class FileServer:
 
     @staticmethod
     def _huge_png(handler: Any) -> None:
-        handler._send(200, big_png(12000), "image/png")
+        handler._send(200, square_png(12000), "image/png")
 
     @staticmethod
     def _eps(handler: Any) -> None:
@@ -371,7 +342,7 @@ class Builder:
         if kind == "comfy_url":
             return f"http://{spec['host']}:{self.comfy_port}{spec['path']}"
         if kind == "big_png":
-            return b64(big_png(spec["side"]))
+            return b64(square_png(spec["side"]))
         if kind == "png_header":
             return b64(png_header(spec["width"], spec["height"]))
         if kind == "gif":

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.handler_harness import PYTHON, FileServer, Process, Rig
+from tests.images import many_frame_gif, square_png
 
 MB = 1024 * 1024
 UNMOVED_BYTES = 16 * MB  # what the sidecar's probes and a refused request may cost ComfyUI at most
@@ -32,24 +33,6 @@ GOOD_JOB = {
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "good"}},
     }
 }
-
-
-def encoded(image: Image.Image, image_format: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
-
-
-def square_png(side: int) -> bytes:
-    """A one-bit PNG: a huge image in a few kilobytes, as in the issue."""
-    return encoded(Image.new("1", (side, side)), "PNG", optimize=True)
-
-
-def many_frame_gif(side: int, frames: int) -> bytes:
-    images = [Image.new("P", (side, side), index) for index in range(frames)]
-    for index, image in enumerate(images):
-        image.putpalette([index, 0, 0] * 256)
-    return encoded(images[0], "GIF", save_all=True, append_images=images[1:])
 
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n"

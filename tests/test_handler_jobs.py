@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.handler_harness import FileServer, Rig
+from tests.images import b64, decoded, noise_png
 
 
 @pytest.fixture(scope="module", params=["0.3.64", "0.38.1"])
@@ -20,23 +20,6 @@ def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     running = Rig(tmp_path_factory.mktemp("jobs"), {"STANDIN_COMFYUI_VERSION": request.param}).start()
     yield running
     running.stop()
-
-
-def noise_png(width: int = 32, height: int = 24, seed: int = 1) -> bytes:
-    rng = random.Random(seed)
-    image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def decode(item: dict) -> Image.Image:
-    assert item["type"] == "base64", item
-    return Image.open(io.BytesIO(base64.b64decode(item["data"])))
 
 
 def invert_job(name: str = "in.png", data: bytes | None = None) -> dict:
@@ -65,7 +48,7 @@ def test_an_input_image_comes_back_inverted_pixel_exact(rig: Rig) -> None:
     assert item["filename"].startswith("inv_") and item["filename"].endswith(".png")
     assert (item["mime"], item["node_id"]) == ("image/png", "3")
     expected = ImageOps.invert(Image.open(io.BytesIO(source)).convert("RGB"))
-    assert decode(item).convert("RGB").tobytes() == expected.tobytes()
+    assert decoded(item).convert("RGB").tobytes() == expected.tobytes()
     assert output["prompt_id"]
 
 
@@ -91,11 +74,11 @@ def test_a_batch_and_several_inputs_all_come_back(rig: Rig) -> None:
     for item in images:
         by_node.setdefault(item["node_id"], []).append(item)
     assert len(by_node["2"]) == 4
-    assert {decode(item).convert("RGB").getpixel((0, 0)) for item in by_node["2"]} == {(0, 255, 0)}
+    assert {decoded(item).convert("RGB").getpixel((0, 0)) for item in by_node["2"]} == {(0, 255, 0)}
     for node, seed in (("5", 2), ("6", 3)):
         [item] = by_node[node]
         expected = Image.open(io.BytesIO(noise_png(seed=seed))).convert("RGB").tobytes()
-        assert decode(item).convert("RGB").tobytes() == expected
+        assert decoded(item).convert("RGB").tobytes() == expected
 
 
 def test_text_audio_and_animated_outputs_are_returned_with_their_types(rig: Rig) -> None:
@@ -129,10 +112,10 @@ def test_text_audio_and_animated_outputs_are_returned_with_their_types(rig: Rig)
     assert output["text"] == [{"node_id": "3", "text": "hello world"}]
     [audio] = output["audio"]
     assert (audio["mime"], audio["subfolder"], audio["type"]) == ("audio/flac", "audio", "base64")
-    assert base64.b64decode(audio["data"])[:4] == b"fLaC"
+    assert base64.b64decoded(audio["data"])[:4] == b"fLaC"
     [animated] = output["images"]
     assert animated["mime"] == "image/webp"
-    assert decode(animated).format == "WEBP"
+    assert decoded(animated).format == "WEBP"
 
 
 def test_temp_outputs_are_left_out_by_default(rig: Rig) -> None:
@@ -165,7 +148,7 @@ def test_an_identical_job_sent_again_returns_its_images_again(rig: Rig) -> None:
     first = rig.runsync(job)
     second = rig.runsync(job)
     assert first["status"] == second["status"] == "COMPLETED", (first, second)
-    assert decode(first["output"]["images"][0]).tobytes() == decode(second["output"]["images"][0]).tobytes()
+    assert decoded(first["output"]["images"][0]).tobytes() == decoded(second["output"]["images"][0]).tobytes()
 
 
 def test_an_input_that_existed_before_is_not_deleted(rig: Rig) -> None:
@@ -253,7 +236,7 @@ def test_url_images_are_downloaded_and_bad_urls_name_the_field(rig: Rig) -> None
         result = rig.runsync(job)
         assert result["status"] == "COMPLETED", result
         expected = ImageOps.invert(Image.open(io.BytesIO(source)).convert("RGB")).tobytes()
-        assert decode(result["output"]["images"][0]).convert("RGB").tobytes() == expected
+        assert decoded(result["output"]["images"][0]).convert("RGB").tobytes() == expected
         job["images"] = [{"name": "in.png", "image": f"{server.url}/missing.png?token=secret"}]
         error = failed(rig.runsync(job))
         assert f"input.images[0].image: downloading {server.url}/missing.png?… answered HTTP 404" in error
@@ -280,7 +263,7 @@ def test_3d_outputs_come_back_with_their_mime_type(rig: Rig) -> None:
     assert result["status"] == "COMPLETED", result
     [mesh] = result["output"]["3d"]
     assert (mesh["mime"], mesh["subfolder"]) == ("model/gltf-binary", "mesh"), mesh
-    assert base64.b64decode(mesh["data"])[:4] == b"glTF"
+    assert base64.b64decoded(mesh["data"])[:4] == b"glTF"
 
 
 def test_an_intermediate_nodes_preview_is_never_an_output_even_when_cached(rig: Rig) -> None:

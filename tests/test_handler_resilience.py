@@ -75,13 +75,7 @@ def test_runpod_cancelling_the_job_interrupts_comfyui(tmp_path: Path, monkeypatc
     """The handler coroutine as runpod runs it, cancelled as runpod's stop_job does."""
     rig = Rig(tmp_path).start()
     try:
-        for name, value in rig.handler_env({"CLEANUP_HISTORY": "false"}).items():
-            monkeypatch.setenv(name, value)
-        from handler import config
-        from handler.runtime import Runtime
-        from handler.worker import Worker
-
-        worker = Worker(Runtime.build(config.load()))
+        worker = rig.in_process_worker(monkeypatch, {"CLEANUP_HISTORY": "false"})
         job = {"id": "cancel-me", "input": image_through(("StandinSleep", {"seconds": 60, "steps": 600}))}
 
         async def run_and_cancel() -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from PIL import EpsImagePlugin, Image
 from handler.config import InputBudgets
 from handler.errors import JobError, Reason
 from handler.validate import JobInput, check_download, parse
+from tests.images import encoded, png_header
 
 LIMIT = 1_000_000
 BUDGETS = InputBudgets(
@@ -229,12 +229,6 @@ def test_truncated_base64_from_issue_14_says_it_looks_truncated() -> None:
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n"
 
 
-def image_bytes(image: Image.Image, image_format: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(
     ("image_format", "mime"),
     [
@@ -251,7 +245,7 @@ def test_the_formats_comfyui_loads_are_accepted(image_format: str, mime: str) ->
     frames = [Image.new("RGB", (16, 16), (0, 0, 0)), Image.new("RGB", (16, 16), (255, 255, 255))]
     single = image_format in ("BMP", "JPEG")
     options = {} if single else {"save_all": True, "append_images": frames[1:]}
-    data = image_bytes(frames[0], image_format, **options)
+    data = encoded(frames[0], image_format, **options)
     [image] = parse({"workflow": WORKFLOW, "images": b64_images(data)}, BUDGETS).images
     assert (image.mime, image.pixels) == (mime, (1 if single else 2) * 64 * 64)
 
@@ -265,8 +259,8 @@ def test_the_formats_comfyui_loads_are_accepted(image_format: str, mime: str) ->
             "Ghostscript; send PNG, JPEG, WEBP, GIF, BMP, TIFF",
         ),
         (b"\xc5\xd0\xd3\xc6" + bytes(28) + EPS, "(EPS), a format the worker does not accept"),
-        (image_bytes(Image.new("RGB", (8, 8)), "ICO"), "is Windows Icon (ICO), a format the worker does not accept"),
-        (image_bytes(Image.new("RGB", (8, 8)), "PCX"), "is Paintbrush (PCX), a format the worker does not accept"),
+        (encoded(Image.new("RGB", (8, 8)), "ICO"), "is Windows Icon (ICO), a format the worker does not accept"),
+        (encoded(Image.new("RGB", (8, 8)), "PCX"), "is Paintbrush (PCX), a format the worker does not accept"),
     ],
 )
 def test_other_formats_are_refused_by_name(data: bytes, expected: str) -> None:
@@ -317,19 +311,9 @@ def test_a_web_page_instead_of_an_image_gets_a_hint() -> None:
 # -- budgets -------------------------------------------------------------------------
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG of any declared size that is only a few bytes: what a decompression bomb looks like to a header reader."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
 def gif_bytes(side: int, frames: int) -> bytes:
     images = [Image.new("RGB", (side, side), (index % 256, 0, 0)) for index in range(frames)]
-    return image_bytes(images[0], "GIF", save_all=True, append_images=images[1:])
+    return encoded(images[0], "GIF", save_all=True, append_images=images[1:])
 
 
 def b64_images(*blobs: bytes) -> list[dict[str, str]]:
@@ -368,7 +352,7 @@ def test_pillows_decompression_bomb_warning_is_not_raised(recwarn: pytest.Warnin
 
 
 def test_the_job_budget_counts_every_image() -> None:
-    blob = image_bytes(Image.new("RGB", (100, 90)), "PNG")  # 9,000 pixels each: within the per-image budget
+    blob = encoded(Image.new("RGB", (100, 90)), "PNG")  # 9,000 pixels each: within the per-image budget
     message = images_problem(b64_images(blob, blob, blob, blob))
     assert "input.images hold 36,000 pixels together, over the budget of 30,000 pixels per job" in message
     assert "(JOB_MAX_IMAGE_PIXELS): '0.png' 9,000, '1.png' 9,000, '2.png' 9,000, '3.png' 9,000" in message
@@ -386,12 +370,12 @@ def test_a_workflow_over_the_node_budget_is_refused_before_its_nodes_are_read() 
 
 def test_a_download_is_checked_with_the_same_budgets_counting_the_other_images() -> None:
     budgets = InputBudgets(LIMIT, image_max_pixels=20_000, job_max_image_pixels=30_000, workflow_max_nodes=8)
-    blob = image_bytes(Image.new("RGB", (100, 90)), "PNG")  # 9,000 pixels
+    blob = encoded(Image.new("RGB", (100, 90)), "PNG")  # 9,000 pixels
     raw = {"workflow": WORKFLOW, "images": [*b64_images(blob, blob), {"name": "u.png", "image": "https://x.test/u"}]}
     job = parse(raw, budgets)
     downloaded = job.images[2]
     with pytest.raises(JobError) as caught:
-        check_download(job, downloaded, image_bytes(Image.new("RGB", (100, 130)), "PNG"), budgets)
+        check_download(job, downloaded, encoded(Image.new("RGB", (100, 130)), "PNG"), budgets)
     assert caught.value.message == (
         "Invalid input: input.images[2].image ('u.png') brings the job's images to 31,000 pixels, over the "
         "budget of 30,000 pixels per job (JOB_MAX_IMAGE_PIXELS)"

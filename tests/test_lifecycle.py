@@ -19,8 +19,9 @@ import pytest
 
 from handler.context import STOP_REQUEST_TIMEOUT_S
 from tests.handler_harness import Rig
+from tests.images import decoded
 from tests.stack import Stack
-from tests.workflows import completed, decoded, failed, image_chain, in_background
+from tests.workflows import completed, failed, image_chain, in_background
 
 EMPTY_QUEUE = {"queue_running": [], "queue_pending": []}
 
@@ -77,13 +78,7 @@ def test_a_cancelled_job_has_ended_when_the_cancellation_goes_through(
     rig_factory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = rig_factory()
-    for name, value in rig.handler_env().items():
-        monkeypatch.setenv(name, value)
-    from handler import config
-    from handler.runtime import Runtime
-    from handler.worker import Worker
-
-    worker = Worker(Runtime.build(config.load()))
+    worker = rig.in_process_worker(monkeypatch)
     job = {"id": "cancel-me", "input": image_through(("StandinUninterruptible", {"seconds": 1.5}), sleeping(60))}
     ended_before_cancel: list[bool] = []
 

@@ -27,13 +27,7 @@ def test_cancelling_a_queued_job_removes_it_from_comfyuis_queue_and_leaves_the_r
 ) -> None:
     rig = Rig(tmp_path).start()
     try:
-        for name, value in rig.handler_env({"CLEANUP_HISTORY": "false"}).items():
-            monkeypatch.setenv(name, value)
-        from handler import config
-        from handler.runtime import Runtime
-        from handler.worker import Worker
-
-        worker = Worker(Runtime.build(config.load()))
+        worker = rig.in_process_worker(monkeypatch, {"CLEANUP_HISTORY": "false"})
         running = {"id": "running", "input": sleeping_job(2.0, "first")}
         queued = {"id": "queued", "input": sleeping_job(0.5, "second")}
 

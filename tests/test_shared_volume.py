@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.handler_harness import Rig
+from tests.images import b64, decoded, noise_png
 from tests.stack import REPO, Stack
-from tests.workflows import assert_own_images, b64, completed, decoded, noise_png, own_images_job
+from tests.workflows import assert_own_images, completed, own_images_job
 
 ROUNDS = 4
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
-import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import requests
 from PIL import Image, ImageOps
+
+from tests.images import b64, decoded, noise_png
 
 
 def image_chain(
@@ -27,25 +27,6 @@ def image_chain(
         previous = str(index)
     workflow["99"] = {"class_type": "SaveImage", "inputs": {"images": [previous, 0], "filename_prefix": prefix}}
     return {"workflow": workflow}
-
-
-def noise_png(width: int = 32, height: int = 24, seed: int = 1) -> bytes:
-    """A PNG of random pixels: no two seeds give the same image."""
-    rng = random.Random(seed)
-    image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def decoded(item: dict[str, Any]) -> Image.Image:
-    """The image of one base64 output item of a result."""
-    assert item["type"] == "base64", item
-    return Image.open(io.BytesIO(base64.b64decode(item["data"])))
 
 
 def own_images_job(seed: int, name: str = "same.png", prefix: str = "shared") -> dict[str, Any]:
