@@ -46,7 +46,7 @@ def find_sidecar(url: str | None) -> tuple[str | None, int | None, str]:
     return record.url, record.comfy_port, ""
 
 
-def _get(url: str, path: str, timeout_s: float) -> tuple[int, bytes]:
+def get(url: str, path: str, timeout_s: float) -> tuple[int, bytes]:
     """One GET with the standard library: (status, body). Raises OSError when nobody answers."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout_s)
@@ -66,7 +66,7 @@ def probe(url: str | None, timeout_s: float) -> int:
     try:
         if base is None:
             raise OSError(why)
-        status, body = _get(base, "/readyz", timeout_s)
+        status, body = get(base, "/readyz", timeout_s)
     except OSError as error:
         print(f"not ready: sidecar does not answer: {error}")
         return 1
@@ -122,11 +122,11 @@ def _value(report: Report, name: str, **labels: str) -> float | None:
 
 def _read_sidecar(report: Report, timeout_s: float) -> None:
     try:
-        _status, body = _get(report.url, "/readyz", timeout_s)
+        _status, body = get(report.url, "/readyz", timeout_s)
         report.readyz = json.loads(body)
-        _status, body = _get(report.url, "/livez", timeout_s)
+        _status, body = get(report.url, "/livez", timeout_s)
         report.loop_age_s = json.loads(body).get("loop_age_s")
-        _status, body = _get(report.url, "/metrics", timeout_s)
+        _status, body = get(report.url, "/metrics", timeout_s)
         report.samples = _parse_metrics(body.decode())
     except (OSError, ValueError) as error:
         report.sidecar_error = str(error) or type(error).__name__

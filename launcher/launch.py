@@ -37,6 +37,9 @@ SECRETS = (
     "RUNPOD_AI_API_KEY",
     "RUNPOD_API_KEY",
     "COMFY_ORG_API_KEY",
+    "PUSHGATEWAY_USERNAME",
+    "PUSHGATEWAY_PASSWORD",
+    "PUSHGATEWAY_BEARER_TOKEN",
 )
 _TCMALLOC = re.compile(r"/\S*libtcmalloc(?:_minimal)?\.so\.\d+")
 

@@ -37,7 +37,9 @@ class MakeRun:
     def __init__(self, home: Path, env: dict[str, str] | None = None, command: tuple[str, ...] = ("make", "run")):
         self.home = home
         self.command = command
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "COMFY", "S3_", "BUCKET_"))}
+        # Not MAKE*: under `make test` a nested make would print "Entering directory" lines of its own.
+        scrubbed = ("RUNPOD_", "COMFY", "S3_", "BUCKET_", "MAKE", "MFLAGS")
+        base = {k: v for k, v in os.environ.items() if not k.startswith(scrubbed)}
         ports = {name: str(free_port()) for name in ("COMFY_PORT", "SIDECAR_PORT", "LOCAL_API_PORT")}
         self.env = base | ports | {"HANDLER_STOP_WAIT_S": "10"} | (env or {})
         self.lines: list[str] = []

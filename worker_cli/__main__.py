@@ -46,12 +46,15 @@ def _test_input(value: str) -> int:
 
 def _endpoint(path: str, url: str | None, timeout_s: float) -> int:
     from healthcheck import status
-    from worker_common.settings import ConfigError
 
+    base, _comfy_port, why = status.find_sidecar(url)
+    if base is None:
+        print(f"comfy-worker: {why}", file=sys.stderr)
+        return 1
     try:
-        code, body = status._get(url or status.default_url(), path, timeout_s)
-    except (OSError, ConfigError) as error:
-        print(f"comfy-worker: the sidecar does not answer: {error}", file=sys.stderr)
+        code, body = status.get(base, path, timeout_s)
+    except OSError as error:
+        print(f"comfy-worker: the sidecar at {base} does not answer: {error}", file=sys.stderr)
         return 1
     sys.stdout.write(body.decode("utf-8", "replace").rstrip("\n") + "\n" if body else "")
     if not 200 <= code < 300:

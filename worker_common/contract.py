@@ -29,6 +29,7 @@ class ExitCode(enum.IntEnum):
     NOT_READY = 3  # ComfyUI not ready within COMFY_READY_TIMEOUT_S
     FATAL = 4  # a critical program kept crashing during start-up
     SUPERVISOR_DIED = 70  # supervisord itself ended unexpectedly; every program was stopped
+    ALREADY_RUNNING = 75  # a stack of this checkout (or container) already runs; nothing was started
     CONFIG = 78  # a configuration error (launch checks, a bad setting)
 
 
