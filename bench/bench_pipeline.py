@@ -18,8 +18,9 @@ For each delivery and depth the handler is started afresh, warmed up with two jo
   times, from each prompt's /history execution_start / execution_success timestamps; the
   handler runs with CLEANUP_HISTORY=false to keep them);
 - GPU idle: ComfyUI's idle time between one prompt's end and the next one's start (p50, max),
-  with where it comes from: how late the next job was handed out after ComfyUI went idle,
-  the time from a result reaching RunPod to the next job handed out (the SDK refills a free
+  with where it comes from: how long before ComfyUI went idle the next job was handed out
+  ("taken ahead"; negative, or "taken late", when it came after), the time from a result
+  reaching RunPod to the next job handed out (the SDK refills a free
   slot from a loop that sleeps 1 s while every slot is full), and the handler's mean time per
   phase (its comfy_worker_job_phase_duration_seconds histogram).
 """
@@ -246,7 +247,8 @@ def backlog_figures(jobs: list[Timeline], takes: list[Request]) -> dict[str, Any
     order = sorted(jobs, key=lambda job: job.exec_start)
     pairs = list(itertools.pairwise(order))
     idle = [(after.exec_start - before.exec_end) * 1000 for before, after in pairs]
-    late = [max(0.0, after.handed_out - before.exec_end) * 1000 for before, after in pairs]
+    ahead = [(before.exec_end - after.handed_out) * 1000 for before, after in pairs]  # < 0: taken late
+    late = [max(0.0, -value) for value in ahead]
     return {
         "jobs": len(jobs),
         "wall_s": wall,
@@ -263,6 +265,9 @@ def backlog_figures(jobs: list[Timeline], takes: list[Request]) -> dict[str, Any
         "taken_late_p50_ms": _p50(late),
         "taken_late_total_s": sum(late) / 1000,
         "gaps_taken_late": sum(1 for value in late if value > 0),
+        "gaps_over_5ms": sum(1 for value in idle if value > 5),
+        "taken_ahead_p50_ms": _p50(ahead),
+        "taken_ahead_min_ms": min(ahead, default=0.0),
         "result_to_next_take_p50_ms": _p50(_result_to_next_take(jobs, takes)),
         "result_to_next_take_max_ms": max(_result_to_next_take(jobs, takes), default=0.0),
         "taken_to_started_p50_ms": _p50([(job.exec_start - job.handed_out) * 1000 for job in jobs]),
@@ -392,7 +397,9 @@ COLUMNS = [
     ("of ideal", lambda f: f"{f['ideal_ratio']:.3f}"),
     ("idle p50", lambda f: f"{f['idle_p50_ms']:.0f} ms"),
     ("idle max", lambda f: f"{f['idle_max_ms']:.0f} ms"),
-    ("taken late", lambda f: f"{f['gaps_taken_late']}/{f['jobs'] - 1}, {f['taken_late_total_s']:.2f} s"),
+    ("idle > 5 ms", lambda f: f"{f['gaps_over_5ms']}/{f['jobs'] - 1}, {f['idle_total_s']:.2f} s"),
+    ("taken late", lambda f: f"{f['gaps_taken_late']}, {f['taken_late_total_s']:.2f} s"),
+    ("taken ahead p50/min", lambda f: f"{f['taken_ahead_p50_ms']:.0f}/{f['taken_ahead_min_ms']:.0f} ms"),
     ("result->take p50/max", lambda f: f"{f['result_to_next_take_p50_ms']:.0f}/{f['result_to_next_take_max_ms']:.0f}"),
     ("end->result p50", lambda f: f"{f['ended_to_result_p50_ms']:.0f} ms"),
     ("1 job latency p50", lambda f: f"{f['latency_p50_ms']:.0f} ms (+{f['latency_overhead_p50_ms']:.0f})"),
