@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -43,7 +44,6 @@ from PIL import Image  # noqa: E402
 
 from bench.bench_handler import execution_ms  # noqa: E402
 from tests.handler_harness import Rig  # noqa: E402
-from worker_common.layout import Layout  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SLOW_VOLUME = Path(__file__).resolve().parent / "slow_volume"
@@ -56,7 +56,7 @@ class VolumeRig(Rig):
     def __init__(self, root: Path, comfy_env: dict[str, str] | None = None) -> None:
         super().__init__(root, comfy_env)
         self.data_dir = self.comfy_dir
-        self.layout = Layout(self.comfy_dir, self.comfy_dir / "com_venv", self.data_dir, "rig")
+        self.layout = dataclasses.replace(self.layout, data_dir=self.comfy_dir)
         self.layout.prepare()
 
 

@@ -293,7 +293,7 @@ def _result_to_next_take(jobs: list[Timeline], takes: list[Request]) -> list[flo
 
 def latency_figures(jobs: list[Timeline]) -> dict[str, Any]:
     if not jobs:
-        return {"latency_p50_ms": float("nan"), "latency_overhead_p50_ms": float("nan"), "latency_runs": 0}
+        return {"latency_p50_ms": None, "latency_overhead_p50_ms": None, "latency_runs": 0}
     return {
         "latency_p50_ms": _p50([(job.result_at - job.added) * 1000 for job in jobs]),
         "latency_overhead_p50_ms": _p50([(job.result_at - job.added - job.exec_s) * 1000 for job in jobs]),
@@ -402,9 +402,15 @@ COLUMNS = [
     ("taken ahead p50/min", lambda f: f"{f['taken_ahead_p50_ms']:.0f}/{f['taken_ahead_min_ms']:.0f} ms"),
     ("result->take p50/max", lambda f: f"{f['result_to_next_take_p50_ms']:.0f}/{f['result_to_next_take_max_ms']:.0f}"),
     ("end->result p50", lambda f: f"{f['ended_to_result_p50_ms']:.0f} ms"),
-    ("1 job latency p50", lambda f: f"{f['latency_p50_ms']:.0f} ms (+{f['latency_overhead_p50_ms']:.0f})"),
+    ("1 job latency p50", lambda f: _latency(f)),
     ("load", lambda f: "{:.1f}-{:.1f}".format(*f["load"])),
 ]
+
+
+def _latency(f: dict[str, Any]) -> str:
+    if not f["latency_runs"]:
+        return "-"
+    return f"{f['latency_p50_ms']:.0f} ms (+{f['latency_overhead_p50_ms']:.0f})"
 
 
 def print_report(report: dict[str, Any]) -> None:
