@@ -23,6 +23,8 @@ QUICK = {
     "bench_sidecar.py": ["--boots", "2", "--quiet-s", "3", "--scrapes", "100"],
     "bench_handler.py": ["--runs", "6", "--big-side", "512", "--ready-tries", "1"],
     "bench_soak.py": ["--jobs", "60", "--big-count", "2", "--big-side", "512"],
+    "bench_pipeline.py": ["--jobs", "4", "--exec-s", "0.3", "--latency-runs", "1", "--depths", "1,default"],
+    "bench_layout.py": ["--runs", "3", "--warmup", "1"],
 }
 MB = 1_000_000
 
@@ -34,6 +36,44 @@ def median_ms(d: dict) -> str:
 def large(d: dict) -> str:
     ratio = f" = {d['peak_increment_mb'] * MB / d['base64_bytes']:.2f}x the base64" if d["base64_bytes"] else ""
     return f"{d['peak_increment_mb']:.0f} MB{ratio} ({d['images']} x {d['side']}²)"
+
+
+def pipeline_series(d: dict, delivery: str, depth: int | None = None) -> dict:
+    """bench_pipeline's figures for one delivery and depth (the default one) at its main round trip."""
+    depth = d["default_depth"] if depth is None else depth
+    for series in d["series"]:
+        if (series["delivery"], series["depth"], series["rtt_ms"]) == (delivery, depth, d["rtt_ms"]):
+            return series
+    raise KeyError(f"{delivery} at depth {depth}")
+
+
+def of_ideal(delivery: str):
+    def value(d: dict) -> str:
+        one, default = pipeline_series(d, delivery, 1), pipeline_series(d, delivery)
+        return f"{one['ideal_ratio']:.3f} / {default['ideal_ratio']:.3f} (depth {d['default_depth']})"
+
+    return value
+
+
+def gpu_idle(d: dict) -> str:
+    series = pipeline_series(d, "base64")
+    return f"{series['idle_p50_ms']:.0f} / {series['idle_max_ms']:.0f} ms"
+
+
+def idle_latency(d: dict) -> str:
+    one, default = pipeline_series(d, "base64", 1), pipeline_series(d, "base64")
+    return f"{one['latency_p50_ms']:.0f} / {default['latency_p50_ms']:.0f} ms"
+
+
+def layout_overheads(slow: bool):
+    def value(d: dict) -> str:
+        rows = [row for row in d["rows"] if bool(row["slow_ms"]) == slow]
+        if len(rows) != 2:
+            raise KeyError("slow volume" if slow else "plain volume")
+        extra = f" (+{rows[0]['slow_ms']:g} ms per call)" if slow else ""
+        return " / ".join(f"{row['overhead_p50_ms']:.1f}" for row in rows) + " ms" + extra
+
+    return value
 
 
 # (results file, figure, value from its JSON, target); the targets are the scripts' own.
@@ -55,6 +95,12 @@ FIGURES = [
     ),
     ("soak", "large job, base64: handler peak RSS +", lambda d: large(d["large_base64"]), "<= 2.5x the base64"),
     ("soak", "large job, S3: handler peak RSS +", lambda d: large(d["large_s3"]), "<= 100 MB"),
+    ("pipeline", "backlog, base64: of ideal, depth 1 / default", of_ideal("base64"), ">= 0.95 at the default"),
+    ("pipeline", "backlog, S3: of ideal, depth 1 / default", of_ideal("s3"), ">= 0.95 at the default"),
+    ("pipeline", "GPU idle between jobs, default depth, p50 / max", gpu_idle, "-> 0"),
+    ("pipeline", "one job on an idle worker, depth 1 / default", idle_latency, "no worse at the default"),
+    ("layout", "job overhead p50, worker's disk / on the volume", layout_overheads(False), "no worse on the disk"),
+    ("layout", "  the same on a slow volume", layout_overheads(True), "(the volume's cost)"),
 ]
 
 
