@@ -8,8 +8,9 @@ order swapped every round): a 64x64 PNG sent as base64 is uploaded, loaded, inve
 and the saved image comes back as base64, so every step of the file handling is in it.
 
 - "worker's disk": WORKER_DATA_DIR in a temp dir of its own (this project's layout);
-- "on the volume": WORKER_DATA_DIR=$COMFYUI_DIR, so ComfyUI's input/, output/ and temp/ are
-  the volume's own folders, as they were before the per-worker layout.
+- "on the volume": the worker's folders on the (simulated) network volume, beside ComfyUI's
+  install, as ComfyUI's own input/, output/ and temp/ were before the per-worker layout (the
+  worker refuses WORKER_DATA_DIR inside the install itself: it empties its folders).
 
 Per-job overhead is a job's wall time through /runsync minus ComfyUI's execution time (its
 /history execution_start / execution_success timestamps; CLEANUP_HISTORY=false), p50 over
@@ -51,12 +52,12 @@ LAYOUTS = ("worker's disk", "on the volume")
 
 
 class VolumeRig(Rig):
-    """A Rig whose worker folders are the volume's ComfyUI folders (WORKER_DATA_DIR=$COMFYUI_DIR)."""
+    """A Rig whose worker folders are on the volume, beside ComfyUI's install (the old layout's cost)."""
 
     def __init__(self, root: Path, comfy_env: dict[str, str] | None = None) -> None:
         super().__init__(root, comfy_env)
-        self.data_dir = self.comfy_dir
-        self.layout = dataclasses.replace(self.layout, data_dir=self.comfy_dir)
+        self.data_dir = root / "volume-folders"
+        self.layout = dataclasses.replace(self.layout, data_dir=self.data_dir)
         self.layout.prepare()
 
 
@@ -72,11 +73,11 @@ def small_job() -> dict[str, Any]:
     return {"workflow": workflow, "images": [{"name": "photo.png", "image": image}]}
 
 
-def slow_env(rig_root: Path, delay_ms: float) -> dict[str, str]:
-    """The environment that slows every file-system call under the rig's volume (its ComfyUI folder)."""
+def slow_env(on_volume: list[Path], delay_ms: float) -> dict[str, str]:
+    """The environment that slows every file-system call under the volume's folders."""
     return {
         "PYTHONPATH": f"{SLOW_VOLUME}{os.pathsep}{REPO}",
-        "SLOW_VOLUME_DIR": str(rig_root / "comfy"),
+        "SLOW_VOLUME_DIR": os.pathsep.join(str(path) for path in on_volume),
         "SLOW_VOLUME_MS": str(delay_ms),
     }
 
@@ -85,7 +86,8 @@ def start_pair(root: Path, delay_ms: float) -> list[Rig]:
     rigs: list[Rig] = []
     for layout, rig_class in zip(LAYOUTS, (Rig, VolumeRig), strict=True):
         rig_root = root / ("local" if rig_class is Rig else "volume")
-        env = slow_env(rig_root, delay_ms) if delay_ms else {}
+        on_volume = [rig_root / "comfy"] + ([] if rig_class is Rig else [rig_root / "volume-folders"])
+        env = slow_env(on_volume, delay_ms) if delay_ms else {}
         rig = rig_class(rig_root, comfy_env=env)
         rigs.append(rig)
         rig.start({"CLEANUP_HISTORY": "false", **env})

@@ -188,7 +188,7 @@ class Rig:
 
     def files(self, folder: str) -> list[str]:
         """The files in one of the worker's folders (input, output, temp), as paths relative to it."""
-        base = self.data_dir / folder
+        base = self.layout.folder(folder) or self.data_dir / folder
         return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and p.name != ".gitkeep")
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from worker_common import settings
 from worker_common.comfy_protocol import output_files
-from worker_common.settings import env_bool, env_path, env_str
+from worker_common.settings import ConfigError, env_bool, env_path, env_str
 
 DEFAULT_VOLUME_MOUNTS = "/runpod-volume /workspace"
 WORKER_FOLDERS = ("input", "output", "temp", "user")
@@ -179,12 +179,23 @@ class Layout:
 
 
 def load() -> Layout:
-    """The layout from the environment (COMFYUI_DIR, VOLUME_MOUNTS, COMFYUI_VENV, WORKER_DATA_DIR...)."""
+    """The layout from the environment (COMFYUI_DIR, VOLUME_MOUNTS, COMFYUI_VENV, WORKER_DATA_DIR...).
+
+    Raises ConfigError when WORKER_DATA_DIR and the ComfyUI install overlap: the worker empties
+    its folders, so they must never be the volume's (its users' input files, other workers' data).
+    """
     comfyui_dir = find_comfyui_dir()
+    data_dir = Path(os.path.abspath(env_path("WORKER_DATA_DIR", settings.run_dir() / "comfyui")))
+    if inside(comfyui_dir, data_dir) or inside(data_dir, comfyui_dir):
+        raise ConfigError(
+            f"WORKER_DATA_DIR={str(data_dir)!r} overlaps the ComfyUI install {str(comfyui_dir)!r} on the volume: "
+            "the worker empties its own folders, so they must be apart from the volume's (the container's own "
+            "disk, e.g. /var/lib/comfy-worker)"
+        )
     return Layout(
         comfyui_dir=comfyui_dir,
         venv=env_path("COMFYUI_VENV", comfyui_dir / "com_venv"),
-        data_dir=Path(os.path.abspath(env_path("WORKER_DATA_DIR", settings.run_dir() / "comfyui"))),
+        data_dir=data_dir,
         worker_id=worker_id(),
         outputs_on_volume=env_bool("OUTPUTS_ON_VOLUME", False),
     )
