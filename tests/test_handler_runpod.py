@@ -61,3 +61,39 @@ def test_on_runpod_comfyui_never_ready_is_reported_unhealthy_and_exits_3(
     finally:
         handler.stop()
         rig.stop()
+
+
+def test_on_runpod_jobs_are_pipelined_and_each_ones_progress_arrives_before_its_result(tmp_path: Path) -> None:
+    """Depth 2 through the SDK's own job-take loop: every job comes back, its progress reports first."""
+    jobs = [
+        {
+            "id": f"rp-pipe-{index}",
+            "input": {
+                "workflow": {
+                    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}},
+                    "2": {"class_type": "StandinSleep", "inputs": {"seconds": 1.2, "steps": 24, "image": ["1", 0]}},
+                    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pipe"}},
+                }
+            },
+        }
+        for index in range(4)
+    ]
+    fake = FakeRunPod(jobs, rtt_s=0.02)
+    rig = Rig(tmp_path).start_without_handler()
+    handler = Process("handler", [PYTHON, "-m", "handler"], rig.handler_env({**fake.env(), "JOB_PIPELINE_DEPTH": "2"}))
+    try:
+        results = fake.wait_results(len(jobs), 120)
+        assert sorted(job_id for result in results for job_id in result.job_ids) == [job["id"] for job in jobs]
+        for job in jobs:
+            result = fake.result(job["id"])
+            assert result is not None and len(result.body["output"]["images"]) == 1, result
+            reports = fake.progress(job["id"])
+            assert reports, f"{job['id']} sent no progress"
+            assert all(report.at < result.at for report in reports), f"{job['id']}: progress after its result"
+        # The second job was handed out while the first one still ran: the worker took two at once.
+        first_result, second_taken = fake.result(jobs[0]["id"]), fake.handed_out_at(jobs[1]["id"])
+        assert first_result is not None and second_taken is not None and second_taken < first_result.at
+    finally:
+        handler.stop()
+        rig.stop()
+        fake.close()

@@ -184,3 +184,19 @@ def test_a_bad_setting_stops_the_handler_with_exit_78_and_one_clear_line(rig: Ri
     process = run_test_input(rig, "{}", JOB_TIMEOUT_S="soon")
     assert process.popen.returncode == 78
     assert any("configuration error: JOB_TIMEOUT_S='soon' is not a number" in line for line in process.lines)
+
+
+def test_a_long_job_logs_where_it_is_at_a_modest_rate(rig: Rig) -> None:
+    rig.start_handler()
+    job = {
+        "workflow": {
+            "1": {"class_type": "StandinSleep", "inputs": {"seconds": 5.6, "steps": 56}},
+            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+        }
+    }
+    assert rig.runsync(job)["status"] == "COMPLETED"
+    progress = [
+        line for line in rig.handler.lines if re.search(r"INFO .*: job \S+: node \d+ of 2 \(StandinSleep\)", line)
+    ]
+    assert len(progress) == 1, rig.handler.output()  # one line per 5 s of work
+    assert re.search(r"step \d+ of 56", progress[0]), progress
