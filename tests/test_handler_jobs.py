@@ -112,7 +112,7 @@ def test_text_audio_and_animated_outputs_are_returned_with_their_types(rig: Rig)
     assert output["text"] == [{"node_id": "3", "text": "hello world"}]
     [audio] = output["audio"]
     assert (audio["mime"], audio["subfolder"], audio["type"]) == ("audio/flac", "audio", "base64")
-    assert base64.b64decoded(audio["data"])[:4] == b"fLaC"
+    assert base64.b64decode(audio["data"])[:4] == b"fLaC"
     [animated] = output["images"]
     assert animated["mime"] == "image/webp"
     assert decoded(animated).format == "WEBP"
@@ -263,7 +263,7 @@ def test_3d_outputs_come_back_with_their_mime_type(rig: Rig) -> None:
     assert result["status"] == "COMPLETED", result
     [mesh] = result["output"]["3d"]
     assert (mesh["mime"], mesh["subfolder"]) == ("model/gltf-binary", "mesh"), mesh
-    assert base64.b64decoded(mesh["data"])[:4] == b"glTF"
+    assert base64.b64decode(mesh["data"])[:4] == b"glTF"
 
 
 def test_an_intermediate_nodes_preview_is_never_an_output_even_when_cached(rig: Rig) -> None:

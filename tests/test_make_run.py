@@ -83,7 +83,8 @@ def test_a_second_make_run_in_the_same_checkout_is_refused(running: MakeRun) -> 
         second = MakeRun(running.home, running.env, command).start()
         code = second.wait(120)
         refusal = second.lines[-1]
-        assert refusal.startswith("[entrypoint] a worker stack from ") and "already running" in refusal, second.output()
+        assert refusal.startswith("[entrypoint] exiting with code 75: a worker stack from "), second.output()
+        assert "already running" in refusal, second.output()
         assert not [line for line in second.lines if line.startswith("[demo]")], "no job for the other stack"
         if command == ("scripts/run-local",):
             assert code == 75 and second.errors == [], second.output()
