@@ -108,11 +108,11 @@ class Layout:
         inside the folder. None for an unknown folder type or a name that is not a plain one.
         For reading a file; to remove one, see `entry_path`.
         """
-        entry = self.entry_path(kind, subfolder, filename)
-        if entry is None:
+        root = self._real_root(kind, subfolder, filename)
+        if root is None:
             return None
-        path = Path(os.path.realpath(entry))
-        return path if inside(Path(os.path.realpath(self.folder(kind) or "")), path) else None
+        path = os.path.realpath(os.path.join(root, subfolder, filename))
+        return Path(path) if _below(root, path) else None
 
     def entry_path(self, kind: str, subfolder: str, filename: str) -> Path | None:
         """The path of the entry itself (a file, or a link, not followed) in one of the worker's folders, or None.
@@ -120,12 +120,18 @@ class Layout:
         Its folder is resolved with its links and must be inside the worker's folder; the entry's
         own name is not resolved, so removing it removes a link, never what the link points to.
         """
+        root = self._real_root(kind, subfolder, filename)
+        if root is None:
+            return None
+        parent = os.path.realpath(os.path.join(root, subfolder))
+        return Path(parent, filename) if parent == root or _below(root, parent) else None
+
+    def _real_root(self, kind: str, subfolder: str, filename: str) -> str | None:
+        """The real path of the folder of `kind`, when the name is one a file in it may have."""
         folder = self.folder(kind)
         if folder is None or not filename or "/" in filename or filename in (".", "..") or "\0" in filename + subfolder:
             return None
-        root = Path(os.path.realpath(folder))
-        parent = Path(os.path.realpath(root / subfolder))
-        return parent / filename if inside(root, parent) else None
+        return os.path.realpath(folder)
 
     def output_paths(self, outputs: dict[str, Any]) -> list[Path]:
         """The entries (not followed) in the worker's folders that a prompt's outputs name (node id -> ui)."""
@@ -227,7 +233,12 @@ def worker_id() -> str:
 
 def inside(root: Path, path: Path) -> bool:
     """Whether `path` is `root` or below it (both already real paths)."""
-    return path == root or root in path.parents
+    return path == root or _below(str(root), str(path))
+
+
+def _below(root: str, path: str) -> bool:
+    """Whether the real path `path` is strictly below the real path `root`."""
+    return path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def empty_folder(folder: Path) -> None:
