@@ -22,6 +22,7 @@ clean-up take them from `load()`, so they cannot disagree.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -111,7 +112,7 @@ class Layout:
         root = self._real_root(kind, subfolder, filename)
         if root is None:
             return None
-        path = os.path.realpath(os.path.join(root, subfolder, filename))
+        path = _real_below(root, os.path.join(subfolder, filename))
         return Path(path) if _below(root, path) else None
 
     def entry_path(self, kind: str, subfolder: str, filename: str) -> Path | None:
@@ -123,7 +124,7 @@ class Layout:
         root = self._real_root(kind, subfolder, filename)
         if root is None:
             return None
-        parent = os.path.realpath(os.path.join(root, subfolder))
+        parent = _real_below(root, subfolder)
         return Path(parent, filename) if parent == root or _below(root, parent) else None
 
     def _real_root(self, kind: str, subfolder: str, filename: str) -> str | None:
@@ -131,7 +132,7 @@ class Layout:
         folder = self.folder(kind)
         if folder is None or not filename or "/" in filename or filename in (".", "..") or "\0" in filename + subfolder:
             return None
-        return os.path.realpath(folder)
+        return _real_folder(str(folder))
 
     def output_paths(self, outputs: dict[str, Any]) -> list[Path]:
         """The entries (not followed) in the worker's folders that a prompt's outputs name (node id -> ui)."""
@@ -234,6 +235,27 @@ def worker_id() -> str:
 def inside(root: Path, path: Path) -> bool:
     """Whether `path` is `root` or below it (both already real paths)."""
     return path == root or _below(str(root), str(path))
+
+
+@functools.lru_cache(maxsize=32)
+def _real_folder(folder: str) -> str:
+    """The real path of one of the worker's folders; asked once per process (they are root's, fixed)."""
+    return os.path.realpath(folder)
+
+
+def _real_below(root: str, relative: str) -> str:
+    """realpath(root/relative) for a real `root`: only the parts below it are looked at (one lstat each).
+
+    Outputs sit one or two folders below the worker's folder, so this costs a few lstat calls
+    instead of one per component of the whole path; any link or `..` falls back to realpath.
+    """
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    path = root
+    for part in parts:
+        path = os.path.join(path, part)
+        if part == ".." or os.path.islink(path):
+            return os.path.realpath(os.path.join(root, relative))
+    return path
 
 
 def _below(root: str, path: str) -> bool:
