@@ -8,9 +8,27 @@ import signal
 import socket
 import subprocess
 import threading
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """The request handler of a test's own HTTP server: one call answers, nothing is logged."""
+
+    def answer(self, status: int, body: bytes = b"", content_type: str | None = None, **headers: str) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
 
 
 def free_port() -> int:

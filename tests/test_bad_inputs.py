@@ -31,6 +31,7 @@ import requests
 from PIL import Image
 
 from tests.images import many_frame_gif, png_header, square_png
+from tests.processes import QuietHandler
 from tests.stack import Stack, free_port
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
@@ -96,7 +97,7 @@ class FileServer:
         self.comfy_port = 0  # set once the stack is up: /redirect-comfy points there
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
@@ -117,21 +118,9 @@ class FileServer:
                     "/ok.png": server._ok,
                 }.get(path)
                 if route is None:
-                    self._send(404, b"not found", "text/plain")
+                    self.answer(404, b"not found", "text/plain")
                 else:
                     route(self)
-
-            def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: object) -> None:
-                pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -167,7 +156,7 @@ class FileServer:
                 self.hung_up_early["/slow"] = True
                 return
         self.hung_up_early["/slow"] = False
-        handler._send(200, png_bytes(), "image/png")
+        handler.answer(200, png_bytes(), "image/png")
 
     def _trickle(self, handler: BaseHTTPRequestHandler) -> None:
         """A declared TRICKLE_BYTES-byte body sent one byte per TRICKLE_INTERVAL_S (each read is quick)."""
@@ -190,11 +179,11 @@ class FileServer:
 
     @staticmethod
     def _text(handler: Any) -> None:
-        handler._send(200, b"<html>this is not an image</html>", "image/png")
+        handler.answer(200, b"<html>this is not an image</html>", "image/png")
 
     @staticmethod
     def _ok(handler: Any) -> None:
-        handler._send(200, png_bytes(), "image/png")
+        handler.answer(200, png_bytes(), "image/png")
 
     @staticmethod
     def _huge_declared(handler: Any) -> None:
@@ -225,32 +214,32 @@ class FileServer:
 
     @staticmethod
     def _redirect_file(handler: Any) -> None:
-        handler._send(302, b"", "text/plain", Location="file:///etc/passwd")
+        handler.answer(302, b"", "text/plain", Location="file:///etc/passwd")
 
     def _redirect_comfy(self, handler: Any) -> None:
         """To ComfyUI's /view by its loopback address: the server-side request forgery of issue 12."""
         view = f"http://127.0.0.1:{self.comfy_port}/view?filename=example.png&type=input"
-        handler._send(302, b"", "text/plain", Location=view)
+        handler.answer(302, b"", "text/plain", Location=view)
 
     @staticmethod
     def _redirect_metadata(handler: Any) -> None:
-        handler._send(301, b"", "text/plain", Location="http://169.254.169.254/latest/meta-data/")
+        handler.answer(301, b"", "text/plain", Location="http://169.254.169.254/latest/meta-data/")
 
     @staticmethod
     def _redirect_loop(handler: Any) -> None:
-        handler._send(307, b"", "text/plain", Location="/redirect-loop?again")
+        handler.answer(307, b"", "text/plain", Location="/redirect-loop?again")
 
     @staticmethod
     def _huge_png(handler: Any) -> None:
-        handler._send(200, square_png(12000), "image/png")
+        handler.answer(200, square_png(12000), "image/png")
 
     @staticmethod
     def _eps(handler: Any) -> None:
-        handler._send(200, EPS, "image/png")
+        handler.answer(200, EPS, "image/png")
 
     @staticmethod
     def _secret_text(handler: Any) -> None:
-        handler._send(200, SECRET_TEXT, "image/png")
+        handler.answer(200, SECRET_TEXT, "image/png")
 
 
 # -- building a case's request -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,6 +29,7 @@ from handler.config import DownloadPolicy
 from handler.download import fetch, refusal
 from handler.errors import JobError, Reason
 from tests.handler_harness import Rig
+from tests.processes import QuietHandler
 from worker_common.settings import ConfigError
 
 SECRET_TEXT = b"another job's output: the-secret-pixels"
@@ -137,7 +138,7 @@ class Target:
     def __post_init__(self) -> None:
         target = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
@@ -147,17 +148,6 @@ class Target:
                     self.answer(404, b"not found")
                 else:
                     route(self)
-
-            def answer(self, status: int, body: bytes = b"", **headers: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: object) -> None:
-                pass
 
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})

@@ -148,50 +148,48 @@ class StandinBigImages(Node):
         return ([Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3)) for _ in range(count)],)
 
 
-class StandinUninterruptible(Node):
+class _StandinStall(Node):
+    """A node that holds ComfyUI for `seconds` (each subclass in its own way), passing its image on."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "stall"
+    CATEGORY = CATEGORY
+    PYTHON_MODULE = "standin.testing"
+    IS_CHANGED = classmethod(always_changed)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"seconds": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 3600.0, "step": 0.01})},
+            "optional": {"image": ("IMAGE",)},
+        }
+
+    def stall(self, seconds: float, image: list[Image.Image] | None = None) -> tuple:
+        self.hold(seconds)
+        return (image if image is not None else _black(),)
+
+    def hold(self, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class StandinUninterruptible(_StandinStall):
     """Runs `seconds` without ever looking at the interrupt flag, like a custom node stuck in a
     C call: an interrupt takes effect only after it returns (at the next node)."""
 
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
-    CATEGORY = CATEGORY
     DISPLAY_NAME = "Stand-in Uninterruptible"
-    PYTHON_MODULE = "standin.testing"
-    IS_CHANGED = classmethod(always_changed)
 
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {"seconds": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 3600.0, "step": 0.01})},
-            "optional": {"image": ("IMAGE",)},
-        }
-
-    def run(self, seconds: float, image: list[Image.Image] | None = None) -> tuple:
+    def hold(self, seconds: float) -> None:
         time.sleep(seconds)
-        return (image if image is not None else _black(),)
 
 
-class StandinFreeze(Node):
+class StandinFreeze(_StandinStall):
     """Blocks the server's event loop for `seconds` (HTTP and WebSocket stop answering, as in a
     ComfyUI swapping to death), then carries on."""
 
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "freeze"
-    CATEGORY = CATEGORY
     DISPLAY_NAME = "Stand-in Freeze"
-    PYTHON_MODULE = "standin.testing"
-    IS_CHANGED = classmethod(always_changed)
 
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {"seconds": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 3600.0, "step": 0.01})},
-            "optional": {"image": ("IMAGE",)},
-        }
-
-    def freeze(self, seconds: float, image: list[Image.Image] | None = None) -> tuple:
+    def hold(self, seconds: float) -> None:
         runtime.context().block_event_loop(seconds)
-        return (image if image is not None else _black(),)
 
 
 class StandinIntermediatePreview(Node):
