@@ -169,7 +169,7 @@ def clear_leftovers(rt: Runtime) -> None:
         queue = rt.comfy.queue()
         if queue.get("queue_running") or queue.get("queue_pending"):
             log.warning("ComfyUI still runs prompts of an earlier handler: dropping them")
-            rt.comfy.call("POST", "/queue", {"clear": True})
+            rt.comfy.clear_queue()
             rt.comfy.interrupt()
     except ComfyError as error:
         log.warning("could not check ComfyUI's queue for an earlier handler's prompts: %s", error)

@@ -122,39 +122,28 @@ class FakeRunPod:
 
     def wait_results(self, count: int, timeout_s: float) -> list[Request]:
         """Block until `count` results have arrived (all results so far); TimeoutError after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while True:
-                results = [request for request in self.requests if request.kind == "result"]
-                if len(results) >= count:
-                    return results
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{len(results)} of {count} job results arrived within {timeout_s:g} s")
-                self._changed.wait(left)
+
+        def results() -> list[Request] | None:
+            arrived = [request for request in self.requests if request.kind == "result"]
+            return arrived if len(arrived) >= count else None
+
+        return self._wait(results, timeout_s, f"{count} job results")
 
     def wait_for(self, kind: str, timeout_s: float) -> Request:
         """Block until a request of this kind has arrived (the first one); TimeoutError after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while True:
-                found = next((request for request in self.requests if request.kind == kind), None)
-                if found is not None:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {kind} request within {timeout_s:g} s")
-                self._changed.wait(left)
+        return self._wait(lambda: next((r for r in self.requests if r.kind == kind), None), timeout_s, f"a {kind}")
 
     def wait_held(self, channel: str, timeout_s: float) -> None:
         """Block until a poll of this channel ("take" or "stop") is being held: the worker is waiting on it."""
-        deadline = time.monotonic() + timeout_s
+        self._wait(lambda: self._held[channel], timeout_s, f"a held {channel} poll")
+
+    def _wait(self, found: Callable[[], Any], timeout_s: float, what: str) -> Any:
+        """What `found` returns once it is truthy (asked whenever a request arrives); TimeoutError after `timeout_s`."""
         with self._changed:
-            while not self._held[channel]:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {channel} poll held within {timeout_s:g} s")
-                self._changed.wait(left)
+            result = self._changed.wait_for(found, timeout_s)
+        if not result:
+            raise TimeoutError(f"no {what} within {timeout_s:g} s")
+        return result
 
     def close(self) -> None:
         with self._changed:

@@ -120,10 +120,6 @@ class ComfyClient:
                 time.sleep(RETRY_BACKOFF_S * 2**attempt)
         raise ComfyHTTPError(method, path, status, answer.decode("utf-8", "replace"))
 
-    def get_bytes(self, path: str, timeout_s: float | None = None) -> bytes:
-        """The raw body of a GET (the sidecar checks /object_info without parsing megabytes)."""
-        return self.call("GET", path, timeout_s=timeout_s)
-
     def get_json(self, path: str, timeout_s: float | None = None) -> Any:
         return self._parse("GET", path, self.call("GET", path, timeout_s=timeout_s))
 
@@ -273,6 +269,10 @@ class ComfyClient:
 
     def delete_from_queue(self, prompt_ids: list[str], timeout_s: float | None = None) -> None:
         self.call("POST", "/queue", {"delete": prompt_ids}, timeout_s)
+
+    def clear_queue(self) -> None:
+        """Drop every pending prompt (the running one goes on: interrupt it)."""
+        self.call("POST", "/queue", {"clear": True})
 
     def delete_history(self, prompt_ids: list[str], timeout_s: float | None = None) -> None:
         self.call("POST", "/history", {"delete": prompt_ids}, timeout_s)

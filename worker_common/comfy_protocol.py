@@ -24,7 +24,6 @@ EXECUTION_CACHED = "execution_cached"
 EXECUTING = "executing"
 EXECUTED = "executed"
 PROGRESS = "progress"
-EXECUTION_SUCCESS = "execution_success"
 EXECUTION_ERROR = "execution_error"
 EXECUTION_INTERRUPTED = "execution_interrupted"
 

@@ -36,7 +36,6 @@ from worker_common.comfy_protocol import output_files
 from worker_common.settings import ConfigError, env_bool, env_path, env_str
 
 DEFAULT_VOLUME_MOUNTS = "/runpod-volume /workspace"
-WORKER_FOLDERS = ("input", "output", "temp", "user")
 # The asset database of newer ComfyUI releases and the files beside it (never copied into a worker).
 _DATABASE_FILES = re.compile(r"^comfyui\.db")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
