@@ -71,33 +71,40 @@ def _cancel(comfy: ComfyClient, features: Features, prompt_id: str) -> bool:
 def _wait_stopped(
     comfy: ComfyClient, features: Features, prompt_id: str, sock: ComfySocket | None, grace_s: float
 ) -> str | None:
-    """Wait for the prompt to stop; where it stopped ("node 3 (KSampler)", or "" if unknown), None if it did not."""
+    """Wait for the prompt to stop; where it stopped ("node 3 (KSampler)", or "" if unknown), None if it did not.
+
+    The job's socket says it (`execution_interrupted`, then `executing` null for the prompt);
+    without a socket, or at the end of the grace, ComfyUI is asked where the prompt is.
+    """
     deadline = time.monotonic() + grace_s
-    where = ""
-    while time.monotonic() < deadline:
-        where = _stopped_at(sock, prompt_id) or where
+    where, ended = _frames_until_stopped(sock, prompt_id, deadline)
+    if ended:
+        return where
+    while True:
         try:
             if prompt_state(comfy, features, prompt_id, STOP_REQUEST_TIMEOUT_S).where is not Where.RUNNING:
                 return where
         except ComfyError:
             pass  # a ComfyUI too busy to answer has not stopped yet
-        if sock is None or not sock.is_open:
-            time.sleep(POLL_S)
-    return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(POLL_S)
 
 
-def _stopped_at(sock: ComfySocket | None, prompt_id: str) -> str:
-    """Where the interrupt took effect, from frames waiting on the job's socket ("" if none said)."""
-    if sock is None or not sock.is_open:
-        return ""
-    try:
-        message = sock.receive(POLL_S)
-    except Dropped:
-        return ""
-    data = (message or {}).get("data")
-    if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
-        return ""
-    kind = (message or {}).get("type")
-    if kind in (protocol.EXECUTION_INTERRUPTED, protocol.EXECUTION_ERROR):
-        return protocol.ExecutionFailure.from_message(kind, data).where
-    return ""
+def _frames_until_stopped(sock: ComfySocket | None, prompt_id: str, deadline: float) -> tuple[str, bool]:
+    """(where the interrupt took effect, or ""; whether the socket saw the prompt end) by `deadline`."""
+    where = ""
+    while sock is not None and sock.is_open and time.monotonic() < deadline:
+        try:
+            message = sock.receive(max(deadline - time.monotonic(), 0.0))
+        except Dropped:
+            break
+        data = (message or {}).get("data")
+        if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
+            continue
+        kind = (message or {}).get("type")
+        if kind in (protocol.EXECUTION_INTERRUPTED, protocol.EXECUTION_ERROR):
+            where = protocol.ExecutionFailure.from_message(kind, data).where
+        elif kind == protocol.EXECUTING and data.get("node") is None:
+            return where, True
+    return where, False
