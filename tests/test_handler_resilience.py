@@ -55,8 +55,9 @@ def test_a_completion_missed_on_a_silent_socket_is_found_through_history(tmp_pat
         rig.stop()
 
 
-def test_the_deadline_interrupts_a_slow_node_and_empties_the_queue(tmp_path: Path) -> None:
-    rig = Rig(tmp_path).start({"JOB_TIMEOUT_S": "1.5"})
+@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+def test_the_deadline_interrupts_a_slow_node_and_empties_the_queue(tmp_path: Path, version: str) -> None:
+    rig = Rig(tmp_path, {"STANDIN_COMFYUI_VERSION": version}).start({"JOB_TIMEOUT_S": "1.5"})
     try:
         started = time.monotonic()
         result = rig.runsync(image_through(("StandinSleep", {"seconds": 60, "steps": 600})))

@@ -100,11 +100,11 @@ def test_a_cancelled_job_has_ended_when_the_cancellation_goes_through(
 # -- every wait is bounded by the deadline ---------------------------------------------------------
 
 
-def test_a_late_answer_to_prompt_is_bounded_by_the_deadline_and_leaves_no_ghost(rig_factory) -> None:
+@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+def test_a_late_answer_to_prompt_is_bounded_by_the_deadline_and_leaves_no_ghost(rig_factory, version: str) -> None:
     deadline_s, grace_s = 3, 1
-    rig = rig_factory(
-        {"STANDIN_PROMPT_DELAY_S": "20"}, JOB_TIMEOUT_S=str(deadline_s), COMFY_INTERRUPT_GRACE_S=str(grace_s)
-    )
+    comfy_env = {"STANDIN_PROMPT_DELAY_S": "20", "STANDIN_COMFYUI_VERSION": version}
+    rig = rig_factory(comfy_env, JOB_TIMEOUT_S=str(deadline_s), COMFY_INTERRUPT_GRACE_S=str(grace_s))
     began = time.monotonic()
     error = failed(rig.runsync(image_through(sleeping(30))))
     took = time.monotonic() - began
@@ -121,8 +121,10 @@ def test_a_garbage_answer_to_prompt_is_settled_by_asking_comfyui(rig_factory) ->
     assert len(output["images"]) == 1
 
 
-def test_history_failing_after_a_dropped_websocket_leaves_no_ghost(rig_factory) -> None:
-    rig = rig_factory({"STANDIN_HISTORY_500": "1"})
+@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+def test_history_failing_after_a_dropped_websocket_leaves_no_ghost(rig_factory, version: str) -> None:
+    """0.38.1 is asked through /api/jobs/{id} first, 0.3.64 through /queue; both end at /history."""
+    rig = rig_factory({"STANDIN_HISTORY_500": "1", "STANDIN_COMFYUI_VERSION": version})
     error = failed(rig.runsync(image_through(("StandinDropWebSockets", {}), sleeping(0.5))))
     assert "ComfyUI failed while checking on the prompt" in error, error
     assert "answered 500" in error, error

@@ -22,10 +22,12 @@ def sleeping_job(seconds: float, prefix: str) -> dict:
     return image_chain(("StandinSleep", {"seconds": seconds, "steps": max(1, round(seconds * 10))}), prefix=prefix)
 
 
+@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
 def test_cancelling_a_queued_job_removes_it_from_comfyuis_queue_and_leaves_the_running_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
 ) -> None:
-    rig = Rig(tmp_path).start()
+    """0.38.1 cancels by /api/jobs/{id}/cancel, 0.3.64 by /interrupt and /queue with the prompt id."""
+    rig = Rig(tmp_path, {"STANDIN_COMFYUI_VERSION": version}).start()
     try:
         worker = rig.in_process_worker(monkeypatch, {"CLEANUP_HISTORY": "false"})
         running = {"id": "running", "input": sleeping_job(2.0, "first")}
