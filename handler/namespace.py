@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from worker_common.comfy_protocol import PREFIX_INPUT
-from worker_common.layout import Layout, inside
+from worker_common.layout import Layout
 
 from .catalog import Catalog
 from .errors import JobError, Reason
@@ -147,7 +147,7 @@ class _Rewriter:
                 "send the file in input.images instead"
             )
             return value
-        target = self._shared_file(name)
+        target = self.space.layout.shared_input_file(name)
         if target is None:
             self.problems.append(
                 f"{where}: {value!r} is neither one of the job's images (input.images) nor a file in the "
@@ -160,18 +160,6 @@ class _Rewriter:
             return value
         self.links[job_name] = target
         return job_name
-
-    def _shared_file(self, name: str) -> Path | None:
-        """The real path of a file users placed in the volume's input folder, or None."""
-        parts = PurePosixPath(name).parts
-        if not parts or name.startswith("/") or ".." in parts or "\0" in name:
-            return None
-        try:
-            root = Path(os.path.realpath(self.shared_input))
-            target = Path(os.path.realpath(root / name))
-        except (OSError, ValueError):
-            return None
-        return target if inside(root, target) and target.is_file() else None
 
 
 def _listing(folder: Path) -> str:

@@ -56,6 +56,18 @@ class Layout:
         """Files users placed on the volume for workflows to load (masks, reference images)."""
         return self.comfyui_dir / "input"
 
+    def shared_input_file(self, name: str) -> Path | None:
+        """The real path of a file users placed in the volume's input folder (`name` relative), or None.
+
+        None for an absolute name, `..`, a missing file, or a link leading out of the folder.
+        """
+        parts = name.split("/")
+        if not name or name.startswith("/") or ".." in parts or "\0" in name:
+            return None
+        root = _real_folder(str(self.shared_input))
+        target = os.path.realpath(os.path.join(root, name))
+        return Path(target) if _below(root, target) and os.path.isfile(target) else None
+
     @property
     def shared_user(self) -> Path:
         """The volume's user directory: copied into the worker's at start, never used in place."""
