@@ -1,4 +1,4 @@
-"""0.38.1's jobs API (comfy_execution/jobs.py and server.py's /api/jobs routes).
+"""0.38.1's jobs API (comfy_execution/jobs.py and server.py's /api/jobs routes), and 0.47.1's.
 
 A job is a queue item or a history entry in one shape: `{"id", "status", "priority",
 "create_time", "outputs_count", ...}`, keys with null values left out. Statuses: pending,
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import runtime
+from . import runtime, version
 
 if TYPE_CHECKING:
     from .server import PromptServer
@@ -143,7 +143,8 @@ def history_job(prompt_id: str, entry: dict[str, Any], include_outputs: bool = F
     status_info = entry.get("status") or {}
     outputs = entry.get("outputs", {})
     count, previewable, preview = outputs_summary(outputs)
-    error = start = end = None
+    error = start = end = success = None
+    node_errors: list[dict[str, Any]] = []
     interrupted = False
     for event, data in status_info.get("messages", []):
         if event == "execution_start":
@@ -151,10 +152,14 @@ def history_job(prompt_id: str, entry: dict[str, Any], include_outputs: bool = F
         elif event in ("execution_success", "execution_error", "execution_interrupted"):
             end = data.get("timestamp")
             error = data if event == "execution_error" else error
+            success = data if event == "execution_success" else success
             interrupted = interrupted or event == "execution_interrupted"
+        elif event == "execution_node_error":
+            node_errors.append(data)
     status = COMPLETED
     if status_info.get("status_str") == "error":
         status = CANCELLED if interrupted else FAILED
+    summary = _error_summary(status_info, success, error, node_errors) if version.current().job_error_summary else {}
     job = _prune(
         {
             "id": prompt_id,
@@ -164,6 +169,7 @@ def history_job(prompt_id: str, entry: dict[str, Any], include_outputs: bool = F
             "execution_start_time": start,
             "execution_end_time": end,
             "execution_error": error,
+            **summary,
             "outputs_count": count,
             "previewable_outputs_count": previewable,
             "preview_output": preview,
@@ -173,8 +179,31 @@ def history_job(prompt_id: str, entry: dict[str, Any], include_outputs: bool = F
     if include_outputs:
         job["outputs"] = normalize_outputs(outputs)
         job["execution_status"] = status_info
+        if version.current().job_error_summary:
+            job["execution_errors"] = node_errors
         job["workflow"] = {"prompt": prompt, "extra_data": extra_data}
     return job
+
+
+def _error_summary(
+    status_info: dict[str, Any], success: Any, error: Any, node_errors: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """0.47.1's completion_status, has_errors and execution_error_count (None where it leaves them out).
+
+    An `execution_summary` in the status (a prompt run with the continue-on-failure policy)
+    states them; otherwise they follow from the messages.
+    """
+    summary = status_info.get("execution_summary") or {}
+    completion = summary.get("completion_status")
+    if completion is None and success is not None:
+        completion = success.get("completion_status", "success")
+    if completion is None and status_info.get("status_str") == "success":
+        completion = "success"
+    has_errors = count = None
+    if status_info:
+        has_errors = summary.get("has_errors", bool(node_errors) or error is not None)
+        count = summary.get("execution_error_count", len(node_errors) or int(error is not None))
+    return {"completion_status": completion, "has_errors": has_errors, "execution_error_count": count}
 
 
 def _sort_key(sort_by: str) -> Any:

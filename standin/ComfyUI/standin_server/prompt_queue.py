@@ -45,6 +45,14 @@ class PromptQueue:
         self.server.queue_updated()
         self._wake.set()
 
+    def knows(self, prompt_id: str) -> bool:
+        """Whether the id is queued, running or in history (0.47.1's PromptQueue.put refuses those)."""
+        return (
+            prompt_id in self.history
+            or any(entry[2][1] == prompt_id for entry in self._heap)
+            or prompt_id in self.running_prompt_ids()
+        )
+
     async def get(self) -> tuple[QueueItem, int] | None:
         """The next item to run, or None when woken only by a flag (POST /free)."""
         while not self._heap:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from PIL import Image
 
-from . import PYTORCH_VERSION, jobs, paths, runtime, version
+from . import PYTORCH_VERSION, credentials, jobs, paths, runtime, version
 from .nodes import NODE_CLASS_MAPPINGS, node_info
-from .system import deploy_environment, memory
+from .system import deploy_environment, memory, redact_argv
 from .validation import validate_prompt
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def add_routes(server: PromptServer) -> None:
 
     @r.get("/features")
     async def features(request: web.Request) -> web.Response:
-        return web.json_response(server.features)
+        return web.json_response(server.features_for(credentials.transport_enabled(request)))
 
     @r.get("/models")
     async def model_types(request: web.Request) -> web.Response:
@@ -112,7 +112,7 @@ def add_routes(server: PromptServer) -> None:
         )
         if release.extended_system_stats:
             system["deploy_environment"] = deploy_environment(paths.folders().install)
-        system["argv"] = sys.argv
+        system["argv"] = redact_argv(sys.argv) if release.redacted_argv else sys.argv
         return {
             "system": system,
             "devices": [
@@ -163,7 +163,14 @@ def add_routes(server: PromptServer) -> None:
 
     async def queue_prompt(request: web.Request) -> web.Response:
         log.info("got prompt")
+        release = version.current()
+        if release.credential_transport and (refused := credentials.refuse_transport(request)) is not None:
+            return refused
         json_data = await request.json()
+        if release.credential_transport:
+            refused = credentials.refuse_prompt_client(request, json_data, server.sockets_metadata)
+            if refused is not None:
+                return refused
         if "number" in json_data:
             number = float(json_data["number"])
         else:
@@ -182,7 +189,6 @@ def add_routes(server: PromptServer) -> None:
             return web.json_response({"error": error, "node_errors": {}}, status=400)
 
         prompt = json_data["prompt"]
-        release = version.current()
         if not release.canonical_prompt_ids:
             prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
         elif json_data.get("prompt_id") is None:
@@ -207,6 +213,8 @@ def add_routes(server: PromptServer) -> None:
         sensitive = {key: extra_data.pop(key) for key in SENSITIVE_EXTRA_DATA_KEYS if key in extra_data}
         if release.stamps_create_time:
             extra_data["create_time"] = int(time.time() * 1000)
+        if release.unique_prompt_ids and server.prompt_queue.knows(prompt_id):
+            return web.json_response({"error": "prompt_id already exists"}, status=409)
         server.prompt_queue.put((number, prompt_id, prompt, extra_data, valid[2], sensitive))
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": valid[3]})
 
@@ -295,6 +303,8 @@ def add_routes(server: PromptServer) -> None:
 
     if version.current().jobs_routes:
         jobs.add_routes(r, server)
+    if version.current().credential_transport:
+        credentials.add_routes(r, server)
 
     # ComfyUI serves every route twice: as is and under /api.
     api = web.RouteTableDef()

@@ -3,7 +3,10 @@
 As in ComfyUI's server.py:
 - one socket per clientId: a new connection with the same id replaces the old one, and a
   socket's teardown removes the id unconditionally (so a late teardown of an old socket can
-  orphan its replacement; real ComfyUI does the same);
+  orphan its replacement; real ComfyUI up to 0.38.1 does the same). 0.47.1 removes only its
+  own registration, gives a loopback peer a `credential_key` in its first `status` frame and
+  lets a new socket replace a live one of the same clientId only after a `credential_auth`
+  message with that key (credentials.py);
 - run frames go to the prompt's client_id only (to everyone when the prompt has none);
   `status` goes to everyone;
 - frames are queued by send_sync (from any thread) and sent in order by one task.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import struct
 import threading
 import time
@@ -23,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import cli, routes, version
+from . import cli, credentials, routes, version
 from .assets import AssetStore
 from .executor import PREVIEW_IMAGE_BYTES, PromptExecutor
 from .graph import CachePolicy
@@ -49,8 +53,10 @@ def server_features(max_upload_mb: float, assets_on: bool, cli_flags: list[str])
     features: dict[str, Any] = {"supports_preview_metadata": True}
     if not version.current().extended_features:
         return {**features, "max_upload_size": max_upload_mb * 1024 * 1024}
+    features["supports_model_type_tags"] = True
+    if version.current().credential_transport:
+        features["comfy_api_credentials"] = credentials.FEATURE
     features.update(
-        supports_model_type_tags=True,
         max_upload_size=max_upload_mb * 1024 * 1024,
         extension={"manager": {"supports_v4": True}},
         node_replacements=True,
@@ -98,6 +104,12 @@ class PromptServer:
         self.executor = PromptExecutor(self, knobs, cache, assets)
         self.app = web.Application(client_max_size=self.max_upload_size)
         routes.add_routes(self)
+
+    def features_for(self, include_credentials: bool) -> dict[str, Any]:
+        """get_server_features(include_credentials=...): credentials are offered only where they may travel."""
+        if include_credentials:
+            return self.features
+        return {key: value for key, value in self.features.items() if key != "comfy_api_credentials"}
 
     # -- messages -----------------------------------------------------------------------
 
@@ -164,30 +176,80 @@ class PromptServer:
     async def websocket_handler(self, request: web.Request) -> web.WebSocketResponse:
         # autoping/autoclose off: the half-open knob must be able to withhold pongs and closes.
         ws = web.WebSocketResponse(autoping=False, autoclose=False, max_msg_size=0)
-        await ws.prepare(request)
-        self.connected_at[ws] = time.monotonic()
         sid = request.rel_url.query.get("clientId", "")
+        guarded = version.current().credential_transport
+        key_transport = guarded and credentials.transport_enabled(request)
+        existing_key = self._existing_credential_key(sid) if guarded else None
+        if existing_key is not None and not key_transport:
+            sid, existing_key = "", None  # a plaintext peer may not take over a protected client id
+        await ws.prepare(request)
+        if existing_key is not None and not await self._authenticated(ws, existing_key):
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=credentials.INVALID_CREDENTIALS.encode())
+            return ws
+        self.connected_at[ws] = time.monotonic()
         if sid:
             self.sockets.pop(sid, None)
         else:
             sid = uuid.uuid4().hex
         self.sockets[sid] = ws
-        self.sockets_metadata[sid] = {"feature_flags": {}}
+        metadata: dict[str, Any] = {"feature_flags": {}}
+        status: dict[str, Any] = {"status": self.get_queue_info(), "sid": sid}
+        if guarded:
+            metadata["connection_id"] = secrets.token_hex(16)
+            key = existing_key or (secrets.token_urlsafe(32) if key_transport else None)
+            if key is not None:
+                metadata["credential_key"] = status["credential_key"] = key
+        self.sockets_metadata[sid] = metadata
         self.all_sockets.add(ws)
         try:
-            await self.send("status", {"status": self.get_queue_info(), "sid": sid}, sid)
+            await self.send("status", status, sid)
             if self.client_id == sid and self.last_node_id is not None:
                 await self.send("executing", {"node": self.last_node_id}, sid)
-            await self._read_loop(request, ws, sid)
+            await self._read_loop(request, ws, sid, key_transport)
         finally:
-            self.sockets.pop(sid, None)
-            self.sockets_metadata.pop(sid, None)
+            if not guarded or self.sockets_metadata.get(sid) is metadata:
+                self.sockets.pop(sid, None)
+                self.sockets_metadata.pop(sid, None)
             self.all_sockets.discard(ws)
             self.connected_at.pop(ws, None)
         return ws
 
-    async def _read_loop(self, request: web.Request, ws: web.WebSocketResponse, sid: str) -> None:
+    def _existing_credential_key(self, sid: str) -> str | None:
+        """0.47.1: the key of a live socket with this clientId (a closed one's metadata is gone)."""
+        metadata = self.sockets_metadata.get(sid) if sid else None
+        if metadata is None or sid not in self.sockets:
+            self.sockets_metadata.pop(sid, None)
+            return None
+        return metadata.get("credential_key")
+
+    async def _authenticated(self, ws: web.WebSocketResponse, expected: str) -> bool:
+        """The first message must be {"type": "credential_auth", "data": {"credential_key": K}}, within 5 s."""
+        deadline = time.monotonic() + credentials.AUTH_WAIT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await ws.receive(timeout=left)
+            except TimeoutError:
+                return False
+            if msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type != WSMsgType.TEXT:
+                return False
+            try:
+                data = json.loads(msg.data)
+            except json.JSONDecodeError:
+                return False
+            payload = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(payload, dict) or data.get("type") != credentials.AUTH_MESSAGE:
+                return False
+            return credentials.key_matches(payload.get("credential_key"), expected)
+        return False
+
+    async def _read_loop(
+        self, request: web.Request, ws: web.WebSocketResponse, sid: str, key_transport: bool = False
+    ) -> None:
         first_message = True
+        auth_prelude = version.current().credential_transport  # a first credential_auth is skipped
         while True:
             msg = await ws.receive()
             if msg.type == WSMsgType.PING:
@@ -196,9 +258,13 @@ class PromptServer:
             elif msg.type == WSMsgType.TEXT:
                 try:
                     data = json.loads(msg.data)
-                    if first_message and isinstance(data, dict) and data.get("type") == "feature_flags":
+                    kind = data.get("type") if isinstance(data, dict) else None
+                    if first_message and auth_prelude and kind == credentials.AUTH_MESSAGE:
+                        auth_prelude = False
+                        continue
+                    if first_message and kind == "feature_flags":
                         self.sockets_metadata[sid]["feature_flags"] = data.get("data", {})
-                        await self.send("feature_flags", self.features, sid)
+                        await self.send("feature_flags", self.features_for(key_transport), sid)
                     first_message = False
                 except json.JSONDecodeError:
                     log.warning(f"Invalid JSON received from client {sid}: {msg.data}")

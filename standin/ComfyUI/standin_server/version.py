@@ -1,6 +1,6 @@
 """Which ComfyUI release the stand-in plays, and what that changes: the one place for it.
 
-STANDIN_COMFYUI_VERSION picks the release (0.3.64 when unset). Every behaviour that differs
+STANDIN_COMFYUI_VERSION picks the release (0.3.64 when unset): 0.3.64, 0.38.1 or 0.47.1. Every behaviour that differs
 between releases is a field of `Release`, read through `current()`; the rest of the code
 asks the switch, never the version number.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 VERSION_KNOB = "STANDIN_COMFYUI_VERSION"
 DEFAULT_VERSION = "0.3.64"
@@ -59,6 +59,17 @@ class Release:
     port_in_use_message: bool
     # SaveImage and PreviewImage output their images (IMAGE, named "images"), a pass-through (0.26.0).
     save_nodes_pass_images: bool
+    # Credentials for API nodes (server.py 5e14d797): a loopback peer's first `status` frame carries a
+    # `credential_key`; replacing a live socket of the same clientId needs a `credential_auth` first
+    # message; POST /credentials; X-Comfy-Client-Id/X-Comfy-Credential-Key checks on POST /prompt;
+    # /features gains `comfy_api_credentials` for loopback requesters.
+    credential_transport: bool = False
+    # POST /prompt refuses a prompt_id already queued, running or in history: 409 (PromptQueue.put).
+    unique_prompt_ids: bool = False
+    # /system_stats `argv` has the values of path flags replaced by "*" (cli_args.redact_sensitive_argv).
+    redacted_argv: bool = False
+    # /api/jobs objects gain completion_status, has_errors, execution_error_count (and execution_errors).
+    job_error_summary: bool = False
 
 
 RELEASES: dict[str, Release] = {
@@ -111,6 +122,15 @@ RELEASES: dict[str, Release] = {
         save_nodes_pass_images=True,
     ),
 }
+# 0.47.1: 0.38.1 plus what the newest stored sources add (docs/comfyui-0.47.md).
+RELEASES["0.47.1"] = replace(
+    RELEASES["0.38.1"],
+    version="0.47.1",
+    credential_transport=True,
+    unique_prompt_ids=True,
+    redacted_argv=True,
+    job_error_summary=True,
+)
 
 # ComfyUI's own comfy* packages in /system_stats comfy_package_versions (0.38.1's requirements.txt).
 COMFY_PACKAGES_0_38 = (
