@@ -5,7 +5,8 @@ so every prompt the worker ever sent can be found, stopped and cleaned, even whe
 answer never came. Until ComfyUI has accepted the prompt, a ComfyUI that does not answer
 (restarting after a crash) is waited for, up to JOB_READY_WAIT_S, and the prompt sent again:
 only a job whose prompt ComfyUI accepted can fail for a crash. An answer that is late, an
-error or not JSON is settled by asking ComfyUI whether it has the prompt.
+error or not JSON is settled by asking ComfyUI whether it has the prompt; 0.47.1's 409 for a
+prompt_id it already has says so itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyUnavailable
-from worker_common.comfy_protocol import Rejection
+from worker_common.comfy_protocol import Rejection, is_duplicate_prompt
 from worker_common.contract import Readiness
 
 from . import explain
@@ -70,6 +71,8 @@ def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness
             )
             return ready
         except ComfyHTTPError as error:
+            if is_duplicate_prompt(error.status, error.json()):
+                return ready  # 0.47.1: an earlier attempt of this job's prompt got there
             answer = Rejection.from_body(error.json()) if error.status == 400 else None
             if answer is not None:
                 raise _rejection(rt, answer, submission) from None

@@ -19,6 +19,7 @@ import websocket
 from websocket import ABNF
 
 from worker_common.comfy_client import ComfyClient
+from worker_common.comfy_protocol import credential_key
 
 # Frames that are read and dropped without parsing: progress_state repeats every node's state
 # and grows with the square of the graph (tens of MB for wide graphs).
@@ -37,6 +38,7 @@ class ComfySocket:
     def __init__(self, comfy: ComfyClient, client_id: str) -> None:
         self.comfy = comfy
         self.client_id = client_id
+        self.credential_key: str | None = None  # 0.47.1: presented when this client id reconnects
         self._ws: websocket.WebSocket | None = None
 
     @property
@@ -51,7 +53,7 @@ class ComfySocket:
     def open(self) -> None:
         """(Re)connect; raises ComfyUnavailable when ComfyUI does not accept it."""
         self.close()
-        self._ws = self.comfy.connect_websocket(self.client_id)
+        self._ws = self.comfy.connect_websocket(self.client_id, self.credential_key)
 
     def close(self) -> None:
         if self._ws is not None:
@@ -79,7 +81,9 @@ class ComfySocket:
             raise Dropped("ComfyUI closed the WebSocket")
         if opcode != ABNF.OPCODE_TEXT:
             return ACTIVITY
-        return _parse(frame.data)
+        message = _parse(frame.data)
+        self.credential_key = credential_key(message) or self.credential_key
+        return message
 
     def ping(self) -> None:
         """Send a ping; its pong (or any frame) shows up in receive() as activity."""

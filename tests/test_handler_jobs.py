@@ -12,9 +12,10 @@ from PIL import Image, ImageOps
 
 from tests.handler_harness import FileServer, Rig
 from tests.images import b64, decoded, noise_png
+from tests.releases import RELEASES
 
 
-@pytest.fixture(scope="module", params=["0.3.64", "0.38.1"])
+@pytest.fixture(scope="module", params=RELEASES)
 def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     """The handler against the stand-in playing each supported ComfyUI release (docs/comfyui-versions.md)."""
     running = Rig(tmp_path_factory.mktemp("jobs"), {"STANDIN_COMFYUI_VERSION": request.param}).start()

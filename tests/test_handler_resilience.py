@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.handler_harness import Rig
+from tests.releases import RELEASES
 from tests.stack import Stack
 from tests.workflows import image_chain
 
@@ -44,8 +45,10 @@ def test_a_websocket_dropped_mid_job_is_reconnected_and_a_history_500_retried(tm
         rig.stop()
 
 
-def test_a_completion_missed_on_a_silent_socket_is_found_through_history(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, {"STANDIN_WS_SILENT_AFTER_S": "0.3"}).start({"WEBSOCKET_RECEIVE_TIMEOUT_S": "0.5"})
+@pytest.mark.parametrize("version", RELEASES)
+def test_a_completion_missed_on_a_silent_socket_is_found_through_history(tmp_path: Path, version: str) -> None:
+    comfy_env = {"STANDIN_WS_SILENT_AFTER_S": "0.3", "STANDIN_COMFYUI_VERSION": version}
+    rig = Rig(tmp_path, comfy_env).start({"WEBSOCKET_RECEIVE_TIMEOUT_S": "0.5"})
     try:
         started = time.monotonic()
         output = completed(rig.runsync(image_through(("StandinSleep", {"seconds": 0.8, "steps": 2}))))
@@ -55,7 +58,7 @@ def test_a_completion_missed_on_a_silent_socket_is_found_through_history(tmp_pat
         rig.stop()
 
 
-@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+@pytest.mark.parametrize("version", RELEASES)
 def test_the_deadline_interrupts_a_slow_node_and_empties_the_queue(tmp_path: Path, version: str) -> None:
     rig = Rig(tmp_path, {"STANDIN_COMFYUI_VERSION": version}).start({"JOB_TIMEOUT_S": "1.5"})
     try:

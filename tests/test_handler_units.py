@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ from handler.download import redact
 from handler.errors import JobError, Reason
 from handler.namespace import RERUN_INPUT, JobSpace
 from handler.progress import Progress
-from worker_common.comfy_protocol import ExecutionFailure, HistoryEntry, Rejection
+from worker_common.comfy_protocol import (
+    ExecutionFailure,
+    HistoryEntry,
+    Rejection,
+    credential_auth,
+    credential_key,
+    is_duplicate_prompt,
+)
 from worker_common.layout import Layout
 from worker_common.settings import ConfigError
 
@@ -348,3 +356,19 @@ def test_an_execution_error_without_traceback_is_one_line() -> None:
     data = {"node_id": "1", "node_type": "X", "exception_type": "E", "exception_message": "m"}
     error = explain.execution_failure(ExecutionFailure.from_message("execution_error", data), str)
     assert error.message == "ComfyUI failed at node 1 (X): E: m"
+
+
+def test_the_credential_key_of_a_status_frame_and_the_message_that_presents_it() -> None:
+    status = {"type": "status", "data": {"status": {"exec_info": {}}, "sid": "w", "credential_key": "k"}}
+    assert credential_key(status) == "k"
+    assert credential_key({"type": "status", "data": {"status": {}, "sid": "w"}}) is None  # 0.3.64, 0.38.1
+    assert credential_key({"type": "executing", "data": {"credential_key": "k"}}) is None
+    assert credential_key({"type": "status", "data": {"credential_key": ""}}) is None
+    assert json.loads(credential_auth("k")) == {"type": "credential_auth", "data": {"credential_key": "k"}}
+
+
+def test_only_0_47s_409_for_a_known_prompt_id_is_a_duplicate() -> None:
+    assert is_duplicate_prompt(409, {"error": "prompt_id already exists"})
+    assert not is_duplicate_prompt(409, {"error": "something else"})
+    assert not is_duplicate_prompt(400, {"error": "prompt_id already exists"})
+    assert not is_duplicate_prompt(409, None)

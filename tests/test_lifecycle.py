@@ -20,6 +20,7 @@ import pytest
 from handler.context import STOP_REQUEST_TIMEOUT_S
 from tests.handler_harness import Rig
 from tests.images import decoded
+from tests.releases import RELEASES
 from tests.stack import Stack
 from tests.workflows import completed, failed, image_chain, in_background
 
@@ -100,7 +101,7 @@ def test_a_cancelled_job_has_ended_when_the_cancellation_goes_through(
 # -- every wait is bounded by the deadline ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+@pytest.mark.parametrize("version", RELEASES)
 def test_a_late_answer_to_prompt_is_bounded_by_the_deadline_and_leaves_no_ghost(rig_factory, version: str) -> None:
     deadline_s, grace_s = 3, 1
     comfy_env = {"STANDIN_PROMPT_DELAY_S": "20", "STANDIN_COMFYUI_VERSION": version}
@@ -121,7 +122,7 @@ def test_a_garbage_answer_to_prompt_is_settled_by_asking_comfyui(rig_factory) ->
     assert len(output["images"]) == 1
 
 
-@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+@pytest.mark.parametrize("version", RELEASES)
 def test_history_failing_after_a_dropped_websocket_leaves_no_ghost(rig_factory, version: str) -> None:
     """0.38.1 is asked through /api/jobs/{id} first, 0.3.64 through /queue; both end at /history."""
     rig = rig_factory({"STANDIN_HISTORY_500": "1", "STANDIN_COMFYUI_VERSION": version})

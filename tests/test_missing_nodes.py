@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.releases import RELEASES
 from tests.stack import Stack
 from tests.workflows import failed
 
@@ -28,7 +29,7 @@ def job_with(class_type: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+@pytest.mark.parametrize("version", RELEASES)
 def test_a_missing_class_names_the_pack_that_failed_to_import_and_similar_classes(
     make_stack: Callable[..., Stack], version: str
 ) -> None:

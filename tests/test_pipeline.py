@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.handler_harness import Rig
+from tests.releases import RELEASES
 from tests.stack import Stack
 from tests.workflows import assert_own_images, failed, image_chain, in_background, own_images_job, running_prompt
 
@@ -22,7 +23,7 @@ def sleeping_job(seconds: float, prefix: str) -> dict:
     return image_chain(("StandinSleep", {"seconds": seconds, "steps": max(1, round(seconds * 10))}), prefix=prefix)
 
 
-@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+@pytest.mark.parametrize("version", RELEASES)
 def test_cancelling_a_queued_job_removes_it_from_comfyuis_queue_and_leaves_the_running_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
 ) -> None:

@@ -74,7 +74,9 @@ def wait_folders_empty(stacks: list[Stack]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("workers", "version"), [(2, "0.3.64"), (3, "0.3.64"), (2, "0.38.1")], ids=["2-workers", "3-workers", "2-on-0.38.1"]
+    ("workers", "version"),
+    [(2, "0.3.64"), (3, "0.3.64"), (2, "0.38.1"), (2, "0.47.1")],
+    ids=["2-workers", "3-workers", "2-on-0.38.1", "2-on-0.47.1"],
 )
 def test_workers_sharing_one_volume_each_get_their_own_images(
     make_stack: Callable[..., Stack], volume: Path, workers: int, version: str

@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from healthcheck.gpu import from_system_stats
+from tests.releases import NEWEST, RELEASES
 from tests.test_sidecar_support import (
     REPO,
     Sidecar,
@@ -300,7 +301,7 @@ def standin_plays(version: str) -> bool:
     return version == "0.3.64" or (REPO / "standin" / "ComfyUI" / "standin_server" / "version.py").exists()
 
 
-@pytest.mark.parametrize("version", ["0.3.64", "0.38.1"])
+@pytest.mark.parametrize("version", RELEASES)
 def test_the_version_is_reported_and_probes_start_no_asset_scan(world: World, version: str) -> None:
     """0.38.1 starts an asset scan on every /object_info; the probe asks /system_stats only."""
     if not standin_plays(version):
@@ -357,7 +358,8 @@ def test_the_sidecar_itself_writes_no_multiprocess_files(world: World) -> None:
     assert list(multiproc.iterdir()) == []
 
 
-def test_warmup_runs_once_before_ready(world: World, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [RELEASES[0], NEWEST])
+def test_warmup_runs_once_before_ready(world: World, tmp_path: Path, version: str) -> None:
     workflow = tmp_path / "warmup.json"
     workflow.write_text(
         json.dumps(
@@ -367,7 +369,7 @@ def test_warmup_runs_once_before_ready(world: World, tmp_path: Path) -> None:
             }
         )
     )
-    world.supervisor()
+    world.supervisor(standin_env={"STANDIN_COMFYUI_VERSION": version})
     sidecar = world.sidecar(WARMUP_WORKFLOW=str(workflow))
     status, body = sidecar.readyz(wait_s=30)
     assert status == 200, body

@@ -8,6 +8,7 @@ One 0.47.1 stand-in serves every test (module fixture, assets off so no database
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,10 @@ import pytest
 import requests
 import websocket
 
+from handler.ws import ComfySocket
 from tests.test_standin import Standin, empty_invert_save, frames_until_done, sleep_prompt, wait_frame
+from worker_common.comfy_client import ComfyClient, ComfyHTTPError
+from worker_common.comfy_protocol import is_duplicate_prompt
 
 VERSION = "0.47.1"
 CREDENTIALS_FEATURE = {"version": 1, "endpoint": "/api/credentials", "websocket_auth_message": "credential_auth"}
@@ -128,6 +132,27 @@ def test_a_closed_socket_leaves_no_key_and_a_first_credential_auth_is_skipped(co
     again.close()
 
 
+def test_the_handlers_socket_takes_over_its_half_open_predecessor(comfy47: Standin) -> None:
+    """handler/ws.py learns the key from the first status frame and presents it when it reconnects
+    while ComfyUI still holds the old socket (half-open: ComfyUI has not seen it go)."""
+    client = ComfyClient("127.0.0.1", comfy47.port, timeout_s=10)
+    sock = ComfySocket(client, "worker-" + uuid.uuid4().hex)
+    sock.open()
+    assert sock.receive(5)["type"] == "status" and sock.credential_key
+    held = sock._ws  # ComfyUI keeps this one registered: it is never closed
+    sock._ws = None
+    started = time.monotonic()
+    sock.open()
+    assert sock.receive(5)["type"] == "status"  # not a close after ComfyUI's 5 s wait for the key
+    assert time.monotonic() - started < 2
+    without_key = client.connect_websocket(sock.client_id)
+    without_key.send(json.dumps({"type": "feature_flags", "data": {}}))  # not the key: refused at once
+    assert without_key.recv_data_frame(True)[0] == websocket.ABNF.OPCODE_CLOSE
+    for ws in (held, without_key):
+        ws.close()
+    sock.close()
+
+
 # -- POST /credentials and the credential headers on POST /prompt ---------------------------------
 
 
@@ -189,6 +214,10 @@ def test_a_known_prompt_id_is_409_whether_queued_running_or_done(comfy47: Standi
     comfy47.wait_history(pending)
     done = comfy47.post_prompt(fresh("dup"), prompt_id=pending)
     assert (done.status_code, done.json()) == (409, {"error": "prompt_id already exists"})
+    # What the handler's client makes of it (handler/submit.py: the prompt is ComfyUI's already).
+    with pytest.raises(ComfyHTTPError) as raised:
+        ComfyClient("127.0.0.1", comfy47.port).queue_prompt(fresh("dup"), client_id, pending)
+    assert is_duplicate_prompt(raised.value.status, raised.value.json())
     ws.close()
 
 

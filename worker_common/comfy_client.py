@@ -24,6 +24,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from worker_common.comfy_protocol import credential_auth
+
 if TYPE_CHECKING:
     import requests
     import websocket
@@ -295,13 +297,21 @@ class ComfyClient:
 
     # -- WebSocket ---------------------------------------------------------------
 
-    def connect_websocket(self, client_id: str, timeout_s: float | None = None) -> websocket.WebSocket:
-        """Open /ws for `client_id`; execution frames of prompts queued with this id arrive on it."""
+    def connect_websocket(
+        self, client_id: str, credential_key: str | None = None, timeout_s: float | None = None
+    ) -> websocket.WebSocket:
+        """Open /ws for `client_id`; execution frames of prompts queued with this id arrive on it.
+
+        `credential_key`, the key an earlier socket of this id was given (0.47.1), is presented
+        first, so the new socket may replace one ComfyUI still holds open.
+        """
         import websocket  # only the handler follows prompts; the sidecar does not load it
 
         url = f"ws://{self.host}:{self.port}/ws?clientId={client_id}"
         try:
             ws = websocket.create_connection(url, timeout=timeout_s or self.timeout_s, skip_utf8_validation=True)
+            if credential_key:
+                ws.send(credential_auth(credential_key))
         except (OSError, websocket.WebSocketException) as error:
             raise ComfyUnavailable(f"ComfyUI's WebSocket at {url} did not open: {error}", _describe(error)) from error
         return ws

@@ -1,4 +1,4 @@
-"""ComfyUI's protocol, read in one place: what its answers and frames mean, in 0.3.64 and 0.38.1.
+"""ComfyUI's protocol, read in one place: what its answers and frames mean, in 0.3.64, 0.38.1 and 0.47.1.
 
 The handler and the sidecar's warm-up both parse ComfyUI's answers through this module:
 rejections of POST /prompt, execution errors and interrupts (WebSocket frames and /history
@@ -9,11 +9,17 @@ features. The differences between releases (docs/comfyui-versions.md) are absorb
 - output file entries may carry extra keys (`metadata`, `id`, `preview_id`) and live under any
   key (`images`, `audio`, `3d`, `latents`, `gifs`...), next to non-file lists (`animated`,
   `result`, `text`);
-- `/api/jobs/{id}` (0.6.0+) and `/api/jobs/{id}/cancel` (0.26.0+) exist only in newer releases.
+- `/api/jobs/{id}` (0.6.0+) and `/api/jobs/{id}/cancel` (0.26.0+) exist only in newer releases;
+- 0.47.1 gives a loopback WebSocket a `credential_key` in its first `status` frame, and lets a new
+  socket take over a live one of the same clientId only if it first presents that key
+  (`credential_auth`); it answers a POST /prompt whose prompt_id it already has with 409.
+  Both are recognised by what ComfyUI sends, not by version number, so any later release
+  that keeps them works too.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +32,8 @@ EXECUTED = "executed"
 PROGRESS = "progress"
 EXECUTION_ERROR = "execution_error"
 EXECUTION_INTERRUPTED = "execution_interrupted"
+STATUS = "status"
+CREDENTIAL_AUTH = "credential_auth"  # 0.47.1: the first message that presents a socket's key
 
 # The input through which save nodes take the path of their outputs, below the output folder.
 PREFIX_INPUT = "filename_prefix"
@@ -137,6 +145,32 @@ def _validation_error(error: dict[str, Any], node_id: str | None = None, class_t
         node_id=node_id,
         class_type=str(class_type) if class_type else None,
     )
+
+
+def is_duplicate_prompt(status: int, body: Any) -> bool:
+    """0.47.1's answer to a prompt_id it already has (queued, running or finished): 409.
+
+    The worker's prompt ids are uuid4s chosen per job, so this means an earlier attempt of the
+    same job reached ComfyUI: the prompt is queued.
+    """
+    return status == 409 and isinstance(body, dict) and body.get("error") == "prompt_id already exists"
+
+
+# -- the WebSocket's credential key (0.47.1) --------------------------------------------------
+
+
+def credential_key(message: Any) -> str | None:
+    """The `credential_key` of a `status` frame (0.47.1, to a loopback peer), else None."""
+    if not isinstance(message, dict) or message.get("type") != STATUS:
+        return None
+    key = (message.get("data") or {}).get("credential_key")
+    return key if isinstance(key, str) and key else None
+
+
+def credential_auth(key: str) -> str:
+    """The first message a reconnecting socket sends: ComfyUI refuses (1008) a socket that takes
+    over a live one of the same clientId without it, and skips it on a fresh connection."""
+    return json.dumps({"type": CREDENTIAL_AUTH, "data": {"credential_key": key}})
 
 
 # -- execution outcome ------------------------------------------------------------------------
