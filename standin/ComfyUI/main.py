@@ -1,4 +1,4 @@
-"""ComfyUI stand-in: speaks ComfyUI 0.3.64's (or 0.38.1's) HTTP/WebSocket protocol with small CPU-only nodes.
+"""ComfyUI stand-in: speaks ComfyUI 0.3.64's (or 0.38.1's, 0.47.1's) HTTP/WebSocket protocol with small CPU-only nodes.
 
 Run it as ComfyUI is run: `python main.py --listen 127.0.0.1 --port 8188`. See ../README.md.
 As ComfyUI's main.py, it reads its command line before importing anything heavy, so a bad
