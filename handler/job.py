@@ -18,7 +18,21 @@ from typing import Any
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
 from worker_common.contract import Readiness
 
-from . import collect, deliver, metrics, namespace, stage, stop, submit, validate
+from . import (
+    collect,
+    deliver,
+    describe,
+    destination,
+    metrics,
+    namespace,
+    params,
+    results,
+    stage,
+    stop,
+    submit,
+    validate,
+    workflows,
+)
 from .cleanup import Leftovers
 from .context import JobContext
 from .errors import JobError, Reason
@@ -72,6 +86,8 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
         with rt.cleaner.job():
             prompt_id = submit.new_prompt_id()
             result = _run(rt, ctx, space, prompt_id, phases)
+        if "prompt_id" in result:
+            result["timings"] = {phase: round(seconds, 4) for phase, seconds in phases.seconds.items()}
         return Outcome(result, Reason.NONE, phases.seconds)
     except JobError as error:
         return Outcome(error.result(), error.reason, phases.seconds)
@@ -87,21 +103,37 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
 
 
 def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: _Phases) -> dict[str, Any]:
+    raw = ctx.job.get("input")
+    if isinstance(raw, dict) and "describe" in raw:  # nothing is queued (describe.py)
+        _ready(rt, ctx)
+        return describe.describe(raw["describe"], rt.workflows, rt.catalog, ctx.request_timeout_s(10))
     with phases.timing("validating"):
-        job_input = validate.parse(ctx.job.get("input"), rt.config.budgets)
+        job_input = validate.parse(workflows.resolve(raw, rt.workflows), rt.config.budgets)
+        own_bucket = destination.uploader(raw.get("s3"), rt.config)
+    timeout_s = ctx.request_timeout_s(10)
     with phases.timing("staging_inputs"):
         ready = _ready(rt, ctx)
-        prepared = namespace.prepare(
-            job_input.workflow, space, {image.name for image in job_input.images}, rt.catalog, ctx.request_timeout_s(10)
+        images = {image.name for image in job_input.images}
+        job_input.workflow = params.apply(
+            job_input.workflow,
+            raw.get("params"),
+            rt.catalog,
+            timeout_s,
+            lambda name: name in images or rt.config.layout.shared_input_file(name) is not None,
         )
+        prepared = namespace.prepare(job_input.workflow, space, images, rt.catalog, timeout_s)
         stage.stage_inputs(rt, ctx, job_input, space, prepared)
     ctx.check()
     followed = _queue_and_follow(rt, ctx, job_input, space, prepared, prompt_id, ready, phases)
     with phases.timing("collecting"):
         collected = collect.collect(rt, followed.outputs, space)
     try:
-        with phases.timing("delivering"):
-            result = deliver.deliver(rt, ctx, collected)
+        with phases.timing("delivering"):  # the result: files, then what an app needs beside them (results.py)
+            result = deliver.deliver(rt, ctx, collected, own_bucket)
+            results.add_image_sizes(result, collected)
+            result["seeds"] = results.seeds(job_input.workflow, rt.catalog, timeout_s)
+            layout = rt.config.layout
+            result["models"] = results.models(job_input.workflow, rt.catalog, layout, rt.model_hashes, timeout_s)
     finally:
         collected.discard_scratch()
     result["prompt_id"] = prompt_id
