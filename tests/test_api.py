@@ -9,9 +9,13 @@ parameters are refused before ComfyUI is asked: the stand-in logs "got prompt" f
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ import pytest
 from tests.fake_runpod import FakeRunPod
 from tests.handler_harness import PYTHON, Process, Rig
 from tests.images import decoded
-from tests.workflows import completed, failed
+from tests.workflows import completed, failed, in_background
 
 CHECKPOINT = b"stand-in checkpoint " * 4096
 
@@ -247,3 +251,37 @@ def test_a_named_workflow_with_params_through_runpods_job_take_loop(tmp_path: Pa
         handler.stop()
         rig.stop()
         fake.close()
+
+
+def test_two_workers_read_one_workflows_folder_while_it_changes(tmp_path: Path) -> None:
+    shared = tmp_path / "shared-workflows"
+    write_workflow(shared, "colour", colour_workflow(0xAA0000))
+    rigs = [Rig(tmp_path / f"worker{index}") for index in range(2)]
+    try:
+        for each in rigs:
+            each.start({"WORKFLOWS_DIR": str(shared)})
+        versions = {(0xAA, 0, 0), (0, 0xBB, 0)}
+        stop = threading.Event()
+
+        def rewrite() -> None:
+            colours = itertools.cycle((0x00BB00, 0xAA0000))
+            while not stop.is_set():
+                write_workflow(shared, "colour", colour_workflow(next(colours)))
+                time.sleep(0.01)
+
+        with in_background(rewrite) as writer:
+            with ThreadPoolExecutor(4) as pool:
+                runs = [pool.submit(each.runsync, {"workflow_name": "colour"}) for each in rigs for _ in range(4)]
+                seen = {pixel(completed(run.result())) for run in runs}
+            stop.set()
+            writer.result()
+        assert seen <= versions, seen
+        write_workflow(shared, "colour", colour_workflow(0x0000CC))
+        write_workflow(shared, "added", colour_workflow(0x123456))
+        for each in rigs:
+            assert pixel(completed(each.runsync({"workflow_name": "colour"}))) == (0, 0, 0xCC)
+            assert pixel(completed(each.runsync({"workflow_name": "added"}))) == (0x12, 0x34, 0x56)
+            assert completed(each.runsync({"describe": True}))["workflows"] == ["added", "colour"]
+    finally:
+        for each in rigs:
+            each.stop()
