@@ -1,4 +1,6 @@
-"""A job's own S3 destination (`"s3"` in its input): its outputs go to the caller's bucket, with the caller's keys.
+"""A job's own destination: its S3 bucket (`"s3"` in its input), or presigned URLs (upload_urls.py).
+
+The S3 destination: its outputs go to the caller's bucket, with the caller's keys.
 
     "s3": {"bucket": "...", "access_key_id": "...", "secret_access_key": "...",
            "session_token"?, "region"?, "endpoint_url"?, "prefix"?}
@@ -20,13 +22,34 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import deliver, upload_urls
+from .collect import Collected
 from .config import Config, S3Config, _default_addressing
+from .context import JobContext
 from .download import METADATA_HOSTS, PRIVATE_HINT, redact, refusal
-from .errors import JobError, Reason
+from .errors import invalid_input
+from .runtime import Runtime
 from .s3 import S3Uploader
+from .upload_urls import UrlUploads
 
 FIELDS = ("bucket", "access_key_id", "secret_access_key", "session_token", "region", "endpoint_url", "prefix")
 REQUIRED = ("bucket", "access_key_id", "secret_access_key")
+
+
+def own(raw: dict[str, Any], config: Config) -> S3Uploader | UrlUploads | None:
+    """The job's own destination (input.s3 or input.upload_urls), or None for the worker's usual delivery."""
+    if raw.get("s3") is not None and raw.get("upload_urls") is not None:
+        raise invalid_input("input.s3 and input.upload_urls are both given: send the outputs to one destination")
+    return uploader(raw.get("s3"), config) or upload_urls.parse(raw.get("upload_urls"), config.download_policy)
+
+
+def deliver_to(
+    rt: Runtime, ctx: JobContext, collected: Collected, own: S3Uploader | UrlUploads | None
+) -> dict[str, Any]:
+    """The result's items: delivered as the worker does (deliver.py), or to the job's own destination."""
+    if isinstance(own, UrlUploads):
+        return own.deliver(collected, max(ctx.left_s(), 0.0))
+    return deliver.deliver(rt, ctx, collected, own)
 
 
 def uploader(raw: Any, config: Config) -> S3Uploader | None:
@@ -34,14 +57,14 @@ def uploader(raw: Any, config: Config) -> S3Uploader | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise _invalid("input.s3 must be an object with bucket, access_key_id and secret_access_key")
+        raise invalid_input("input.s3 must be an object with bucket, access_key_id and secret_access_key")
     problems = [f"input.s3.{name} is missing" for name in REQUIRED if not raw.get(name)]
     problems += [f"input.s3.{name} is not one of {', '.join(FIELDS)}" for name in raw if name not in FIELDS]
     problems += [
         f"input.s3.{name} must be a string" for name in FIELDS if name in raw and not isinstance(raw[name], str)
     ]
     if problems:
-        raise _invalid("; ".join(problems))
+        raise invalid_input("; ".join(problems))
     endpoint = raw.get("endpoint_url") or None
     if endpoint:
         _check_endpoint(endpoint, config)
@@ -69,23 +92,23 @@ def _check_endpoint(endpoint: str, config: Config) -> None:
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise _invalid(f"input.s3.endpoint_url {shown} has a bad port") from None
+        raise invalid_input(f"input.s3.endpoint_url {shown} has a bad port") from None
     host = (parts.hostname or "").rstrip(".").lower()
     if parts.scheme not in ("http", "https") or not host:
-        raise _invalid(f"input.s3.endpoint_url {shown} must be an http(s) URL with a host")
+        raise invalid_input(f"input.s3.endpoint_url {shown} must be an http(s) URL with a host")
     if _is_own(parts.scheme, host, port, config):
         return
     if host in METADATA_HOSTS:
-        raise _invalid(f"input.s3.endpoint_url {shown}: {host} is a cloud metadata service")
+        raise invalid_input(f"input.s3.endpoint_url {shown}: {host} is a cloud metadata service")
     try:
         addresses = {str(found[4][0]) for found in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     except (OSError, UnicodeError):
-        raise _invalid(f"input.s3.endpoint_url {shown}: {host} could not be resolved") from None
+        raise invalid_input(f"input.s3.endpoint_url {shown}: {host} could not be resolved") from None
     allowed = host in config.download_policy.allowed_hosts
     for address in sorted(addresses):
         why = refusal(address, allowed)
         if why:
-            raise _invalid(
+            raise invalid_input(
                 f"input.s3.endpoint_url {shown} is not used: {host} resolves to {address}, {why}; {PRIVATE_HINT}"
             )
 
@@ -98,7 +121,3 @@ def _is_own(scheme: str, host: str, port: int, config: Config) -> bool:
     parts = urlsplit(own)
     own_port = parts.port or (443 if parts.scheme == "https" else 80)
     return (parts.scheme, (parts.hostname or "").rstrip(".").lower(), own_port) == (scheme, host, port)
-
-
-def _invalid(problem: str) -> JobError:
-    return JobError(Reason.INVALID_INPUT, f"Invalid input: {problem}", {"problems": [problem]})

@@ -20,7 +20,6 @@ from worker_common.contract import Readiness
 
 from . import (
     collect,
-    deliver,
     describe,
     destination,
     metrics,
@@ -109,7 +108,7 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
         return describe.describe(raw["describe"], rt.workflows, rt.catalog, ctx.request_timeout_s(10))
     with phases.timing("validating"):
         job_input = validate.parse(workflows.resolve(raw, rt.workflows), rt.config.budgets)
-        own_bucket = destination.uploader(raw.get("s3"), rt.config)
+        own_destination = destination.own(raw, rt.config)
     timeout_s = ctx.request_timeout_s(10)
     with phases.timing("staging_inputs"):
         ready = _ready(rt, ctx)
@@ -129,7 +128,7 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
         collected = collect.collect(rt, followed.outputs, space)
     try:
         with phases.timing("delivering"):  # the result: files, then what an app needs beside them (results.py)
-            result = deliver.deliver(rt, ctx, collected, own_bucket)
+            result = destination.deliver_to(rt, ctx, collected, own_destination)
             results.add_image_sizes(result, collected)
             result["seeds"] = results.seeds(job_input.workflow, rt.catalog, timeout_s)
             layout = rt.config.layout

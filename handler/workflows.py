@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import JobError, Reason
+from .errors import invalid_input
 
 SUFFIX = ".json"
 MAX_FILE_BYTES = 16_000_000  # a workflow of WORKFLOW_MAX_NODES nodes is well under this
@@ -46,10 +46,10 @@ class WorkflowStore:
         """The workflow named `name`; raises JobError(invalid_input) saying what is wrong and what exists."""
         problem = name_problem(name)
         if problem:
-            raise _invalid(f"{field} {problem}")
+            raise invalid_input(f"{field} {problem}")
         path = self._path(name)
         if path is None:
-            raise _invalid(f"{field}: there is no workflow named {name!r} in {self.folder}; {self._listing()}")
+            raise invalid_input(f"{field}: there is no workflow named {name!r} in {self.folder}; {self._listing()}")
         try:
             with open(path, "rb") as file:
                 stat = os.fstat(file.fileno())
@@ -59,14 +59,16 @@ class WorkflowStore:
                 if known is not None and known[0] == version:
                     return known[1]
                 if stat.st_size > MAX_FILE_BYTES:
-                    raise _invalid(f"{field}: the workflow file {path.name} is over {MAX_FILE_BYTES:,} bytes")
+                    raise invalid_input(f"{field}: the workflow file {path.name} is over {MAX_FILE_BYTES:,} bytes")
                 workflow = json.loads(file.read())
         except OSError as error:
-            raise _invalid(f"{field}: the workflow {name!r} cannot be read: {error.strerror or error}") from None
+            raise invalid_input(f"{field}: the workflow {name!r} cannot be read: {error.strerror or error}") from None
         except ValueError as error:
-            raise _invalid(f"{field}: the workflow file {path.name} is not valid JSON: {error}") from None
+            raise invalid_input(f"{field}: the workflow file {path.name} is not valid JSON: {error}") from None
         if not isinstance(workflow, dict):
-            raise _invalid(f"{field}: the workflow file {path.name} must hold a JSON object (ComfyUI's API format)")
+            raise invalid_input(
+                f"{field}: the workflow file {path.name} must hold a JSON object (ComfyUI's API format)"
+            )
         with self._lock:
             self._parsed[name] = (version, workflow)
         return workflow
@@ -93,7 +95,7 @@ def resolve(raw: Any, store: WorkflowStore) -> Any:
     if not isinstance(raw, dict) or "workflow_name" not in raw:
         return raw
     if raw.get("workflow") is not None:
-        raise _invalid(
+        raise invalid_input(
             "input.workflow and input.workflow_name are both given: send the graph (workflow) or the name of "
             "a workflow on the volume (workflow_name), not both"
         )
@@ -112,7 +114,3 @@ def name_problem(name: Any) -> str | None:
             "starting with a letter or digit, at most 128 characters"
         )
     return None
-
-
-def _invalid(problem: str) -> JobError:
-    return JobError(Reason.INVALID_INPUT, f"Invalid input: {problem}", {"problems": [problem]})

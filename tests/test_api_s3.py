@@ -85,3 +85,40 @@ def test_a_wrong_secret_fails_the_upload_without_showing_it(rig: Rig, moto: Moto
     error = failed(rig.runsync({"workflow": colour_workflow(3), "s3": own_destination(moto, bucket="no-such")}))
     assert "S3 upload failed for 1 of 1 outputs" in error and "NoSuchBucket" in error
     assert CLIENT_SECRET not in error
+
+
+def presigned_put(moto: MotoServer, key: str, host: str = "localhost") -> str:
+    """A presigned PUT URL on moto, by a host the rig lets uploads reach (IMAGE_DOWNLOAD_ALLOWED_HOSTS)."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto.url.replace("127.0.0.1", host),
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    return client.generate_presigned_url("put_object", Params={"Bucket": CLIENT_BUCKET, "Key": key}, ExpiresIn=600)
+
+
+def test_outputs_go_to_presigned_upload_urls(rig: Rig, moto: MotoServer) -> None:
+    url = presigned_put(moto, "from-url/one.png")
+    output = completed(rig.runsync({"workflow": colour_workflow(0x010203), "upload_urls": {"2": [url]}}))
+    [item] = output["images"]
+    assert item["type"] == "upload_url"
+    assert item["data"] == url.split("?")[0] + "?…", "the signature is not returned"
+    body = moto.client().get_object(Bucket=CLIENT_BUCKET, Key="from-url/one.png")["Body"].read()
+    assert Image.open(io.BytesIO(body)).convert("RGB").getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_upload_urls_obey_the_address_rules_and_cover_every_file(rig: Rig, moto: MotoServer) -> None:
+    loopback = presigned_put(moto, "never.png", host="127.0.0.1")
+    error = failed(rig.runsync({"workflow": colour_workflow(4), "upload_urls": {"2": [loopback]}}))
+    assert "is not fetched: 127.0.0.1 is a loopback address" in error, error
+    assert "X-Amz-Signature" not in error
+    error = failed(rig.runsync({"workflow": colour_workflow(4), "upload_urls": {"7": [presigned_put(moto, "x")]}}))
+    assert "input.upload_urls has no URL for colour_00001_.png (node 2)" in error, error
+    error = failed(rig.runsync({"workflow": colour_workflow(4), "upload_urls": "https://example.com/x"}))
+    assert "input.upload_urls must be an object of output node id" in error
+    both = {"workflow": colour_workflow(4), "upload_urls": {"2": [loopback]}, "s3": own_destination(moto)}
+    assert "input.s3 and input.upload_urls are both given" in failed(rig.runsync(both))
