@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import validate
 from .catalog import Catalog
+from .config import InputBudgets
 from .params import MISSING, Parameter, parameters
 from .workflows import WorkflowStore
 
@@ -21,11 +23,13 @@ SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 JSON_TYPES = {"INT": "integer", "FLOAT": "number", "STRING": "string", "BOOLEAN": "boolean"}
 
 
-def describe(request: Any, store: WorkflowStore, catalog: Catalog, timeout_s: float) -> dict[str, Any]:
+def describe(
+    request: Any, store: WorkflowStore, catalog: Catalog, timeout_s: float, budgets: InputBudgets
+) -> dict[str, Any]:
     """The answer to a describe request: the list of workflows, or one workflow's parameters and outputs."""
     if request is True or request == "":
         return {"workflows": store.names(), "workflows_dir": str(store.folder)}
-    workflow = store.load(request, "input.describe")
+    workflow = validate.parse({"workflow": store.load(request, "input.describe")}, budgets).workflow
     return {
         "workflow": request,
         "parameters": schema(parameters(workflow, catalog, timeout_s)),

@@ -105,7 +105,9 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
     raw = ctx.job.get("input")
     if isinstance(raw, dict) and "describe" in raw:  # nothing is queued (describe.py)
         _ready(rt, ctx)
-        return describe.describe(raw["describe"], rt.workflows, rt.catalog, ctx.request_timeout_s(10))
+        return describe.describe(
+            raw["describe"], rt.workflows, rt.catalog, ctx.request_timeout_s(10), rt.config.budgets
+        )
     with phases.timing("validating"):
         job_input = validate.parse(workflows.resolve(raw, rt.workflows), rt.config.budgets)
         own_destination = destination.own(raw, rt.config)
@@ -121,6 +123,8 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
             lambda name: name in images or rt.config.layout.shared_input_file(name) is not None,
         )
         prepared = namespace.prepare(job_input.workflow, space, images, rt.catalog, timeout_s)
+        loaded = results.model_files(job_input.workflow, rt.catalog, rt.config.layout, timeout_s)
+        rt.model_hashes.warm([model.path for model in loaded])
         stage.stage_inputs(rt, ctx, job_input, space, prepared)
     ctx.check()
     followed = _queue_and_follow(rt, ctx, job_input, space, prepared, prompt_id, ready, phases)
@@ -131,8 +135,7 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
             result = destination.deliver_to(rt, ctx, collected, own_destination)
             results.add_image_sizes(result, collected)
             result["seeds"] = results.seeds(job_input.workflow, rt.catalog, timeout_s)
-            layout = rt.config.layout
-            result["models"] = results.models(job_input.workflow, rt.catalog, layout, rt.model_hashes, timeout_s)
+            result["models"] = results.models(loaded, rt.model_hashes)
     finally:
         collected.discard_scratch()
     result["prompt_id"] = prompt_id

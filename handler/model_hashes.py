@@ -38,6 +38,18 @@ class ModelHashes:
         log.info("hashed model file %s (%.1f MB) in %.2f s", path, stat.st_size / 1e6, time.monotonic() - started)
         return stat.st_size, digest
 
+    def warm(self, paths: list[Path]) -> None:
+        """Hash files not known yet in the background (while the prompt runs); `sha256` then waits for it."""
+        if paths:
+            threading.Thread(target=self._warm, args=(paths,), name="model-hashes", daemon=True).start()
+
+    def _warm(self, paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                self.sha256(path)
+            except OSError as error:  # the job's own call reports it
+                log.warning("could not hash model file %s: %s", path, error)
+
 
 def _digest(path: Path) -> str:
     digest = hashlib.sha256()

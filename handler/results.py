@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from .catalog import Catalog
 from .collect import Collected
 from .model_hashes import ModelHashes
 from .params import is_link, parameters
+
+# ComfyUI's folder_paths.supported_pt_extensions, and .gguf (ComfyUI-GGUF's quantised models).
+MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft", ".gguf"})
 
 
 def seeds(workflow: dict[str, Any], catalog: Catalog, timeout_s: float) -> dict[str, Any]:
@@ -39,20 +43,16 @@ def add_image_sizes(result: dict[str, Any], collected: Collected) -> None:
             item["width"], item["height"] = size
 
 
-def models(
-    workflow: dict[str, Any], catalog: Catalog, layout: Layout, hashes: ModelHashes, timeout_s: float
-) -> list[dict[str, Any]]:
-    """The model files the prompt loaded, each with its size and SHA-256."""
-    found = []
-    for node_id, input_name, relative, path in _model_files(workflow, catalog, layout, timeout_s):
-        size, sha256 = hashes.sha256(path)
-        found.append({"node_id": node_id, "input": input_name, "name": relative, "size": size, "sha256": sha256})
-    return found
+@dataclass(frozen=True)
+class LoadedModel:
+    node_id: str
+    input: str
+    name: str  # relative to the models folder: checkpoints/sd/x.safetensors
+    path: Path  # its real path
 
 
-def _model_files(
-    workflow: dict[str, Any], catalog: Catalog, layout: Layout, timeout_s: float
-) -> list[tuple[str, str, str, Path]]:
+def model_files(workflow: dict[str, Any], catalog: Catalog, layout: Layout, timeout_s: float) -> list[LoadedModel]:
+    """The model files the prompt will load (found before it is queued, so hashing can start meanwhile)."""
     folders = _model_folders(layout.models)
     found = []
     for node_id in sorted(_nodes_that_run(workflow, catalog, timeout_s)):
@@ -60,14 +60,30 @@ def _model_files(
         node_class = catalog.get(str(node.get("class_type")), timeout_s)
         for input_name, value in (node.get("inputs") or {}).items():
             spec = (node_class.inputs or {}).get(input_name)
-            if spec is None or spec.choices is None or spec.names_an_input_file or not isinstance(value, str):
+            if spec is None or spec.choices is None or spec.names_an_input_file or not _model_name(value):
                 continue
             for folder in folders:
                 path = layout.model_file(f"{folder}/{value}")
                 if path is not None:
-                    found.append((node_id, input_name, f"{folder}/{value}", path))
+                    found.append(LoadedModel(node_id, input_name, f"{folder}/{value}", path))
                     break
     return found
+
+
+def models(loaded: list[LoadedModel], hashes: ModelHashes) -> list[dict[str, Any]]:
+    """The loaded model files for the result, each with its size and SHA-256."""
+    found = []
+    for model in loaded:
+        size, sha256 = hashes.sha256(model.path)
+        found.append(
+            {"node_id": model.node_id, "input": model.input, "name": model.name, "size": size, "sha256": sha256}
+        )
+    return found
+
+
+def _model_name(value: Any) -> bool:
+    """Whether a choice's value can name a model file: only those are looked for on the volume."""
+    return isinstance(value, str) and os.path.splitext(value)[1].lower() in MODEL_EXTENSIONS
 
 
 def _nodes_that_run(workflow: dict[str, Any], catalog: Catalog, timeout_s: float) -> set[str]:
