@@ -30,11 +30,21 @@ def describe(
     if request is True or request == "":
         return {"workflows": store.names(), "workflows_dir": str(store.folder)}
     workflow = validate.parse({"workflow": store.load(request, "input.describe")}, budgets).workflow
-    return {
+    answer = {
         "workflow": request,
         "parameters": schema(parameters(workflow, catalog, timeout_s)),
         "outputs": outputs(workflow, catalog, timeout_s),
     }
+    unknown = sorted(
+        {str(node.get("class_type")) for node in workflow.values() if not _known(node, catalog, timeout_s)}
+    )
+    if unknown:  # their inputs cannot be described (a custom node pack missing, or ComfyUI not answering)
+        answer["unknown_node_classes"] = unknown
+    return answer
+
+
+def _known(node: dict[str, Any], catalog: Catalog, timeout_s: float) -> bool:
+    return catalog.get(str(node.get("class_type")), timeout_s).known
 
 
 def schema(found: list[Parameter]) -> dict[str, Any]:

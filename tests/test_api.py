@@ -157,6 +157,15 @@ def test_a_file_input_parameter_obeys_the_input_folder_rules(rig: Rig) -> None:
     assert prompts_posted(rig) == posted
 
 
+def test_a_prefix_parameter_stays_inside_the_jobs_output_folder(rig: Rig) -> None:
+    posted = prompts_posted(rig)
+    error = failed(rig.runsync({"workflow_name": "portrait", "params": {"3.filename_prefix": "../../escape"}}))
+    assert "'../../escape' must stay inside the output folder" in error, error
+    assert prompts_posted(rig) == posted
+    output = completed(rig.runsync({"workflow_name": "portrait", "params": {"3.filename_prefix": "renders/p"}}))
+    assert (output["images"][0]["subfolder"], output["images"][0]["filename"]) == ("renders", "p_00001_.png")
+
+
 @pytest.mark.parametrize("name", ["../portrait", "sub/portrait", "..", "/etc/passwd", "", 5, "outside", "nope"])
 def test_a_workflow_name_never_reaches_outside_the_folder(rig: Rig, name: Any) -> None:
     outside = rig.root / "outside.json"
@@ -207,6 +216,14 @@ def test_a_description_matches_object_info_and_queues_nothing(rig: Rig) -> None:
     ]
     listing = completed(rig.runsync({"describe": True}))
     assert listing["workflows"][:1] == ["portrait"]
+    missing = {**colour_workflow(0), "3": {"class_type": "NoSuchNode", "inputs": {"x": 1}}}
+    write_workflow(rig.comfy_dir / "workflows_api", "zz-missing", missing)
+    try:
+        described = completed(rig.runsync({"describe": "zz-missing"}))
+    finally:
+        (rig.comfy_dir / "workflows_api" / "zz-missing.json").unlink()
+    assert described["unknown_node_classes"] == ["NoSuchNode"]
+    assert "1.color" in described["parameters"]["properties"]
     assert prompts_posted(rig) == posted
 
 
