@@ -18,20 +18,7 @@ from typing import Any
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
 from worker_common.contract import Readiness
 
-from . import (
-    collect,
-    describe,
-    destination,
-    metrics,
-    namespace,
-    params,
-    results,
-    stage,
-    stop,
-    submit,
-    validate,
-    workflows,
-)
+from . import api, collect, describe, destination, metrics, namespace, stage, stop, submit, validate, workflows
 from .cleanup import Leftovers
 from .context import JobContext
 from .errors import JobError, Reason
@@ -111,31 +98,22 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
     with phases.timing("validating"):
         job_input = validate.parse(workflows.resolve(raw, rt.workflows), rt.config.budgets)
         own_destination = destination.own(raw, rt.config)
-    timeout_s = ctx.request_timeout_s(10)
     with phases.timing("staging_inputs"):
         ready = _ready(rt, ctx)
-        images = {image.name for image in job_input.images}
-        job_input.workflow = params.apply(
-            job_input.workflow,
-            raw.get("params"),
-            rt.catalog,
-            timeout_s,
-            lambda name: name in images or rt.config.layout.shared_input_file(name) is not None,
+        timeout_s = ctx.request_timeout_s(10)
+        loaded = api.set_params(rt, raw, job_input, timeout_s)
+        prepared = namespace.prepare(
+            job_input.workflow, space, {image.name for image in job_input.images}, rt.catalog, timeout_s
         )
-        prepared = namespace.prepare(job_input.workflow, space, images, rt.catalog, timeout_s)
-        loaded = results.model_files(job_input.workflow, rt.catalog, rt.config.layout, timeout_s)
-        rt.model_hashes.warm([model.path for model in loaded])
         stage.stage_inputs(rt, ctx, job_input, space, prepared)
     ctx.check()
     followed = _queue_and_follow(rt, ctx, job_input, space, prepared, prompt_id, ready, phases)
     with phases.timing("collecting"):
         collected = collect.collect(rt, followed.outputs, space)
     try:
-        with phases.timing("delivering"):  # the result: files, then what an app needs beside them (results.py)
+        with phases.timing("delivering"):
             result = destination.deliver_to(rt, ctx, collected, own_destination)
-            results.add_image_sizes(result, collected)
-            result["seeds"] = results.seeds(job_input.workflow, rt.catalog, timeout_s)
-            result["models"] = results.models(loaded, rt.model_hashes)
+            api.add_results(rt, result, collected, job_input, loaded, timeout_s)
     finally:
         collected.discard_scratch()
     result["prompt_id"] = prompt_id
