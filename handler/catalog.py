@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker_common.comfy_client import ComfyClient, ComfyError
+from worker_common.comfy_protocol import InputSpec, node_inputs
 
 
 @dataclass(frozen=True)
@@ -26,18 +27,14 @@ class NodeClass:
     known: bool  # False when ComfyUI has no such class (or did not answer)
     output_node: bool = False
     file_inputs: frozenset[str] = frozenset()
-    inputs: dict[str, Any] | None = None  # input name -> spec, required and optional together
+    inputs: dict[str, InputSpec] | None = None  # required and optional together
 
     def choices(self, input_name: str) -> list[str] | None:
-        """The options of a choice (COMBO) input: old form [[...], {...}], new ["COMBO", {"options"}]."""
+        """The options of a choice (COMBO) input, or None for any other input."""
         spec = (self.inputs or {}).get(input_name)
-        if not isinstance(spec, list) or not spec:
+        if spec is None or spec.choices is None:
             return None
-        if isinstance(spec[0], list):
-            return [str(option) for option in spec[0]]
-        if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-            return [str(option) for option in spec[1].get("options") or []]
-        return None
+        return [str(option) for option in spec.choices]
 
 
 class Catalog:
@@ -80,15 +77,6 @@ class Catalog:
 def _node_class(name: str, info: Any) -> NodeClass:
     if not isinstance(info, dict):
         return NodeClass(name, known=False)
-    declared = info.get("input") if isinstance(info.get("input"), dict) else {}
-    inputs: dict[str, Any] = {}
-    for group in ("required", "optional"):
-        if isinstance(declared.get(group), dict):
-            inputs.update(declared[group])
-    files = frozenset(input_name for input_name, spec in inputs.items() if _names_an_input_file(spec))
+    inputs = node_inputs(info)
+    files = frozenset(input_name for input_name, spec in inputs.items() if spec.names_an_input_file)
     return NodeClass(name, True, bool(info.get("output_node")), files, inputs)
-
-
-def _names_an_input_file(spec: Any) -> bool:
-    options = spec[1] if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return bool(options.get("upload")) or any(key.endswith("_upload") and value for key, value in options.items())

@@ -40,6 +40,7 @@ class S3Config:
     upload_mode: str
     addressing_style: str
     max_attempts: int
+    session_token: str | None = field(default=None, repr=False)  # a job's own destination (destination.py)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,10 @@ KEPT = "The files are removed with the job (CLEANUP_OUTPUTS=false keeps them on 
 S3_SETTINGS = "S3_BUCKET_NAME, S3_ENDPOINT_URL, S3_BUCKET_CREDS_ACCESS_KEY_ID, S3_BUCKET_CREDS_SECRET_ACCESS_KEY"
 
 
-def deliver(rt: Runtime, ctx: JobContext, collected: Collected) -> dict[str, Any]:
+def deliver(rt: Runtime, ctx: JobContext, collected: Collected, own: S3Uploader | None = None) -> dict[str, Any]:
+    """The result's items; to the job's `own` destination (input.s3) when it has one, whatever the size."""
+    if own is not None:
+        return _to_s3(own, ctx, collected)
     size = response_size(collected)
     limit = rt.config.response_size_limit_bytes
     if rt.s3 is not None and (rt.s3.upload_mode == "always" or size > limit):
@@ -87,7 +90,7 @@ def _to_s3(s3: S3Uploader, ctx: JobContext, collected: Collected) -> dict[str, A
                 {"filename": item.display_name, "node_id": item.node_id, "size": item.size, "error": outcome.error}
             )
             continue
-        result[item.category].append(_item(item, "s3_url", outcome.url))
+        result[item.category].append(_item(item, "s3_url" if s3.config.presign_expires_s else "s3_uri", outcome.url))
         metrics.OUTPUT_BYTES.labels("s3").inc(item.size)
     if failed:
         raise _upload_failed(failed, len(collected.files), result)

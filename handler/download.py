@@ -13,6 +13,7 @@ what was fetched: statuses, sizes and the (redacted) URLs only.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -155,6 +156,39 @@ def fetch(url: str, field: str, policy: DownloadPolicy, time_left_s: float | Non
         return _follow(url, policy, deadline)
     except _Failed as failure:
         raise JobError(Reason.INVALID_INPUT, f"Invalid input: {field}: {failure}", {"field": field}) from None
+
+
+def put_file(url: str, path: str, content_type: str, policy: DownloadPolicy, timeout_s: float) -> None:
+    """PUT a file to `url` (a presigned upload URL) under the same address rules as a download.
+
+    No redirect is followed. Raises ValueError with the reason (the URL redacted) on any failure.
+    """
+    deadline = _Deadline(time.monotonic() + timeout_s, timeout_s, True)
+    try:
+        hop = _hop(url, None)
+        addresses = _checked_addresses(hop, policy, "")
+        with open(path, "rb") as body:
+            size = os.fstat(body.fileno()).st_size
+            headers = {"Host": hop.host_header, "Content-Type": content_type, "Content-Length": str(size)}
+            pool = _pool(hop, addresses[0], policy.ca_bundle)
+            try:
+                response = pool.urlopen(
+                    "PUT",
+                    hop.request_uri,
+                    body=body,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    timeout=urllib3.Timeout(connect=deadline.left_s(), read=deadline.left_s()),
+                )
+            finally:
+                pool.close()
+    except _Failed as failure:
+        raise ValueError(str(failure)) from None
+    except (HTTPError, OSError) as error:
+        raise ValueError(f"uploading to {redact(url)} failed: {_problem(error, hop.host)}") from None
+    if not 200 <= response.status < 300:
+        raise ValueError(f"uploading to {redact(url)} answered HTTP {response.status}")
 
 
 @dataclass(frozen=True)

@@ -38,3 +38,8 @@ class JobError(Exception):
         """The handler's result for this failure: worker-comfyui's {"error": str}, plus details."""
         details = {"reason": self.reason.value, **self.details}
         return {"error": self.message, "details": details}
+
+
+def invalid_input(problem: str, details: dict[str, Any] | None = None) -> JobError:
+    """A job refused for its input: one problem, named by the field it is in."""
+    return JobError(Reason.INVALID_INPUT, f"Invalid input: {problem}", {"problems": [problem], **(details or {})})

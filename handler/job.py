@@ -18,7 +18,7 @@ from typing import Any
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
 from worker_common.contract import Readiness
 
-from . import collect, deliver, metrics, namespace, stage, stop, submit, validate
+from . import api, collect, describe, destination, metrics, namespace, stage, stop, submit, validate, workflows
 from .cleanup import Leftovers
 from .context import JobContext
 from .errors import JobError, Reason
@@ -72,6 +72,8 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
         with rt.cleaner.job():
             prompt_id = submit.new_prompt_id()
             result = _run(rt, ctx, space, prompt_id, phases)
+        if "prompt_id" in result:
+            result["timings"] = {phase: round(seconds, 4) for phase, seconds in phases.seconds.items()}
         return Outcome(result, Reason.NONE, phases.seconds)
     except JobError as error:
         return Outcome(error.result(), error.reason, phases.seconds)
@@ -87,12 +89,21 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
 
 
 def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: _Phases) -> dict[str, Any]:
+    raw = ctx.job.get("input")
+    if isinstance(raw, dict) and "describe" in raw:  # nothing is queued (describe.py)
+        _ready(rt, ctx)
+        return describe.describe(
+            raw["describe"], rt.workflows, rt.catalog, ctx.request_timeout_s(10), rt.config.budgets
+        )
     with phases.timing("validating"):
-        job_input = validate.parse(ctx.job.get("input"), rt.config.budgets)
+        job_input = validate.parse(workflows.resolve(raw, rt.workflows), rt.config.budgets)
+        own_destination = destination.own(raw, rt.config)
     with phases.timing("staging_inputs"):
         ready = _ready(rt, ctx)
+        timeout_s = ctx.request_timeout_s(10)
+        loaded = api.set_params(rt, raw, job_input, timeout_s)
         prepared = namespace.prepare(
-            job_input.workflow, space, {image.name for image in job_input.images}, rt.catalog, ctx.request_timeout_s(10)
+            job_input.workflow, space, {image.name for image in job_input.images}, rt.catalog, timeout_s
         )
         stage.stage_inputs(rt, ctx, job_input, space, prepared)
     ctx.check()
@@ -101,7 +112,8 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
         collected = collect.collect(rt, followed.outputs, space)
     try:
         with phases.timing("delivering"):
-            result = deliver.deliver(rt, ctx, collected)
+            result = destination.deliver_to(rt, ctx, collected, own_destination)
+            api.add_results(rt, result, collected, job_input, loaded, timeout_s)
     finally:
         collected.discard_scratch()
     result["prompt_id"] = prompt_id

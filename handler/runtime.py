@@ -19,7 +19,9 @@ from .cleanup import Cleaner
 from .config import Config
 from .errors import JobError, Reason
 from .gate import Gate
+from .model_hashes import ModelHashes
 from .s3 import S3Uploader
+from .workflows import WorkflowStore
 from .ws import SocketPool
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class Runtime:
     catalog: Catalog
     s3: S3Uploader | None
     cleaner: Cleaner
+    workflows: WorkflowStore
+    model_hashes: ModelHashes
     _features: dict[int | None, Features] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,6 +58,8 @@ class Runtime:
             catalog=Catalog(comfy),
             s3=S3Uploader(config.s3) if config.s3 else None,
             cleaner=Cleaner(config),
+            workflows=WorkflowStore(config.layout.workflows),
+            model_hashes=ModelHashes(),
         )
 
     def features(self, pid: int | None) -> Features:

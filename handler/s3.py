@@ -63,6 +63,7 @@ class S3Uploader:
             region_name=config.region,
             aws_access_key_id=config.access_key_id,
             aws_secret_access_key=config.secret_access_key,
+            aws_session_token=config.session_token,
             config=Config(
                 signature_version="s3v4",
                 # total_max_attempts counts the first try; botocore's max_attempts would not.
@@ -117,6 +118,9 @@ class S3Uploader:
         return Uploaded(upload, self.presign(upload.key), None)
 
     def presign(self, key: str) -> str:
+        """A presigned GET URL; for a job's own bucket (no expiry set) its s3:// URI, which carries no key id."""
+        if not self.config.presign_expires_s:
+            return f"s3://{self.config.bucket}/{key}"
         return self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.config.bucket, "Key": key},

@@ -122,7 +122,10 @@ class _Problem(ValueError):
 
 def _workflow(value: Any, max_nodes: int, problems: list[str]) -> dict[str, Any]:
     if value is None:
-        problems.append(f"input.workflow is missing: send the workflow in ComfyUI's API format ({API_FORMAT_HINT})")
+        problems.append(
+            f"input.workflow is missing: send the workflow in ComfyUI's API format ({API_FORMAT_HINT}), "
+            "or name one stored on the volume in input.workflow_name"
+        )
         return {}
     if isinstance(value, str):
         try:

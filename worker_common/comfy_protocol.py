@@ -285,3 +285,64 @@ def output_texts(ui: Any) -> list[str]:
     value = ui.get("text") if isinstance(ui, dict) else None
     values = value if isinstance(value, list) else [value]
     return [str(text) for text in values if text is not None]
+
+
+# -- node classes (/object_info) ------------------------------------------------------------------
+
+# Input types that hold a value in the workflow (a widget); every other type is a link from a node.
+VALUE_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+# Inputs ComfyUI's front end treats as seeds (it re-rolls them after each run).
+SEED_INPUTS = frozenset({"seed", "noise_seed"})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of a node class, as `/object_info` declares it: `[type, {options}]` or `[[choices], {options}]`.
+
+    A choice input is `COMBO` whether ComfyUI wrote its choices in the old form (a list in the
+    type's place) or the new one (`["COMBO", {"options": [...]}]`).
+    """
+
+    name: str
+    type: str
+    required: bool
+    options: dict[str, Any]
+    choices: tuple[Any, ...] | None = None
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Any, required: bool) -> InputSpec:
+        spec = spec if isinstance(spec, list | tuple) and spec else ["*"]
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if isinstance(spec[0], list | tuple):
+            return cls(name, "COMBO", required, options, tuple(spec[0]))
+        kind = str(spec[0])
+        if kind == "COMBO":
+            return cls(name, kind, required, options, tuple(options.get("options") or ()))
+        return cls(name, kind, required, options)
+
+    @property
+    def takes_value(self) -> bool:
+        """Whether the input holds a value in the workflow rather than a link from another node."""
+        return self.type in VALUE_TYPES and not self.options.get("forceInput") and not self.options.get("rawLink")
+
+    @property
+    def names_an_input_file(self) -> bool:
+        """Whether the value names a file in ComfyUI's input folder (LoadImage's `image`: an upload flag)."""
+        return bool(self.options.get("upload")) or any(
+            key.endswith("_upload") and value for key, value in self.options.items()
+        )
+
+    @property
+    def is_seed(self) -> bool:
+        return self.type == "INT" and (bool(self.options.get("control_after_generate")) or self.name in SEED_INPUTS)
+
+
+def node_inputs(info: Any) -> dict[str, InputSpec]:
+    """Every input of a node class's `/object_info` entry, required first, then optional."""
+    declared = info.get("input") if isinstance(info, dict) and isinstance(info.get("input"), dict) else {}
+    inputs: dict[str, InputSpec] = {}
+    for group in ("required", "optional"):
+        if isinstance(declared.get(group), dict):
+            for name, spec in declared[group].items():
+                inputs[str(name)] = InputSpec.from_spec(str(name), spec, group == "required")
+    return inputs

@@ -48,6 +48,7 @@ class Layout:
     data_dir: Path  # the root of this worker's own folders
     worker_id: str
     outputs_on_volume: bool = False
+    workflows_dir: Path | None = None  # WORKFLOWS_DIR; None: the default below
 
     # -- the volume's (read by jobs, never written) -------------------------------------
 
@@ -61,12 +62,20 @@ class Layout:
 
         None for an absolute name, `..`, a missing file, or a link leading out of the folder.
         """
-        parts = name.split("/")
-        if not name or name.startswith("/") or ".." in parts or "\0" in name:
-            return None
-        root = _real_folder(str(self.shared_input))
-        target = os.path.realpath(os.path.join(root, name))
-        return Path(target) if _below(root, target) and os.path.isfile(target) else None
+        return _file_below(self.shared_input, name)
+
+    @property
+    def workflows(self) -> Path:
+        """Named API-format workflows (`NAME.json`) the operator placed for jobs to name (handler/workflows.py)."""
+        return self.workflows_dir or self.comfyui_dir / "workflows_api"
+
+    @property
+    def models(self) -> Path:
+        return self.comfyui_dir / "models"
+
+    def model_file(self, relative: str) -> Path | None:
+        """The real path of a file below the volume's models folder (`checkpoints/x.safetensors`), or None."""
+        return _file_below(self.models, relative)
 
     @property
     def shared_user(self) -> Path:
@@ -216,6 +225,7 @@ def load() -> Layout:
         data_dir=data_dir,
         worker_id=worker_id(),
         outputs_on_volume=env_bool("OUTPUTS_ON_VOLUME", False),
+        workflows_dir=env_path("WORKFLOWS_DIR", comfyui_dir / "workflows_api"),
     )
 
 
@@ -252,6 +262,19 @@ def inside(root: Path, path: Path) -> bool:
 def _real_folder(folder: str) -> str:
     """The real path of one of the worker's folders; asked once per process (they are root's, fixed)."""
     return os.path.realpath(folder)
+
+
+def _file_below(folder: Path, name: str) -> Path | None:
+    """The real path of the file `name` (relative) below the volume's `folder`, or None.
+
+    None for an absolute name, `..`, a missing file, or a link leading out of the folder.
+    """
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts or "\0" in name:
+        return None
+    root = _real_folder(str(folder))
+    target = os.path.realpath(os.path.join(root, name))
+    return Path(target) if _below(root, target) and os.path.isfile(target) else None
 
 
 def _real_below(root: str, relative: str) -> str:

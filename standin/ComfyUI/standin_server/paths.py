@@ -163,6 +163,15 @@ def get_filename_list(folder_name: str) -> list[str]:
     return sorted(found)
 
 
+def get_full_path_or_raise(folder_name: str, filename: str) -> str:
+    """ComfyUI's folder_paths.get_full_path_or_raise: the file under the first folder that has it."""
+    for root in folders().models.get(folder_name, []):
+        path = os.path.join(root, os.path.relpath(os.path.join("/", filename), "/"))
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"Model in folder '{folder_name}' with filename '{filename}' not found.")
+
+
 def get_directory_by_type(type_name: str) -> str | None:
     if type_name == "output":
         return folders().output

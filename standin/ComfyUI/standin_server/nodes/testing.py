@@ -12,9 +12,9 @@ import sys
 import time
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
-from .. import runtime
+from .. import paths, runtime
 from .base import MAX_RESOLUTION, Node, always_changed
 from .image import PreviewImage
 
@@ -148,6 +148,43 @@ class StandinBigImages(Node):
         return ([Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3)) for _ in range(count)],)
 
 
+class StandinCheckpointNoise(Node):
+    """Reads a checkpoint from models/checkpoints as a loader would (no model support: its bytes
+    only seed the noise), then makes a noise image as a sampler would from `seed`. Its inputs
+    are declared as ComfyUI's KSampler and EmptyLatentImage declare theirs: the seed re-rolled by
+    the front end (control_after_generate), a size on a step of 8, options and a BOOLEAN."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "generate"
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = "Stand-in Checkpoint Noise"
+    PYTHON_MODULE = "standin.testing"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "ckpt_name": (paths.get_filename_list("checkpoints"), {"tooltip": "The checkpoint to load."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                "width": ("INT", {"default": 64, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
+                "height": ("INT", {"default": 64, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "palette": (["color", "gray"], {"default": "color"}),
+                "invert": ("BOOLEAN", {"default": False}),
+            }
+        }
+
+    def generate(
+        self, ckpt_name: str, seed: int, width: int, height: int, strength: float, palette: str, invert: bool
+    ) -> tuple:
+        with open(paths.get_full_path_or_raise("checkpoints", ckpt_name), "rb") as model:
+            rng = random.Random(f"{seed}:{model.read(4096).hex()}")
+        image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+        image = Image.blend(Image.new("RGB", image.size), image, strength)
+        image = image.convert("L").convert("RGB") if palette == "gray" else image
+        return ([ImageOps.invert(image) if invert else image],)
+
+
 class _StandinStall(Node):
     """A node that holds ComfyUI for `seconds` (each subclass in its own way), passing its image on."""
 
@@ -220,6 +257,7 @@ NODES = [
     StandinDropWebSockets,
     StandinExit,
     StandinBigImages,
+    StandinCheckpointNoise,
     StandinUninterruptible,
     StandinFreeze,
     StandinIntermediatePreview,
