@@ -25,6 +25,7 @@ flag names are concerned raises UnreadableFlags, and the launcher falls back to 
 from __future__ import annotations
 
 import ast
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +173,8 @@ class _Reader:
             elif alias is not None:
                 scope.aliases[target.id] = alias
             else:
-                try:
+                with contextlib.suppress(_Unknown):
                     scope.values[target.id] = self.value(value, scope)
-                except _Unknown:
-                    pass
         if bound is None:
             self.calls(value, scope, conditional)
 
@@ -306,7 +305,9 @@ class _Reader:
             try:
                 value = self.value(argument.value if isinstance(argument, ast.Starred) else argument, scope)
             except _Unknown:
-                raise UnreadableFlags(f"line {node.lineno}: add_argument with a flag name computed at run time") from None
+                raise UnreadableFlags(
+                    f"line {node.lineno}: add_argument with a flag name computed at run time"
+                ) from None
             names += [str(v) for v in value] if isinstance(argument, ast.Starred) else [str(value)]
         if not names or not names[0] or names[0][0] not in parser.prefix_chars:
             return  # a positional argument: no flag

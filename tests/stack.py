@@ -108,7 +108,10 @@ def declare_flags(comfyui_dir: Path, version: str) -> None:
     if not writer.is_file():
         return
     subprocess.run(
-        [sys.executable, "-m", "standin_server.release_files", version], cwd=comfyui_dir, capture_output=True, timeout=60
+        [sys.executable, "-m", "standin_server.release_files", version],
+        cwd=comfyui_dir,
+        capture_output=True,
+        timeout=60,
     )
 
 
