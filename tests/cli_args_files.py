@@ -136,7 +136,8 @@ RELEASE_9_0_0 = (
     + """
 parser.add_argument("--assets", choices=["on", "off"], default="on")
 parser.add_argument("--gpu-budget", type=float, default=None, metavar="GB")
-parser.add_argument("--verbose", nargs="?", const="DEBUG", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+parser.add_argument("--verbose", nargs="?", const="DEBUG", default="INFO", choices=["DEBUG", "INFO", "WARNING",
+                    "ERROR"])
 """
     + TAIL
 )
