@@ -120,12 +120,8 @@ def _resolve_or_explain(token: str, table: FlagTable, version: ComfyVersion) -> 
         ) from None
 
 
-def comfyui_args(
-    layout: Layout, port: int, table: FlagTable, version: ComfyVersion, memory_args: list[str] | None = None
-) -> list[str]:
-    """ComfyUI's command line after `python`: the worker's own flags, then COMFY_EXTRA_ARGS, checked.
-
-    `memory_args`: the flags that keep ComfyUI's caches within the container (launcher/memory.py)."""
+def comfyui_args(layout: Layout, port: int, table: FlagTable, version: ComfyVersion) -> list[str]:
+    """ComfyUI's command line after `python`: the worker's own flags, then COMFY_EXTRA_ARGS, checked."""
     args = ["main.py", "--listen", COMFY_HOST, "--port", str(port)]
     if table.has("--disable-auto-launch"):
         args.append("--disable-auto-launch")  # there is no browser to open
@@ -133,7 +129,6 @@ def comfyui_args(
     if table.has("--disable-assets") and not env_bool("COMFY_ENABLE_ASSETS", False):
         args.append("--disable-assets")  # a worker has no use for the asset database, and it scans the volume
     args += log_level_args(table, version)
-    args += memory_args or []
     # Split on whitespace on purpose: it holds ComfyUI flags, not shell words.
     return args + checked_extra_args(env_str("COMFY_EXTRA_ARGS").split(), table, version, layout)
 
