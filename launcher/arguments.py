@@ -58,8 +58,10 @@ class AmbiguousFlag(ConfigError):
         self.candidates = candidates
 
 
-def resolve(token: str, flags: frozenset[str]) -> str | None:
-    """The flag argparse reads `token` as, or None for a value; UnknownFlag or AmbiguousFlag otherwise."""
+def resolve(token: str, flags: frozenset[str], abbreviations: bool = True) -> str | None:
+    """The flag argparse reads `token` as, or None for a value; UnknownFlag or AmbiguousFlag otherwise.
+
+    `abbreviations`: argparse's allow_abbrev (False: a long flag must be written in full)."""
     if not token.startswith("-") or _NEGATIVE_NUMBER.match(token):
         return None
     if token in flags:
@@ -67,7 +69,7 @@ def resolve(token: str, flags: frozenset[str]) -> str | None:
     name = token.partition("=")[0]
     if name in flags:
         return name
-    if not name.startswith("--") or name == "--":
+    if not name.startswith("--") or name == "--" or not abbreviations:
         raise UnknownFlag(token)  # argparse's prefixes are for long flags; "--" ends the flags: no positionals
     candidates = sorted(flag for flag in flags if flag.startswith(name))
     if len(candidates) > 1:
@@ -105,7 +107,7 @@ def release_checked(version: ComfyVersion, table: FlagTable) -> str:
 def _resolve_or_explain(token: str, table: FlagTable, version: ComfyVersion) -> str | None:
     release = release_checked(version, table)
     try:
-        return resolve(token, table.flags)
+        return resolve(token, table.flags, table.allow_abbrev)
     except AmbiguousFlag as error:
         raise ConfigError(
             f"COMFY_EXTRA_ARGS has {token}, which {release} could read as any of {', '.join(error.candidates)}; "
@@ -120,13 +122,26 @@ def _resolve_or_explain(token: str, table: FlagTable, version: ComfyVersion) -> 
 
 def comfyui_args(layout: Layout, port: int, table: FlagTable, version: ComfyVersion) -> list[str]:
     """ComfyUI's command line after `python`: the worker's own flags, then COMFY_EXTRA_ARGS, checked."""
-    args = ["main.py", "--listen", COMFY_HOST, "--port", str(port), "--disable-auto-launch", *layout.comfy_args()]
+    args = ["main.py", "--listen", COMFY_HOST, "--port", str(port)]
+    if table.has("--disable-auto-launch"):
+        args.append("--disable-auto-launch")  # there is no browser to open
+    args += layout.comfy_args()
     if table.has("--disable-assets") and not env_bool("COMFY_ENABLE_ASSETS", False):
         args.append("--disable-assets")  # a worker has no use for the asset database, and it scans the volume
-    level = env_str("COMFY_LOG_LEVEL").upper()
-    if level and level not in LOG_LEVELS:
-        raise ConfigError(f"COMFY_LOG_LEVEL={env_str('COMFY_LOG_LEVEL')!r} is not one of {', '.join(LOG_LEVELS)}")
-    if level:
-        args += ["--verbose", level]
+    args += log_level_args(table, version)
     # Split on whitespace on purpose: it holds ComfyUI flags, not shell words.
     return args + checked_extra_args(env_str("COMFY_EXTRA_ARGS").split(), table, version, layout)
+
+
+def log_level_args(table: FlagTable, version: ComfyVersion) -> list[str]:
+    """`--verbose LEVEL` for COMFY_LOG_LEVEL, checked against the levels the release's --verbose takes."""
+    level = env_str("COMFY_LOG_LEVEL").upper()
+    levels = table.choices.get("--verbose") or LOG_LEVELS
+    if level and level not in levels:
+        raise ConfigError(f"COMFY_LOG_LEVEL={env_str('COMFY_LOG_LEVEL')!r} is not one of {', '.join(levels)}")
+    if level and not table.has("--verbose"):
+        raise ConfigError(
+            f"COMFY_LOG_LEVEL={level} needs ComfyUI's --verbose, which {release_checked(version, table)} does not "
+            "have: unset COMFY_LOG_LEVEL"
+        )
+    return ["--verbose", level] if level else []

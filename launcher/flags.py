@@ -1,8 +1,10 @@
-"""The command-line flags of each ComfyUI release the worker supports, read from its comfy/cli_args.py.
+"""The fallback tables of ComfyUI's command-line flags, for an install whose cli_args.py cannot be read.
 
 A flag a release does not have makes its argparse stop ComfyUI with exit 2 before anything
-starts, so the launcher checks COMFY_EXTRA_ARGS against the table of the installed release and
-passes only flags it has. Sources (flags in ComfyUI's order; argparse adds -h/--help):
+starts, so the launcher checks COMFY_EXTRA_ARGS against the flags of the installed release and
+passes only flags it has. It reads them from the install's own comfy/cli_args.py
+(launcher/installed_flags.py); these tables are used only when that file cannot be read or
+followed, and the start-up log says so. Sources (flags in ComfyUI's order; argparse adds -h/--help):
 
 - 0.3.64: Comfy-Org/ComfyUI a125cd84 (the 0.3.64 release commit), comfy/cli_args.py.
 - 0.38.1: Comfy-Org/ComfyUI comfy/cli_args.py 03294572, the version read for 0.38.1 (20ca544) in
@@ -12,13 +14,15 @@ passes only flags it has. Sources (flags in ComfyUI's order; argparse adds -h/--
 Which table a release gets (`table_for`):
 - a release with a table of its own: that table;
 - older than the oldest table, or of unknown version: the oldest (0.3.64);
-- newer than the newest: the newest (0.38.1), so flags added since are refused until a table is added;
+- newer than the newest: the newest (0.38.1), so flags added since are refused;
 - between two tables: the flags both know, so no flag that one of them lacks can reach it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 Release = tuple[int, ...]
 ARGPARSE_FLAGS = frozenset({"-h", "--help"})
@@ -26,14 +30,18 @@ ARGPARSE_FLAGS = frozenset({"-h", "--help"})
 
 @dataclass(frozen=True)
 class FlagTable:
-    """The flags one ComfyUI release (or a range of releases) is known to accept."""
+    """The flags one ComfyUI release (or a range of releases) accepts, as argparse resolves them."""
 
-    name: str  # "the flags of 0.3.64", "the flags both 0.3.64 and 0.38.1 know"
-    flags: frozenset[str]
+    name: str  # "the flags of 0.3.64", "the flags both 0.3.64 and 0.38.1 know", "the flags its cli_args.py declares"
+    flags: frozenset[str]  # every flag argparse may know: what COMFY_EXTRA_ARGS tokens resolve against
     release: str | None = None  # the release it was read from; None when derived from two
+    certain: frozenset[str] | None = None  # the flags it always has (None: all of `flags`)
+    allow_abbrev: bool = True  # argparse's allow_abbrev: a unique prefix of a long flag is that flag
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # flag -> its choices, where declared
 
     def has(self, flag: str) -> bool:
-        return flag in self.flags
+        """Whether the launcher may pass `flag` of its own accord: the release surely has it."""
+        return flag in (self.flags if self.certain is None else self.certain)
 
 
 def _table(release: str, flags: str) -> tuple[Release, FlagTable]:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from launcher.arguments import comfyui_args, release_checked
-from launcher.flags import table_for
 from launcher.install import LaunchError, check_install
+from launcher.installed_flags import installed_flags
+from launcher.memory import memory_plan
 from launcher.user import ComfyUser, become, comfyui_user
 from worker_common import settings
 from worker_common.contract import PROGRAM_COMFYUI
@@ -82,12 +83,17 @@ def launch() -> int:
         env = comfyui_environment(user, layout)
         install = check_install(layout, user, env)
         check_folders(layout)
-        table = table_for(install.version.release)
+        flags = installed_flags(install.comfyui_dir, install.version)
+        table = flags.table
         args = comfyui_args(layout, settings.comfy_port(), table, install.version)
+        memory = memory_plan(install.comfyui_dir, env)
     except ConfigError as error:
         print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)
         return settings.record_config_error(PROGRAM_COMFYUI, error)
     settings.config_error_file(PROGRAM_COMFYUI).unlink(missing_ok=True)
+    print(flags.log_line, flush=True)
+    print(memory.log_line, flush=True)
+    env.update(memory.env)
     print(
         f"starting ComfyUI from {install.comfyui_dir}, {release_checked(install.version, table)}, with "
         f"{install.python} as {user.name}: {' '.join(args)} (pid {os.getpid()})",  # the sidecar splits the log here

@@ -101,6 +101,20 @@ def venv_for(user: str, root: Path) -> Path:
     )
 
 
+def declare_flags(comfyui_dir: Path, version: str) -> None:
+    """Give a stand-in install the comfy/cli_args.py of the release it will play, as a real install has
+    (standin_server/release_files.py); a folder that is no stand-in, or a release it has no flags for, is left as is."""
+    writer = comfyui_dir / "standin_server" / "release_files.py"
+    if not writer.is_file():
+        return
+    subprocess.run(
+        [sys.executable, "-m", "standin_server.release_files", version],
+        cwd=comfyui_dir,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 class Stack:
     """One running worker stack, with helpers to talk to each of its parts."""
 
@@ -125,6 +139,8 @@ class Stack:
         self._output_file: Path | None = None
         if comfyui_version:
             self.play_version(comfyui_version)
+        else:
+            declare_flags(Path(self.env["COMFYUI_DIR"]), self.env.get("STANDIN_COMFYUI_VERSION") or "0.3.64")
         if comfyui_user:
             self.run_comfyui_as(comfyui_user, tmp_path)
 
@@ -134,6 +150,7 @@ class Stack:
         version_file = self.comfyui_dir / "comfyui_version.py"
         if not version_file.exists():  # a stand-in that reads its version from the environment keeps its own
             version_file.write_text(f'__version__ = "{version}"\n')
+        declare_flags(Path(self.env["COMFYUI_DIR"]), version)
 
     def run_comfyui_as(self, user: str, tmp_path: Path) -> None:
         """ComfyUI as `user`: the tree, the worker's folders and ComfyUI's venv where that user reaches them."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.cli_args_files import RELEASE_9_0_0, write_install
 from tests.stack import Stack, traversable_tmp
 from tests.test_stack import EMPTY_IMAGE_JOB, assert_job_returns_png
 
@@ -99,6 +100,19 @@ def test_comfyui_gets_the_worker_folders_and_its_releases_flags_prepared_once(st
     assert queued.read_bytes() == b"png", "the worker's folders are prepared once per container start"
     assert sum(line.startswith("[entrypoint] volume report for ") for line in stack.lines) == 1
     stack.wait_for(lambda: stack.runsync(EMPTY_IMAGE_JOB)["status"] == "COMPLETED", 60, 0.5, "a job after restart")
+
+
+def test_a_release_never_seen_starts_with_exactly_the_flags_its_cli_args_declares(stacks) -> None:
+    """The install says 9.0.0 and holds 9.0.0's cli_args.py, which the stand-in parses its command line with:
+    a flag it does not declare would end it with exit 2, and the worker would never come up."""
+    stack = stacks({"COMFY_EXTRA_ARGS": "--gpu-bud 12 --assets=off", "COMFY_LOG_LEVEL": "warning"})
+    cli_args = write_install(stack.comfyui_dir, "9.0.0", RELEASE_9_0_0) / "comfy" / "cli_args.py"
+    stack.start().wait_accepting_jobs()
+    argv = comfyui_argv(stack)
+    assert "--disable-auto-launch" not in argv and "--disable-assets" not in argv, "9.0.0 has neither"
+    assert argv[-5:] == ["--verbose", "WARNING", "--gpu-budget", "12", "--assets=off"]
+    assert any(line.startswith(f"[comfyui] ComfyUI's flags: read from {cli_args} (") for line in stack.lines)
+    assert_job_returns_png(stack)
 
 
 @pytest.mark.parametrize(

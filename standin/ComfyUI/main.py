@@ -10,7 +10,7 @@ import sys
 from standin_server import cli, version
 
 release = version.select(version.requested())
-args = cli.parse(sys.argv[1:], release)
+args = cli.parse(release)
 
 from standin_server.app import main  # noqa: E402 - after the command line, as in ComfyUI
 

@@ -23,7 +23,7 @@ import time
 
 from aiohttp import web
 
-from . import PYTORCH_VERSION, assets, cli, logs, paths
+from . import PYTORCH_VERSION, assets, cli, logs, paths, ram_pressure
 from .executor import prompt_worker
 from .graph import CachePolicy
 from .knobs import KnobError, Knobs
@@ -163,7 +163,7 @@ def cache_policy(args: argparse.Namespace, release: Release, knobs: Knobs) -> Ca
         return CachePolicy("none")
     if args.cache_classic or not release.ram_pressure_cache_default:
         return CachePolicy("classic")
-    return CachePolicy("ram", drops_after_prompt=knobs.cache_drops)
+    return CachePolicy("ram", ram_headroom=ram_pressure.headroom(args.cache_ram), drops_after_prompt=knobs.cache_drops)
 
 
 def _hang_forever() -> None:

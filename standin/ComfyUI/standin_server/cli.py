@@ -1,29 +1,29 @@
-"""ComfyUI's command line, flag for flag, for the release played (comfy/cli_args.py).
+"""ComfyUI's command line for the release played: parsed with its comfy/cli_args.py (release_files).
 
-The flag set of 0.3.64 (commit a125cd84) or of 0.38.1 (cli_args.py 03294572), in ComfyUI's
-order and with its argparse defaults (allow_abbrev included, so `--lis` means `--listen`).
-A flag the release does not have ends the process with argparse's usage error and exit 2,
-as ComfyUI does. Most flags are accepted and change nothing here (there is no GPU, no
-model); the README lists the ones that act.
+The flags are declared per release in releases/cli_args_<version>.py, in ComfyUI's layout, with
+ComfyUI's argparse defaults (allow_abbrev included, so `--lis` means `--listen`). A flag the
+release does not have ends the process with argparse's usage error and exit 2, as ComfyUI
+does. This module holds what those files import (ComfyUI's Action classes and enums) and what
+the stand-in reads from the result. Most flags change nothing here (there is no GPU, no model);
+the README lists the ones that act.
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
+import importlib.util
 import json
 import logging
 import os
 import sys
 from typing import Any
 
+from . import release_files
 from .version import Release
 
-LOG_LEVELS_0_3 = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS_0_38 = ("DEBUG", "DETAIL", "INFO", "WARNING", "ERROR", "CRITICAL")
 DETAIL = 15  # 0.38.1's extra level, between DEBUG and INFO
-# cli_args.py's database_default_path: <ComfyUI>/user/comfyui.db, beside this package as it is beside comfy/.
-LEGACY_DATABASE_PATH = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "user", "comfyui.db"))
 
 
 # 0.38.1's registry of --feature-flag keys (comfy_api/feature_flags.py; --list-feature-flags
@@ -102,138 +102,48 @@ def is_valid_directory(path: str) -> str:
     return path
 
 
-def _flags(parser: argparse.ArgumentParser, *names: str) -> None:
-    """store_true flags that the stand-in accepts and ignores."""
-    for name in names:
-        parser.add_argument(name, action="store_true")
+# What the stand-in reads from a namespace that a release's cli_args.py may not set (0.3.64 has
+# no models folder flag, no asset system, no RAM-pressure cache; a test's own file may lack more).
+DEFAULTS: dict[str, Any] = {
+    "listen": "127.0.0.1",
+    "port": 8188,
+    "max_upload_size": 100,
+    "base_directory": None,
+    "extra_model_paths_config": None,
+    "output_directory": None,
+    "temp_directory": None,
+    "input_directory": None,
+    "user_directory": None,
+    "models_directory": None,
+    "cache_ram": None,
+    "cache_classic": False,
+    "cache_lru": 0,
+    "cache_none": False,
+    "high_ram": False,
+    "fast": None,
+    "dont_print_server": False,
+    "quick_test_for_ci": False,
+    "disable_metadata": False,
+    "disable_all_custom_nodes": False,
+    "whitelist_custom_nodes": [],
+    "disable_api_nodes": False,
+    "disable_partner_nodes": False,
+    "offline": False,
+    "verbose": "INFO",
+    "database_url": None,
+    "disable_assets": True,
+    "enable_assets": False,
+    "enable_asset_hashing": False,
+    "feature_flag": [],
+    "list_feature_flags": False,
+}
 
 
-def _exclusive(parser: argparse.ArgumentParser, *names: str) -> None:
-    group = parser.add_mutually_exclusive_group()
-    for name in names:
-        group.add_argument(name, action="store_true")
-
-
-def build_parser(release: Release) -> argparse.ArgumentParser:
-    new = release.flag_set == "0.38"
-    p = argparse.ArgumentParser()
-    add = p.add_argument
-    add("--listen", type=str, default="127.0.0.1", metavar="IP", nargs="?", const="0.0.0.0,::")
-    add("--port", type=int, default=8188)
-    add("--tls-keyfile", type=str)
-    add("--tls-certfile", type=str)
-    add("--enable-cors-header", type=str, default=None, metavar="ORIGIN", nargs="?", const="*")
-    add("--max-upload-size", type=float, default=100)
-    add("--base-directory", type=str, default=None)
-    add("--extra-model-paths-config", type=str, default=None, metavar="PATH", nargs="+", action="append")
-    add("--output-directory", type=str, default=None)
-    if new:
-        add("--date-based-output", action="store_true")
-        add("--date-output-format", type=str, default="%Y-%m-%d")
-    add("--temp-directory", type=str, default=None)
-    add("--input-directory", type=str, default=None)
-    _flags(p, "--auto-launch", "--disable-auto-launch")
-    add("--cuda-device", type=str if new else int, default=None, metavar="DEVICE_ID")
-    add("--default-device", type=int, default=None, metavar="DEFAULT_DEVICE_ID")
-    _exclusive(p, "--cuda-malloc", "--disable-cuda-malloc")
-    _exclusive(p, "--force-fp32", "--force-fp16")
-    unet = ["--fp32-unet", "--fp64-unet", "--bf16-unet", "--fp16-unet"]
-    _exclusive(p, *unet, "--fp8_e4m3fn-unet", "--fp8_e5m2-unet", "--fp8_e8m0fnu-unet")
-    _exclusive(p, "--fp16-vae", "--fp32-vae", "--bf16-vae")
-    _flags(p, "--cpu-vae")
-    text_encoder = ["--fp8_e4m3fn-text-enc", "--fp8_e5m2-text-enc", "--fp16-text-enc", "--fp32-text-enc"]
-    _exclusive(p, *text_encoder, "--bf16-text-enc")
-    if new:
-        _flags(p, "--fp16-intermediates")
-    _flags(p, "--force-channels-last")
-    add("--directml", type=int, nargs="?", metavar="DIRECTML_DEVICE", const=-1)
-    add("--oneapi-device-selector", type=str, default=None, metavar="SELECTOR_STRING")
-    if not new:
-        _flags(p, "--disable-ipex-optimize")
-    _flags(p, "--supports-fp8-compute")
-    if new:
-        _flags(p, "--enable-triton-backend", "--disable-triton-backend")
-    add("--preview-method", type=LatentPreviewMethod, default=LatentPreviewMethod.NoPreviews, action=EnumAction)
-    add("--preview-size", type=int, default=512)
-    cache = p.add_mutually_exclusive_group()
-    if new:
-        cache.add_argument("--cache-ram", nargs="*", type=float, default=[], metavar="GB")
-    cache.add_argument("--cache-classic", action="store_true")
-    cache.add_argument("--cache-lru", type=int, default=0)
-    cache.add_argument("--cache-none", action="store_true")
-    if new:
-        cache.add_argument("--high-ram", action="store_true")
-    attention = ["--use-split-cross-attention", "--use-quad-cross-attention", "--use-pytorch-cross-attention"]
-    attention += ["--use-sage-attention", "--use-flash-attention"] + (["--use-ck-attention"] if new else [])
-    _exclusive(p, *attention)
-    _flags(p, "--disable-xformers")
-    _exclusive(p, "--force-upcast-attention", "--dont-upcast-attention")
-    if new:
-        _flags(p, "--enable-manager")
-        _exclusive(p, "--disable-manager-ui", "--enable-manager-legacy-ui")
-    vram = ["--gpu-only", "--highvram"] + ([] if new else ["--normalvram"]) + ["--lowvram", "--novram", "--cpu"]
-    _exclusive(p, *vram)
-    add("--reserve-vram", type=float, default=None)
-    if new:
-        add("--vram-headroom", type=float, default=0)
-        _flags(p, "--disable-nvml-pressure")
-        add("--async-offload", nargs="?", const=2, type=int, default=None, metavar="NUM_STREAMS")
-        _flags(p, "--disable-async-offload", "--disable-dynamic-vram", "--enable-dynamic-vram", "--fast-disk")
-        _flags(p, "--disable-fast-disk", "--disable-cuda-graphs", "--disable-comfy-compiler", "--assert-graph-breaks")
-    else:
-        _flags(p, "--async-offload")
-    _flags(p, "--force-non-blocking")
-    add("--default-hashing-function", type=str, choices=["md5", "sha1", "sha256", "sha512"], default="sha256")
-    _flags(p, "--disable-smart-memory", "--deterministic")
-    add("--fast", nargs="*", type=PerformanceFeature)
-    if new:
-        _flags(p, "--debug-hang", "--disable-pinned-memory")
-    _flags(p, "--mmap-torch-files", "--disable-mmap", "--dont-print-server", "--quick-test-for-ci")
-    _flags(p, "--windows-standalone-build", "--disable-metadata", "--disable-all-custom-nodes")
-    add("--whitelist-custom-nodes", type=str, nargs="+", default=[])
-    if new:
-        add("--disabled-nodes-config", type=str, default=None, metavar="PATH")
-        _flags(p, "--disable-partner-nodes", "--offline")
-    _flags(p, "--disable-api-nodes", "--multi-user")
-    if new:
-        add("--verbose", action=VerboseAction, nargs="*", default=[], metavar="LEVEL FILE")
-    else:
-        add("--verbose", default="INFO", const="DEBUG", nargs="?", choices=LOG_LEVELS_0_3)
-    _flags(p, "--log-stdout")
-    add("--front-end-version", type=str, default="comfyanonymous/ComfyUI@latest")
-    add("--front-end-root", type=is_valid_directory, default=None)
-    add("--user-directory", type=is_valid_directory, default=None)
-    if new:
-        add("--models-directory", type=is_valid_directory, default=None)
-    _flags(p, "--enable-compress-response-body")
-    add("--comfy-api-base", type=str, default="https://api.comfy.org")
-    if new:
-        add("--database-url", type=str, default=None)
-        _flags(p, "--disable-assets", "--enable-assets", "--enable-asset-hashing")
-        add("--feature-flag", type=str, action="append", default=[], metavar="KEY[=VALUE]")
-        _flags(p, "--list-feature-flags")
-    else:
-        add("--database-url", type=str, default=f"sqlite:///{LEGACY_DATABASE_PATH}")
-    return p
-
-
-def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, release: Release) -> None:
-    """The fix-ups cli_args.py applies after parsing; 0.3.64's namespace also gets the 0.38.1-only
-    names the rest of the stand-in reads (no models folder flag, no asset system)."""
-    if release.flag_set == "0.38":
-        if args.cache_ram is not None and len(args.cache_ram) > 2:
-            parser.error("--cache-ram accepts at most two values: active GB and inactive GB")
-        if args.high_ram:
-            args.cache_classic = True
-        if args.disable_api_nodes:
-            args.offline = True
-        if args.offline:
-            args.disable_partner_nodes = True
-    else:
-        args.models_directory = None
-        args.disable_assets = True
-        args.enable_asset_hashing = False
-        args.feature_flag = []
+def _settle(args: argparse.Namespace) -> None:
+    """The stand-in's defaults for names the file does not declare, and --fast as a set (as cli_args.py)."""
+    for name, value in DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
     if args.fast is None:
         args.fast = set()
     elif args.fast == []:
@@ -242,13 +152,22 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, release: 
         args.fast = set(args.fast)
 
 
-def parse(argv: list[str], release: Release) -> argparse.Namespace:
-    """Parse argv (without the program name) as the release's main.py does: bad flags exit 2,
-    0.38.1's --list-feature-flags prints the registry and exits 0."""
-    parser = build_parser(release)
-    args = parser.parse_args(argv)
-    _settle(parser, args, release)
-    if getattr(args, "list_feature_flags", False):
+def parse(release: Release) -> argparse.Namespace:
+    """Parse sys.argv as ComfyUI's main.py does, by importing comfy.cli_args with parsing on: with the
+    comfy/cli_args.py of the release played (release_files.to_parse_with). Bad flags exit 2,
+    --list-feature-flags prints the registry and exits 0."""
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    path = release_files.to_parse_with(release.version)
+    spec = importlib.util.spec_from_file_location("comfy.cli_args", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["comfy.cli_args"] = module
+    spec.loader.exec_module(module)
+    args = module.args
+    _settle(args)
+    if args.list_feature_flags:
         print(json.dumps(CLI_FEATURE_FLAG_REGISTRY, indent=2))
         sys.exit(0)
     return args

@@ -376,6 +376,7 @@ class PromptExecutor:
                 }
                 self.handle_execution_error(prompt_id, prompt, current_outputs, executed, error, ex)
                 break
+            self.outputs.release_ram()
             ok, error, ex = await self.execute_node(
                 prompt, prompt_id, node_id, extra_data, executed, local, ui_outputs, registry
             )
@@ -398,6 +399,7 @@ class PromptExecutor:
                     ui_outputs[node_id] = cached.ui
         if self.cache.drops_after_prompt:
             self.outputs.clear()
+        self.outputs.release_ram()
         self.history_result = {
             "outputs": {node_id: info["output"] for node_id, info in ui_outputs.items()},
             "meta": {node_id: info["meta"] for node_id, info in ui_outputs.items()},

@@ -2,8 +2,8 @@
 
 - The cache is ComfyUI's classic one (results live as long as the latest prompt uses them),
   an LRU of N results (--cache-lru N), none (--cache-none), or 0.38.1's default RAM-pressure
-  cache, which the stand-in keeps like the classic one unless STANDIN_CACHE_DROPS says to
-  drop everything after each prompt (what RAM pressure can do).
+  cache (ram_pressure.py: results stay across prompts until RAM runs short);
+  STANDIN_CACHE_DROPS drops every result of that one after each prompt.
 - A node's cache key is a hash of its class, its IS_CHANGED value and its inputs, where a
   link contributes the key of the node it comes from; so a key stands for the node's whole
   upstream graph. The cache keeps only the keys of the latest prompt.
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import ram_pressure
 from .nodes import NODE_CLASS_MAPPINGS
 from .validation import constant_inputs, map_over_list
 
@@ -109,6 +110,7 @@ class CachePolicy:
 
     kind: str = "classic"
     lru_size: int = 0
+    ram_headroom: float = 0  # "ram": the free RAM (bytes) the cache keeps (ram_pressure.headroom)
     # STANDIN_CACHE_DROPS with the RAM-pressure cache: every result is dropped after each prompt.
     drops_after_prompt: bool = False
 
@@ -128,12 +130,18 @@ class OutputCache:
     def __init__(self, policy: CachePolicy) -> None:
         self.enabled = policy.kind != "none"
         self.lru_size = policy.lru_size if policy.kind == "lru" else 0
+        self.headroom = policy.ram_headroom if policy.kind == "ram" else 0
         self.entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self.keys: dict[str, str] = {}
+        self.generation = 0
+        self.used: dict[str, int] = {}  # RAM pressure: key -> the prompt (generation) that last used it
+        self.sizes: dict[str, int] = {}
 
     def set_prompt(self, keys: dict[str, str]) -> None:
         self.keys = keys
-        if self.lru_size:
+        self.generation += 1
+        self.used.update({key: self.generation for key in keys.values() if key in self.entries})
+        if self.lru_size or self.headroom:
             return
         used = set(keys.values())
         for key in [k for k in self.entries if k not in used]:
@@ -151,14 +159,29 @@ class OutputCache:
         if not self.enabled or node_id not in self.keys:
             return
         self.entries[self.keys[node_id]] = entry
+        if self.headroom:
+            self.used[self.keys[node_id]] = self.generation
+            self.sizes[self.keys[node_id]] = ram_pressure.size_of(entry.outputs)
         if self.lru_size:
             self.entries.move_to_end(self.keys[node_id])
             in_use = set(self.keys.values())
             for key in [k for k in self.entries if k not in in_use][: max(0, len(self.entries) - self.lru_size)]:
                 del self.entries[key]
 
+    def release_ram(self) -> None:
+        """RAM pressure: free results while RAM is short of the headroom (ram_pressure.to_evict)."""
+        if not self.headroom or not self.entries:
+            return
+        ages = {key: self.generation - self.used[key] for key in self.entries}
+        for key in ram_pressure.to_evict(dict(self.sizes), ages, self.headroom):  # lazily: it measures after each
+            self.entries.pop(key, None)
+            self.sizes.pop(key, None)
+            self.used.pop(key, None)
+
     def clear(self) -> None:
         self.entries.clear()
+        self.sizes.clear()
+        self.used.clear()
 
 
 def is_output_node(prompt: dict[str, Any], node_id: str) -> bool:
