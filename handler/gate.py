@@ -100,17 +100,27 @@ def ready_for_job(
     until = time.time() + max(0.0, min(wait_s, ctx.left_s()))
     while not status.failed and not _usable(status, gone_pid) and time.time() < until:
         if _stale(status, gone_pid):
-            ctx.sleep(RETRY_PAUSE_S)
+            _sleep(ctx, RETRY_PAUSE_S, status)
             status = gate.status()
         else:
             status = gate.wait_ready(until, ctx.cancelled)
-        ctx.check()
+        _sleep(ctx, 0.0, status)
     if _usable(status, gone_pid):
         return status
     after = f" after waiting {wait_s:g} s (JOB_READY_WAIT_S)" if wait_s > 0 and not status.failed else ""
     raise JobError(
         Reason.COMFYUI_UNAVAILABLE, f"ComfyUI is not ready{after}, so the job was not started: {status.describe()}"
     )
+
+
+def _sleep(ctx: JobContext, seconds: float, status: Readiness) -> None:
+    """ctx.sleep, its time-out saying why the job was still waiting: the sidecar's reason."""
+    try:
+        ctx.sleep(seconds)
+    except JobError as error:
+        if error.reason is Reason.TIMEOUT:
+            error.message += f" while it waited for ComfyUI to become ready: {status.describe()}"
+        raise
 
 
 def _usable(status: Readiness, gone_pid: int | None) -> bool:
