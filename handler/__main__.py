@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import websocket
 from runpod.serverless.modules import rp_fastapi  # the local API: imported now, not once ComfyUI is ready
 
 from worker_common.contract import ExitCode
-from worker_common.settings import ConfigError, record_config_error
+from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
 from . import config as handler_config
 from . import logs, metrics
@@ -38,8 +39,12 @@ log = logging.getLogger("handler")
 
 def main() -> None:
     logs.configure()
+    test_input = _test_input_given()
+    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
     try:
         config = handler_config.load()
+        if not on_runpod and not test_input:
+            _check_free(config.local_api_host, config.local_api_port)
         rt = Runtime.build(config)
     except ConfigError as error:
         log.error("configuration error: %s", error)
@@ -49,8 +54,6 @@ def main() -> None:
     if config.ws_trace:
         websocket.enableTrace(True, handler=logging.NullHandler())  # the root's handler prints it
     metrics.initialise()
-    test_input = _test_input_given()
-    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
     if on_runpod:
         # Fitness checks run before the worker takes jobs, and only on RunPod.
         def comfyui_ready() -> None:
@@ -91,6 +94,16 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
         config.pipeline_depth,
         config.layout.data_dir,
     )
+
+
+def _check_free(host: str, port: int) -> None:
+    """Raise ConfigError when the local API could not listen on `host:port` (as uvicorn binds it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise cannot_listen(host, port, "LOCAL_API_PORT", error) from None
 
 
 def _warm_local_api() -> None:

@@ -35,14 +35,18 @@ STOPPABLE_POLL_S = 0.5
 # from the last job is still open (a ComfyUI restart closes it): jobs arriving back to back
 # skip a round trip to the sidecar.
 READY_FRESH_S = 1.0
+# The state of an answer from another stack's sidecar: never ready, and no reason to try.
+FOREIGN = "foreign"
 
 
 class Gate:
     """The sidecar's readiness, asked over one keep-alive connection."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, stack: str, host: str = "127.0.0.1") -> None:
+        """`stack`: this stack's identity (contract.stack_identity); an answer without it is another stack's."""
         self.host = host
         self.port = port
+        self.stack = stack
         self.url = f"http://{host}:{port}/readyz"
         self._last_ready: tuple[float, Readiness] | None = None
 
@@ -57,6 +61,13 @@ class Gate:
             status = Readiness(False, "unreachable", f"the sidecar at {self.url} did not answer: {error}")
         finally:
             connection.close()
+        if status.state != "unreachable" and status.stack != self.stack:
+            status = Readiness(
+                False,
+                FOREIGN,
+                f"what answers on port {self.port} (SIDECAR_PORT) is not this stack's sidecar (it says it is "
+                f"stack {status.stack or 'unnamed'}, this is {self.stack}): is the port taken by another worker?",
+            )
         self._last_ready = (time.monotonic(), status) if status.ready else None
         return status
 
