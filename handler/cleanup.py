@@ -76,9 +76,13 @@ class Cleaner:
     def submit(self, rt: Runtime, leftovers: Leftovers) -> None:
         self._last = self._executor.submit(self._clean_up_logged, rt, leftovers)
 
-    def submit_earlier(self, rt: Runtime, prompts: dict[str, str | None]) -> None:
-        """Clean up an earlier handler's prompts (prompt id -> job key) once ComfyUI has ended them."""
-        self._last = self._executor.submit(self._clean_up_earlier, rt, prompts)
+    def clean_up_earlier(self, rt: Runtime, prompts: dict[str, str | None]) -> None:
+        """Clean up an earlier handler's prompts (prompt id -> job key) once ComfyUI has ended them.
+
+        In a thread of its own: new jobs never wait for it (a prompt that ignores the interrupt
+        may take long to end), and their names keep them apart from it.
+        """
+        threading.Thread(target=self._clean_up_earlier, args=(rt, prompts), name="cleanup-earlier", daemon=True).start()
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Until every clean-up submitted so far has finished (or `timeout_s`)."""
@@ -203,7 +207,7 @@ def clear_leftovers(rt: Runtime) -> None:
         log.warning("could not check ComfyUI's queue for an earlier handler's prompts: %s", error)
     rt.cleaner.sweep()
     if prompts:
-        rt.cleaner.submit_earlier(rt, prompts)
+        rt.cleaner.clean_up_earlier(rt, prompts)
 
 
 def _prompt_key(item: object) -> dict[str, str | None]:

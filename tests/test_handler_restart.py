@@ -12,7 +12,7 @@ import requests
 from tests.handler_harness import Rig
 from tests.images import b64, noise_png
 
-# Outputs first, then a slow node: the killed job has written files and still runs.
+# Outputs first, then slow nodes: the killed job has written files and still runs when the next handler starts.
 SLOW_JOB = {
     "workflow": {
         "1": {"class_type": "LoadImage", "inputs": {"image": "killed.png"}},
@@ -25,7 +25,7 @@ SLOW_JOB = {
 
 
 def test_a_killed_handlers_inputs_outputs_and_history_are_removed_by_the_next(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, {"STANDIN_EXEC_DELAY_S": "1"}).start()
+    rig = Rig(tmp_path, {"STANDIN_EXEC_DELAY_S": "3"}).start()
     try:
         sender = threading.Thread(target=_send_ignoring_the_kill, args=(rig,), daemon=True)
         sender.start()
@@ -41,7 +41,7 @@ def test_a_killed_handlers_inputs_outputs_and_history_are_removed_by_the_next(tm
             idle = not queue["queue_running"] and not queue["queue_pending"]
             return idle and not rig.files("input") and not rig.files("output") and rig.comfy_get("/history") == {}
 
-        rig.wait_for(nothing_left, 20, 0.2, what="the killed job's files and history to go")
+        rig.wait_for(nothing_left, 30, 0.2, what="the killed job's files and history to go")
         sender.join(10)
     finally:
         rig.stop()
