@@ -63,7 +63,7 @@ def main() -> None:
     else:
         if not test_input:
             _warm_local_api()
-        wait_for_comfyui(rt, on_runpod=False)
+        wait_for_comfyui(rt, on_runpod=False, stack_handler=not test_input)
     if not on_runpod and not test_input:
         sys.argv += ["--rp_serve_api", "--rp_api_host", config.local_api_host]
         sys.argv += ["--rp_api_port", str(config.local_api_port)]
@@ -72,8 +72,12 @@ def main() -> None:
         runpod.serverless.start({"handler": worker.handler, "concurrency_modifier": worker.concurrency})
 
 
-def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
-    """Block until the sidecar says ComfyUI is ready; exit 3 with the reason at the deadline."""
+def wait_for_comfyui(rt: Runtime, on_runpod: bool, stack_handler: bool = True) -> None:
+    """Block until the sidecar says ComfyUI is ready; exit 3 with the reason at the deadline.
+
+    The stack's own handler then clears what an earlier one left; `--test_input` (run beside the
+    stack's handler, whose prompts ComfyUI may be running) leaves ComfyUI's queue and history alone.
+    """
     config = rt.config
     status = rt.gate.wait_ready(config.ready_deadline)
     if not status.ready:
@@ -87,7 +91,8 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(ExitCode.NOT_READY)
-    clear_leftovers(rt)
+    if stack_handler:
+        clear_leftovers(rt)
     log.info(
         "ComfyUI is ready %.2f s after the container's start; accepting jobs (%d at a time; files in %s)",
         time.time() - config.started_at,
