@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import websocket
 from runpod.serverless.modules import rp_fastapi  # the local API: imported now, not once ComfyUI is ready
 
 from worker_common.contract import ExitCode
-from worker_common.settings import ConfigError, record_config_error
+from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
 from . import config as handler_config
 from . import logs, metrics
@@ -38,8 +39,12 @@ log = logging.getLogger("handler")
 
 def main() -> None:
     logs.configure()
+    test_input = _test_input_given()
+    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
     try:
         config = handler_config.load()
+        if not on_runpod and not test_input:
+            _check_free(config.local_api_host, config.local_api_port)
         rt = Runtime.build(config)
     except ConfigError as error:
         log.error("configuration error: %s", error)
@@ -49,8 +54,6 @@ def main() -> None:
     if config.ws_trace:
         websocket.enableTrace(True, handler=logging.NullHandler())  # the root's handler prints it
     metrics.initialise()
-    test_input = _test_input_given()
-    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
     if on_runpod:
         # Fitness checks run before the worker takes jobs, and only on RunPod.
         def comfyui_ready() -> None:
@@ -60,7 +63,7 @@ def main() -> None:
     else:
         if not test_input:
             _warm_local_api()
-        wait_for_comfyui(rt, on_runpod=False)
+        wait_for_comfyui(rt, on_runpod=False, stack_handler=not test_input)
     if not on_runpod and not test_input:
         sys.argv += ["--rp_serve_api", "--rp_api_host", config.local_api_host]
         sys.argv += ["--rp_api_port", str(config.local_api_port)]
@@ -69,8 +72,12 @@ def main() -> None:
         runpod.serverless.start({"handler": worker.handler, "concurrency_modifier": worker.concurrency})
 
 
-def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
-    """Block until the sidecar says ComfyUI is ready; exit 3 with the reason at the deadline."""
+def wait_for_comfyui(rt: Runtime, on_runpod: bool, stack_handler: bool = True) -> None:
+    """Block until the sidecar says ComfyUI is ready; exit 3 with the reason at the deadline.
+
+    The stack's own handler then clears what an earlier one left; `--test_input` (run beside the
+    stack's handler, whose prompts ComfyUI may be running) leaves ComfyUI's queue and history alone.
+    """
     config = rt.config
     status = rt.gate.wait_ready(config.ready_deadline)
     if not status.ready:
@@ -84,13 +91,24 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(ExitCode.NOT_READY)
-    clear_leftovers(rt)
+    if stack_handler:
+        clear_leftovers(rt)
     log.info(
         "ComfyUI is ready %.2f s after the container's start; accepting jobs (%d at a time; files in %s)",
         time.time() - config.started_at,
         config.pipeline_depth,
         config.layout.data_dir,
     )
+
+
+def _check_free(host: str, port: int) -> None:
+    """Raise ConfigError when the local API could not listen on `host:port` (as uvicorn binds it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise cannot_listen(host, port, "LOCAL_API_PORT", error) from None
 
 
 def _warm_local_api() -> None:

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -31,12 +32,16 @@ from worker_common.comfy_protocol import HistoryEntry
 from worker_common.layout import empty_folder
 
 from .config import Config
-from .namespace import JobSpace
+from .namespace import RERUN_INPUT, JobSpace
+from .tracking import listed
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+EARLIER_PROMPTS_WAIT_S = 120.0  # an earlier handler's interrupted prompts get this long to end
+EARLIER_PROMPTS_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,14 @@ class Cleaner:
     def submit(self, rt: Runtime, leftovers: Leftovers) -> None:
         self._last = self._executor.submit(self._clean_up_logged, rt, leftovers)
 
+    def clean_up_earlier(self, rt: Runtime, prompts: dict[str, str | None]) -> None:
+        """Clean up an earlier handler's prompts (prompt id -> job key) once ComfyUI has ended them.
+
+        In a thread of its own: new jobs never wait for it (a prompt that ignores the interrupt
+        may take long to end), and their names keep them apart from it.
+        """
+        threading.Thread(target=self._clean_up_earlier, args=(rt, prompts), name="cleanup-earlier", daemon=True).start()
+
     def wait(self, timeout_s: float | None = None) -> None:
         """Until every clean-up submitted so far has finished (or `timeout_s`)."""
         last = self._last
@@ -96,6 +109,18 @@ class Cleaner:
             self.sweep()
         except Exception:  # a clean-up bug must not stop the next clean-ups
             log.exception("job clean-up failed (%s)", leftovers.space.key)
+
+    def _clean_up_earlier(self, rt: Runtime, prompts: dict[str, str | None]) -> None:
+        try:
+            _wait_ended(rt, set(prompts))
+            for prompt_id, key in prompts.items():
+                if key is not None:
+                    clean_up(rt, Leftovers(JobSpace(key, self.config.layout), prompt_id))
+                elif self.config.cleanup_history:
+                    rt.comfy.delete_history([prompt_id])
+            self.sweep()
+        except Exception:  # a clean-up bug must not stop the next clean-ups
+            log.exception("clean-up of an earlier handler's prompts failed")
 
 
 def clean_up(rt: Runtime, leftovers: Leftovers) -> None:
@@ -163,10 +188,17 @@ def clear_leftovers(rt: Runtime) -> None:
     """At the handler's start: nothing of an earlier handler's jobs may remain, in ComfyUI or on disk.
 
     A handler that was killed leaves its prompts running or queued in ComfyUI (this worker's
-    ComfyUI serves this handler alone) and its files in the worker's folders.
+    ComfyUI serves this handler alone), their history entries, and its files in the worker's
+    folders. The files go now; the prompts are dropped, and once ComfyUI has ended them their
+    history entries and what they wrote meanwhile go too (in the background).
     """
+    prompts: dict[str, str | None] = {}
     try:
         queue = rt.comfy.queue()
+        for item in [*queue.get("queue_running", []), *queue.get("queue_pending", [])]:
+            prompts.update(_prompt_key(item))
+        for entry in rt.comfy.get_json("/history").values():
+            prompts.update(_prompt_key(entry.get("prompt") if isinstance(entry, dict) else None))
         if queue.get("queue_running") or queue.get("queue_pending"):
             log.warning("ComfyUI still runs prompts of an earlier handler: dropping them")
             rt.comfy.clear_queue()
@@ -174,3 +206,31 @@ def clear_leftovers(rt: Runtime) -> None:
     except ComfyError as error:
         log.warning("could not check ComfyUI's queue for an earlier handler's prompts: %s", error)
     rt.cleaner.sweep()
+    if prompts:
+        rt.cleaner.clean_up_earlier(rt, prompts)
+
+
+def _prompt_key(item: object) -> dict[str, str | None]:
+    """{prompt id: the job key it carries (namespace.RERUN_INPUT), or None} of a queue item or history entry's prompt.
+
+    Both are `[number, prompt_id, prompt, extra_data, outputs]`; {} for anything else.
+    """
+    if not isinstance(item, list) or len(item) < 3 or not isinstance(item[1], str):
+        return {}
+    nodes = item[2].values() if isinstance(item[2], dict) else []
+    keys = [node.get("inputs", {}).get(RERUN_INPUT) for node in nodes if isinstance(node, dict)]
+    return {item[1]: next((key for key in keys if isinstance(key, str)), None)}
+
+
+def _wait_ended(rt: Runtime, prompt_ids: set[str]) -> None:
+    """Until none of `prompt_ids` is queued or running in ComfyUI (at most EARLIER_PROMPTS_WAIT_S)."""
+    deadline = time.monotonic() + EARLIER_PROMPTS_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            queue = rt.comfy.queue()
+        except ComfyError:
+            return  # ComfyUI is down: its prompts ended with it
+        items = [*queue.get("queue_running", []), *queue.get("queue_pending", [])]
+        if not any(listed(items, prompt_id) for prompt_id in prompt_ids):
+            return
+        time.sleep(EARLIER_PROMPTS_POLL_S)

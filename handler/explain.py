@@ -26,6 +26,7 @@ _CHOICE_ERRORS = ("value_not_in_list", "custom_validation_failed")
 _MESSAGE_FIRST = ("dependency_cycle", "exception_during_validation", "exception_during_inner_validation")
 
 Unmask = Callable[[str], str]  # the user's names for the job's own (namespace.JobSpace.unmask)
+FileChoices = Callable[[], list[str]]  # the files a job may name (namespace.JobSpace.usable_inputs)
 PackFailures = Callable[[], list[Any]]  # custom node packs that failed to import (worker_common.custom_nodes)
 
 
@@ -35,9 +36,14 @@ def rejection(
     catalog: Catalog,
     unmask: Unmask,
     pack_failures: PackFailures,
+    file_choices: FileChoices = list,
 ) -> JobError:
-    """The JobError for ComfyUI's 400 answer to POST /prompt."""
-    problems = [_node_problem(error, catalog, workflow, unmask) for error in answer.node_errors]
+    """The JobError for ComfyUI's 400 answer to POST /prompt.
+
+    A file input's accepted values are `file_choices()`, never ComfyUI's list: that is the
+    worker's input folder, other jobs' files included.
+    """
+    problems = [_node_problem(error, catalog, workflow, unmask, file_choices) for error in answer.node_errors]
     if not problems:
         problems.append(_top_level_problem(answer.error, catalog, unmask, pack_failures))
     message = "ComfyUI rejected the workflow: " + "; ".join(problem["message"] for problem in problems)
@@ -75,7 +81,9 @@ def missing_class_text(name: str, node_id: str | None, catalog: Catalog, failure
     return text
 
 
-def _node_problem(error: ValidationError, catalog: Catalog, workflow: dict[str, Any], unmask: Unmask) -> dict:
+def _node_problem(
+    error: ValidationError, catalog: Catalog, workflow: dict[str, Any], unmask: Unmask, file_choices: FileChoices
+) -> dict:
     node_id = error.node_id or "?"
     class_type = error.class_type or (workflow.get(node_id) or {}).get("class_type", "?")
     problem: dict[str, Any] = {"node_id": node_id, "class_type": class_type, "type": error.type}
@@ -91,9 +99,10 @@ def _node_problem(error: ValidationError, catalog: Catalog, workflow: dict[str, 
         problem["message"] = f"{where}: {missing}"
         return problem
     text = f"{where}: {unmask(_error_text(error))}"
-    available = catalog.get(class_type).choices(input_name) if input_name and error.type in _CHOICE_ERRORS else None
+    node_class = catalog.get(class_type)
+    available = node_class.choices(input_name) if input_name and error.type in _CHOICE_ERRORS else None
     if available is not None:
-        available = [unmask(value) for value in available]
+        available = file_choices() if input_name in node_class.file_inputs else [unmask(value) for value in available]
         problem["available"] = available
         text += f"; available: {_listing(available)}"
     problem["message"] = text

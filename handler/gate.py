@@ -35,14 +35,18 @@ STOPPABLE_POLL_S = 0.5
 # from the last job is still open (a ComfyUI restart closes it): jobs arriving back to back
 # skip a round trip to the sidecar.
 READY_FRESH_S = 1.0
+# The state of an answer from another stack's sidecar: never ready, and no reason to try.
+FOREIGN = "foreign"
 
 
 class Gate:
     """The sidecar's readiness, asked over one keep-alive connection."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, stack: str, host: str = "127.0.0.1") -> None:
+        """`stack`: this stack's identity (contract.stack_identity); an answer without it is another stack's."""
         self.host = host
         self.port = port
+        self.stack = stack
         self.url = f"http://{host}:{port}/readyz"
         self._last_ready: tuple[float, Readiness] | None = None
 
@@ -57,6 +61,13 @@ class Gate:
             status = Readiness(False, "unreachable", f"the sidecar at {self.url} did not answer: {error}")
         finally:
             connection.close()
+        if status.state != "unreachable" and status.stack != self.stack:
+            status = Readiness(
+                False,
+                FOREIGN,
+                f"what answers on port {self.port} (SIDECAR_PORT) is not this stack's sidecar (it says it is "
+                f"stack {status.stack or 'unnamed'}, this is {self.stack}): is the port taken by another worker?",
+            )
         self._last_ready = (time.monotonic(), status) if status.ready else None
         return status
 
@@ -100,17 +111,27 @@ def ready_for_job(
     until = time.time() + max(0.0, min(wait_s, ctx.left_s()))
     while not status.failed and not _usable(status, gone_pid) and time.time() < until:
         if _stale(status, gone_pid):
-            ctx.sleep(RETRY_PAUSE_S)
+            _sleep(ctx, RETRY_PAUSE_S, status)
             status = gate.status()
         else:
             status = gate.wait_ready(until, ctx.cancelled)
-        ctx.check()
+        _sleep(ctx, 0.0, status)
     if _usable(status, gone_pid):
         return status
     after = f" after waiting {wait_s:g} s (JOB_READY_WAIT_S)" if wait_s > 0 and not status.failed else ""
     raise JobError(
         Reason.COMFYUI_UNAVAILABLE, f"ComfyUI is not ready{after}, so the job was not started: {status.describe()}"
     )
+
+
+def _sleep(ctx: JobContext, seconds: float, status: Readiness) -> None:
+    """ctx.sleep, its time-out saying why the job was still waiting: the sidecar's reason."""
+    try:
+        ctx.sleep(seconds)
+    except JobError as error:
+        if error.reason is Reason.TIMEOUT:
+            error.message += f" while it waited for ComfyUI to become ready: {status.describe()}"
+        raise
 
 
 def _usable(status: Readiness, gone_pid: int | None) -> bool:

@@ -5,7 +5,10 @@ each other's files, even when they send the same image name or the same `filenam
 So every job gets a key (`j` + 12 hex digits) and:
 
 - its input files are `<input>/<key>-<name>`: flat, as ComfyUI's loaders list their folder
-  (a loader without its own validation only accepts names it lists);
+  (a loader without its own validation only accepts names it lists). A name that would not
+  fit the file system's 255 bytes with the key in front, or that ends the way ComfyUI marks
+  another folder (` [output]`, ` [temp]`), is stored as `<key>-<hash><extension>` instead;
+  errors and the job's answer still show the name the user sent;
 - its outputs go to `<output>/<key>/`: every `filename_prefix` becomes `<key>/<prefix>`, so
   ComfyUI's save counter starts afresh per job and no two jobs can write one file;
 - every output node gets a hidden input unique to the job, so ComfyUI runs it again instead
@@ -14,12 +17,14 @@ So every job gets a key (`j` + 12 hex digits) and:
 Names inside the workflow that refer to input files (the inputs whose spec has an upload flag,
 such as LoadImage's `image`) must name one of the job's images, or a file users placed in the
 volume's `input/` folder (which is linked into the job's names, read-only); anything else,
-including `../` paths, absolute paths and `[output]`/`[temp]` annotations, is refused before
-ComfyUI sees it. Checks use real paths, so a symbolic link cannot lead outside the folder.
+including `../` paths, absolute paths and `[output]`/`[temp]` annotations of files that are
+not the job's own, is refused before ComfyUI sees it. Checks use real paths, so a symbolic
+link cannot lead outside the folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -34,9 +39,12 @@ from .errors import JobError, Reason
 
 RERUN_INPUT = "_comfy_worker_run"
 MAX_LISTED_FILES = 25
+MAX_WALKED_FILES = 1000  # of the volume's input folder, for an error's list of usable files
 MAX_NAME_BYTES = 255
 _OTHER_FOLDERS = (" [output]", " [temp]")
 _INPUT_ANNOTATION = " [input]"
+HASHED_NAME_CHARS = 16  # hex digits of a stored name's hash
+MAX_KEPT_EXTENSION = 16  # bytes of the user's extension kept on a hashed name (".png")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class JobSpace:
 
     key: str
     layout: Layout
+    # Stored names that are not `<key>-<name>` (hashed), and the user's name for each.
+    hashed: dict[str, str] = field(default_factory=dict, compare=False)
+    images: set[str] = field(default_factory=set, compare=False)  # the job's own files (input.images)
 
     @classmethod
     def new(cls, layout: Layout) -> JobSpace:
@@ -52,7 +63,13 @@ class JobSpace:
 
     def input_name(self, name: str) -> str:
         """The name ComfyUI's loaders get for the job's file `name` (a relative path)."""
-        return f"{self.key}-{name}"
+        plain = f"{self.key}-{name}"
+        if not name.endswith(_OTHER_FOLDERS) and all(_fits(part) for part in plain.split("/")):
+            return plain
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:HASHED_NAME_CHARS]
+        stored = f"{self.key}-{digest}{_extension(name)}"
+        self.hashed[stored] = name
+        return stored
 
     def input_path(self, name: str) -> Path:
         return self.layout.input / self.input_name(name)
@@ -74,7 +91,13 @@ class JobSpace:
 
     def unmask(self, text: str) -> str:
         """`text` (an error from ComfyUI) with the job's own names shown as the user wrote them."""
+        for stored, name in self.hashed.items():
+            text = text.replace(stored, name)
         return text.replace(f"{self.key}-", "").replace(f"{self.key}/", "")
+
+    def usable_inputs(self) -> list[str]:
+        """What a file input of this job may name: its own files (the user's names), then the volume's."""
+        return sorted(self.images) + shared_files(self.layout.shared_input)
 
 
 @dataclass
@@ -90,6 +113,7 @@ def prepare(
     workflow: dict[str, Any], space: JobSpace, images: set[str], catalog: Catalog, timeout_s: float
 ) -> PreparedWorkflow:
     """Rewrite the workflow into the job's names; raises JobError(invalid_input) listing every problem."""
+    space.images.update(images)
     rewriter = _Rewriter(space, images, space.layout.shared_input)
     rewritten: dict[str, Any] = {}
     intermediate = set()
@@ -155,19 +179,34 @@ class _Rewriter:
             )
             return value
         job_name = self.space.input_name(name)
-        if len(job_name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-            self.problems.append(f"{where}: {value!r} is too long a name")
-            return value
         self.links[job_name] = target
         return job_name
 
 
-def _listing(folder: Path) -> str:
-    """Up to MAX_LISTED_FILES files of a folder (relative paths, links not followed), for an error."""
+def _fits(name: str) -> bool:
+    return len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
+
+
+def _extension(name: str) -> str:
+    """The extension of `name` (without a folder annotation) when short enough to keep: loaders filter on it."""
+    extension = os.path.splitext(name.removesuffix(" [output]").removesuffix(" [temp]"))[1]
+    return extension if len(extension.encode("utf-8", "surrogateescape")) <= MAX_KEPT_EXTENSION else ""
+
+
+def shared_files(folder: Path, most: int = MAX_WALKED_FILES) -> list[str]:
+    """Up to `most` files of a folder (relative paths, links not followed)."""
     found: list[str] = []
     for parent, folders, files in os.walk(folder):
         folders.sort()
         found += sorted(os.path.relpath(os.path.join(parent, name), folder) for name in files)
-        if len(found) > MAX_LISTED_FILES:
-            return ", ".join(found[:MAX_LISTED_FILES]) + " … and more"
+        if len(found) >= most:
+            break
+    return found[:most]
+
+
+def _listing(folder: Path) -> str:
+    """Up to MAX_LISTED_FILES files of a folder, for an error."""
+    found = shared_files(folder, MAX_LISTED_FILES + 1)
+    if len(found) > MAX_LISTED_FILES:
+        return ", ".join(found[:MAX_LISTED_FILES]) + " … and more"
     return ", ".join(found) if found else "no files"

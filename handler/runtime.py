@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from worker_common import custom_nodes, settings
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
 from worker_common.comfy_protocol import Features
-from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI
+from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI, stack_identity
 from worker_common.supervisor_rpc import supervisor_proxy
 
 from .catalog import Catalog
@@ -53,7 +53,7 @@ class Runtime:
         return cls(
             config=config,
             comfy=comfy,
-            gate=Gate(config.sidecar_port),
+            gate=Gate(config.sidecar_port, stack_identity(settings.run_dir())),
             sockets=SocketPool(comfy),
             catalog=Catalog(comfy),
             s3=S3Uploader(config.s3) if config.s3 else None,

@@ -92,7 +92,9 @@ def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness
 
 def _rejection(rt: Runtime, answer: Rejection, submission: Submission) -> JobError:
     space = submission.space
-    return explain.rejection(answer, submission.original, rt.catalog, space.unmask, rt.pack_failures)
+    return explain.rejection(
+        answer, submission.original, rt.catalog, space.unmask, rt.pack_failures, space.usable_inputs
+    )
 
 
 def _has(rt: Runtime, ctx: JobContext, prompt_id: str, ready: Readiness) -> bool | None:

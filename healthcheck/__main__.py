@@ -15,7 +15,7 @@ import threading
 
 
 def _serve(_args: argparse.Namespace) -> int:
-    from worker_common.settings import ConfigError, record_config_error
+    from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
     from .config import SidecarConfig, environ_without_multiproc
 
@@ -47,8 +47,10 @@ def _serve(_args: argparse.Namespace) -> int:
             stats=connections,
         )
     except OSError as error:
-        log.error("cannot listen on %s:%s: %s", config.host, config.port, error)
-        return 1
+        setting = "PORT_HEALTH" if os.environ.get("PORT_HEALTH") else "SIDECAR_PORT"
+        problem = cannot_listen(config.host, config.port, setting, error)
+        log.error("configuration error: %s", problem)
+        return record_config_error("sidecar", problem)
     run_record.write(config.run_dir, run_record.SidecarRecord(config.local_url, os.getpid(), config.comfy_port))
     monitor.start()
     pusher = None

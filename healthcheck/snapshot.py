@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker_common.contract import Readiness
+from worker_common import settings
+from worker_common.contract import Readiness, stack_identity
 from worker_common.custom_nodes import FailedPack
 
 from .gpu import GpuReading
@@ -57,6 +58,7 @@ class Snapshot:
             comfyui_pid=self.comfyui_pid,
             comfyui_state=self.comfyui_statename,
             comfyui_restarts=self.comfyui_restarts,
+            stack=stack_identity(settings.run_dir()),
         )
 
 

@@ -3,7 +3,7 @@
 The copy (tests/stack.copy_project, with `.venv` linked to this checkout's) has its own
 `.run/`, control socket and stand-in folders; free loopback ports keep it apart from any
 other stack. The command leads its own process group, as a terminal's foreground job
-does, so `interrupt()` is Ctrl-C: SIGINT to the whole group.
+does, with SIGINT's default disposition, so `interrupt()` is Ctrl-C: SIGINT to the whole group.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class MakeRun:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
         for stream, lines in ((self.popen.stdout, self.lines), (self.popen.stderr, self.errors)):
             reader = threading.Thread(target=self._read, args=(stream, lines), daemon=True)
@@ -115,6 +116,15 @@ class MakeRun:
 
     def output(self) -> str:
         return "\n".join([*self.lines[-150:], "--- stderr ---", *self.errors[-20:]])
+
+
+def _default_sigint() -> None:
+    """Ctrl-C's default disposition for the command, whatever started the tests.
+
+    A command started with `&` from a script ignores SIGINT, its children inherit that, and a
+    shell cannot trap a signal ignored at its entry: the command would never see Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # -- the README's examples ------------------------------------------------------------

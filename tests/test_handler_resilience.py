@@ -133,6 +133,19 @@ def test_a_job_fails_fast_with_the_sidecars_reason_when_comfyui_stays_down(tmp_p
         rig.stop()
 
 
+def test_a_job_timing_out_while_comfyui_is_not_ready_says_why_it_was_not(tmp_path: Path) -> None:
+    rig = Rig(tmp_path).start({"JOB_READY_WAIT_S": "30", "JOB_TIMEOUT_S": "2"})
+    try:
+        stop_comfy_and_wait_unready(rig)
+        result = rig.runsync(image_through())
+        assert result["status"] == "FAILED", result
+        assert result["error"].startswith("The job ran longer than its time limit of 2 s (JOB_TIMEOUT_S)"), result
+        assert " while it waited for ComfyUI to become ready: " in result["error"]
+        assert "connection refused" in result["error"], "the sidecar's reason"
+    finally:
+        rig.stop()
+
+
 def test_a_job_waits_for_a_restarting_comfyui(tmp_path: Path) -> None:
     rig = Rig(tmp_path).start({"JOB_READY_WAIT_S": "30"})
     try:

@@ -13,6 +13,7 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,9 +106,18 @@ def test_comfy_worker_answers_for_this_stack(running: MakeRun) -> None:
     assert tool(running, "comfy-worker", "ping").returncode == 0
     metrics = tool(running, "comfy-worker", "metrics")
     assert metrics.returncode == 0 and "\ncomfy_worker_ready 1.0\n" in metrics.stdout
-    supervisorctl = tool(running, "supervisorctl", "status")
-    for program in ("comfyui", "sidecar", "handler"):
-        assert re.search(rf"^{program}\s+RUNNING", supervisorctl.stdout, re.M), supervisorctl.stdout
+    assert_all_running(running)
+
+
+def assert_all_running(run: MakeRun, timeout_s: float = 60) -> None:
+    """Every program RUNNING in `supervisorctl status`: supervisord says so only after its `startsecs`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = tool(run, "supervisorctl", "status").stdout
+        if all(re.search(rf"^{program}\s+RUNNING", status, re.M) for program in ("comfyui", "sidecar", "handler")):
+            return
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
 
 
 def test_test_input_takes_a_request_with_or_without_the_wrapper(running: MakeRun, tmp_path: Path) -> None:

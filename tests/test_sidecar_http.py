@@ -27,6 +27,8 @@ from healthcheck.server import SidecarServer
 from healthcheck.snapshot import Snapshot, SnapshotStore
 from healthcheck.state import State
 from tests.test_sidecar_support import promtool_check, sample_value
+from worker_common import settings
+from worker_common.contract import stack_identity
 
 NOW = 1_790_000_000.0
 
@@ -101,6 +103,7 @@ def test_ping_and_readyz_codes_follow_the_state(served: Served, state: State, pi
     response = requests.get(served.url + "/readyz", timeout=5)
     assert response.status_code == readyz
     assert response.json() == {
+        "stack": stack_identity(settings.run_dir()),
         "ready": state is State.READY,
         "state": str(state),
         "since": NOW,

@@ -9,7 +9,12 @@ serves and the handler's gate reads.
 from __future__ import annotations
 
 import enum
+import functools
+import hashlib
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # ComfyUI always listens on loopback only; nothing outside the container reaches it.
@@ -33,12 +38,24 @@ class ExitCode(enum.IntEnum):
     CONFIG = 78  # a configuration error (launch checks, a bad setting)
 
 
+@functools.lru_cache(maxsize=4)
+def stack_identity(run_dir: Path) -> str:
+    """This stack's name in `/readyz`: its host and run dir (one stack per run dir), hashed.
+
+    The handler takes readiness only from an answer that carries it: whatever else listens on
+    the sidecar's port (another stack's sidecar) does not speak for this stack's ComfyUI.
+    """
+    text = f"{socket.gethostname()}\0{os.path.realpath(run_dir)}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Readiness:
     """The `/readyz` body: what the sidecar serves and the handler's gate reads.
 
     It carries program states and exit causes, never log text: the sidecar may listen on a
-    public address, and ComfyUI's log can hold a previous job's prompt.
+    public address, and ComfyUI's log can hold a previous job's prompt. `stack` is the
+    serving stack's identity (stack_identity).
     """
 
     ready: bool
@@ -49,9 +66,11 @@ class Readiness:
     comfyui_pid: int | None = None
     comfyui_state: str = "UNKNOWN"
     comfyui_restarts: int = 0
+    stack: str = ""
 
     def to_body(self) -> dict[str, Any]:
         return {
+            "stack": self.stack,
             "ready": self.ready,
             "state": self.state,
             "since": self.since,
@@ -76,6 +95,7 @@ class Readiness:
             comfyui_pid=pid if isinstance(pid, int) else None,
             comfyui_state=str(comfyui.get("state", "UNKNOWN")),
             comfyui_restarts=int(comfyui.get("restarts") or 0),
+            stack=str(body.get("stack") or ""),
         )
 
     @property

@@ -99,6 +99,15 @@ def sidecar_port() -> int:
     return env_int("SIDECAR_PORT", 8081, minimum=1, maximum=65535)
 
 
+def cannot_listen(host: str, port: int, setting: str, error: OSError) -> ConfigError:
+    """The configuration error of a port that cannot be listened on (taken by another program, say)."""
+    cause = error.strerror or str(error)
+    return ConfigError(
+        f"cannot listen on {host}:{port} ({setting}): {cause}; stop what uses port {port} or set {setting} "
+        "to a free port"
+    )
+
+
 def run_dir() -> Path:
     default = Path(__file__).resolve().parent.parent / ".run"
     return env_path("WORKER_RUN_DIR", default)
