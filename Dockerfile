@@ -12,7 +12,7 @@
 # Build stages: `base` (CUDA runtime, Python, ComfyUI's run-time libraries), `builder` (makes
 # /opt/venv from the lock), and the final image (base + /opt/venv + the worker's code).
 
-# BASE_IMAGE: nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04, by the digest of its multi-platform index.
+# nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04 (BASE_IMAGE), by the digest of its multi-platform index.
 # Refresh deliberately: docker buildx imagetools inspect nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 # Another base may stand in where that one cannot be pulled: Debian 12 (scripts/image, BASE_IMAGE=debian12)
 # has the same /usr/bin/python3.11. An ARG before the first FROM reaches only FROM lines, so each stage
