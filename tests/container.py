@@ -32,6 +32,7 @@ from tests.processes import free_port
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "image"
 IMAGE_TAG = "localhost/comfy-worker:test"
+DEBIAN_BASE = "localhost/comfy-worker-base:debian12"  # the name scripts/image gives the base it makes
 PYTHON = "/usr/bin/python3.11"
 VOLUME = "/runpod-volume"
 WORKER_SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
