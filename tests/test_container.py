@@ -57,12 +57,10 @@ WORKER_FOLDERS = "/var/lib/comfy-worker"
 def image(request: pytest.FixtureRequest) -> str:
     started = time.monotonic()
     tag = build_image()
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
     took = time.monotonic() - started
     line = f"[image] {tag}: {image_size(tag) / 1e9:.2f} GB on the Debian 12 base, built (or found) in {took:.0f} s"
-    if reporter:
-        reporter.write_line(line)
-    print(line)
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n{line}")  # in every run's output, passed or not
     return tag
 
 
@@ -154,7 +152,7 @@ def containers(
             {"STANDIN_EXEC_DELAY_S": "3", **runpod_variables("pod-runpod"), **runpod.env("pod-runpod", HOST_NAME)},
         ),
         "health": (volume, {"PROBE_TIMEOUT_S": "1"}),
-        "never_ready": (volume, {"STANDIN_NEVER_READY": "1", "COMFY_READY_TIMEOUT_S": "25"}),
+        "never_ready": (volume, {"STANDIN_NEVER_READY": "1", "COMFY_READY_TIMEOUT_S": "20"}),
         "no_volume": (None, {}),
         "other_python": (other_python_volume, {}),
     }
@@ -184,7 +182,7 @@ def test_healthcheck_is_unhealthy_while_starting_and_comfyui_never_ready_exits_3
     assert not never_ready.healthy()
     code = never_ready.wait_exit()
     assert code == 3, never_ready.logs()
-    assert "exiting with code 3: " in never_ready.last_line() and "COMFY_READY_TIMEOUT_S=25" in never_ready.logs()
+    assert "exiting with code 3: " in never_ready.last_line() and "COMFY_READY_TIMEOUT_S=20" in never_ready.logs()
 
 
 def test_no_volume_exits_78_saying_so(containers: Containers) -> None:
