@@ -154,7 +154,8 @@ class Container:
     ) -> Container:
         """Start a detached container (the image's own entrypoint) with `volume` at /runpod-volume and `env`.
 
-        `sidecar_port` is the port inside the container (PORT_HEALTH's value when the test sets it).
+        `sidecar_port` is the port inside the container (PORT_HEALTH's value when the test sets it);
+        `options` are more `podman run` options (a benchmark's --cpus or --memory, say).
         The stand-in needs only aiohttp and Pillow in its venv, so COMFY_VENV_REQUIRED_MODULES says so
         unless `env` does.
         """
