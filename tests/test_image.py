@@ -1,4 +1,6 @@
-"""The image, read from the Dockerfile and .dockerignore (there is no Docker engine to build it).
+"""The image, read from the Dockerfile and .dockerignore: what holds on every base, the CUDA one included.
+
+tests/test_container.py builds and runs it on a stand-in base.
 
 hadolint lints it; Docker's own .dockerignore rules (docker-py's `exclude_paths`, what the
 Docker CLI applies) compute the build context; the rest checks the facts users rely on: a
