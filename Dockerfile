@@ -12,11 +12,17 @@
 # Build stages: `base` (CUDA runtime, Python, ComfyUI's run-time libraries), `builder` (makes
 # /opt/venv from the lock), and the final image (base + /opt/venv + the worker's code).
 
-# nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04, by the digest of its multi-platform index.
+# nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04 (BASE_IMAGE), by the digest of its multi-platform index.
 # Refresh deliberately: docker buildx imagetools inspect nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
-FROM nvidia/cuda@sha256:17e2934e1fa96152b14f78078bfbafd0f00f391df995dc6c641a720fce1202bb AS base
-
+# Another base may stand in where that one cannot be pulled: Debian 12 (scripts/image, BASE_IMAGE=debian12)
+# has the same /usr/bin/python3.11. An ARG before the first FROM reaches only FROM lines, so each stage
+# declares again the ones it uses.
+ARG BASE_IMAGE=nvidia/cuda@sha256:17e2934e1fa96152b14f78078bfbafd0f00f391df995dc6c641a720fce1202bb
 ARG PYTHON_VERSION=3.11
+
+# hadolint ignore=DL3006
+FROM ${BASE_IMAGE} AS base
+ARG PYTHON_VERSION
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -28,25 +34,32 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Python for both venvs, and what ComfyUI's venv needs at run time: OpenCV's libGL and glib,
 # ffmpeg for video nodes, tcmalloc (preloaded when present), git (ComfyUI-Manager and custom
 # nodes call it at start-up), gcc and Python's headers (Triton compiles its launcher on first
-# use: torch.compile, SageAttention). Not pinned to exact versions: Ubuntu's archive drops
-# old patch releases, and the security updates are wanted; the base image's digest pins the
+# use: torch.compile, SageAttention), and procps (ps, top) for a shell in a Pod. Python comes
+# from the deadsnakes archive on Ubuntu 22.04 (the CUDA base), whose own Python is 3.10, and
+# from the distribution on Debian 12. Not pinned to exact versions: the archives drop old
+# patch releases, and the security updates are wanted; the base image's digest pins the
 # distribution.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
-    && add-apt-repository -y ppa:deadsnakes/ppa \
+# hadolint ignore=DL3008,SC1091
+RUN . /etc/os-release \
     && apt-get update \
+    && if [[ "$ID" == ubuntu ]]; then \
+        apt-get install -y --no-install-recommends software-properties-common gpg-agent \
+        && add-apt-repository -y ppa:deadsnakes/ppa \
+        && apt-get update \
+        && apt-get purge -y software-properties-common gpg-agent; \
+    fi \
     && apt-get install -y --no-install-recommends \
         "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-dev" gcc libc6-dev \
-        git ffmpeg libgl1 libglib2.0-0 libtcmalloc-minimal4 ca-certificates \
-    && apt-get purge -y software-properties-common gpg-agent \
+        git ffmpeg libgl1 libglib2.0-0 libtcmalloc-minimal4 ca-certificates procps \
     && apt-get autoremove -y \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && test -x "/usr/bin/python${PYTHON_VERSION}"
 
 # The worker's venv, from the lock alone: --require-hashes refuses any file whose hash the
 # lock does not list, --no-deps installs nothing the lock does not name, and `pip check`
 # proves the lock is complete. Only /opt/venv leaves this stage.
 FROM base AS builder
+ARG PYTHON_VERSION
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}-venv" \

@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # versions for what both hold). `make lock` regenerates both after requirements*.txt change.
 LOCK := uv pip compile --generate-hashes --python-version 3.11 --python-platform linux
 
-.PHONY: install system-deps lock run test lint format bench clean
+.PHONY: install system-deps lock run test lint format bench clean image
 
 install: $(VENV)/.installed
 
@@ -25,9 +25,19 @@ lock: install
 	$(LOCK) requirements.txt -o requirements.lock >/dev/null
 	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock >/dev/null
 
-# promtool and prometheus come from Debian's `prometheus` package, the Pushgateway from `prometheus-pushgateway`.
+# promtool and prometheus come from Debian's `prometheus` package, the Pushgateway from `prometheus-pushgateway`;
+# podman, runc and mmdebstrap build and run the image in the container tests.
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || scripts/install-system-deps
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null \
+		&& command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
+		|| scripts/install-system-deps
+
+# The worker's image, with podman or docker (whichever is installed): `make image` on the Dockerfile's CUDA
+# base, `make image BASE_IMAGE=debian12` on a Debian 12 base made here (for machines that cannot pull it).
+BASE_IMAGE ?=
+IMAGE_TAG  ?= comfy-worker:dev
+image:
+	BASE_IMAGE=$(BASE_IMAGE) scripts/image build $(IMAGE_TAG)
 
 # @: the last line `make run` prints is the stack's own (why it stopped).
 run: install
@@ -39,7 +49,7 @@ test: install system-deps lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/shellcheck services/* bin/* scripts/run-local scripts/install-system-deps .ci/run
+	$(VENV)/bin/shellcheck services/* bin/* scripts/run-local scripts/install-system-deps scripts/image scripts/podman/oci-runtime .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 
 format: install

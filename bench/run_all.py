@@ -25,6 +25,7 @@ QUICK = {
     "bench_soak.py": ["--jobs", "60", "--big-count", "2", "--big-side", "512"],
     "bench_pipeline.py": ["--jobs", "4", "--exec-s", "0.3", "--latency-runs", "1", "--depths", "1,default"],
     "bench_layout.py": ["--runs", "3", "--warmup", "1"],
+    "bench_image.py": ["--runs", "1"],
 }
 MB = 1_000_000
 
@@ -76,6 +77,10 @@ def layout_overheads(slow: bool):
     return value
 
 
+def image_size(d: dict) -> str:
+    return f"{d['image_bytes'] / 1e9:.2f} GB ({d['base_bytes'] / 1e9:.2f} GB)"
+
+
 # (results file, figure, value from its JSON, target); the targets are the scripts' own.
 FIGURES = [
     ("sidecar", "first answer -> /readyz ready, p50", median_ms, "<= 100 ms"),
@@ -101,6 +106,9 @@ FIGURES = [
     ("pipeline", "one job on an idle worker, depth 1 / default", idle_latency, "no worse at the default"),
     ("layout", "job overhead p50, worker's disk / on the volume", layout_overheads(False), "no worse on the disk"),
     ("layout", "  the same on a slow volume", layout_overheads(True), "(the volume's cost)"),
+    ("image", "image size, Debian 12 base (its share)", image_size, "(CUDA base: + its own size)"),
+    ("image", "container start -> ready, p50", lambda d: f"{d['medians']['ready_s']:.2f} s", "(stand-in ComfyUI)"),
+    ("image", "container start -> first job done, p50", lambda d: f"{d['medians']['first_job_s']:.2f} s", "-"),
 ]
 
 

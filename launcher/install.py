@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +92,7 @@ def _check_venv(layout: Layout) -> Path:
             f"{venv} && {venv}/bin/pip install -r {layout.comfyui_dir}/requirements.txt), or set COMFYUI_VENV."
         )
     if python.is_symlink() and not python.exists():
-        here = shutil.which("python3") or "none found"
+        here = os.path.realpath(sys.executable)  # the worker's venv is made with the image's Python
         raise LaunchError(
             f"{python} is a dangling link to {os.readlink(python)}: the venv was made with {venv_wants(venv)}, "
             f"which this image does not have. Recreate the venv with this image's Python ({here}) or point "

@@ -54,6 +54,7 @@ class FakeRunPod:
         rtt_s: float = 0.05,
         take_hold_s: float = 5.0,
         stop_hold_s: float = 5.0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.rtt_s = rtt_s
         self.take_hold_s = take_hold_s
@@ -66,19 +67,21 @@ class FakeRunPod:
         self._held: dict[str, int] = {"take": 0, "stop": 0}  # polls being held now, by channel
         self._changed = threading.Condition()
         self.add(*jobs)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self.server = ThreadingHTTPServer((host, 0), _handler_class(self))
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, name="fake-runpod", daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.port = self.server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
 
     # -- what the test or benchmark does ---------------------------------------------
 
-    def env(self, pod_id: str = "pod-1") -> dict[str, str]:
-        """The variables RunPod sets for a worker, pointing at this server."""
+    def env(self, pod_id: str = "pod-1", host_name: str | None = None) -> dict[str, str]:
+        """The variables RunPod sets for a worker, pointing at this server (as `host_name` when given)."""
+        url = f"http://{host_name}:{self.port}" if host_name else self.url
         return {
-            "RUNPOD_WEBHOOK_GET_JOB": f"{self.url}/job-take/$ID?{GPU_QUERY}",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{self.url}/job-done/$RUNPOD_POD_ID/$ID?{GPU_QUERY}",
-            "RUNPOD_WEBHOOK_PING": f"{self.url}/ping/$RUNPOD_POD_ID",
+            "RUNPOD_WEBHOOK_GET_JOB": f"{url}/job-take/$ID?{GPU_QUERY}",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{url}/job-done/$RUNPOD_POD_ID/$ID?{GPU_QUERY}",
+            "RUNPOD_WEBHOOK_PING": f"{url}/ping/$RUNPOD_POD_ID",
             "RUNPOD_POD_ID": pod_id,
         }
 

@@ -228,14 +228,15 @@ class Recorder:
 
 
 class MotoServer:
-    """moto's S3-compatible server on loopback."""
+    """moto's S3-compatible server on loopback (or on `host`: podman's bridge, for a container to reach)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
         moto = str(Path(sys.executable).parent / "moto_server")
         if not Path(moto).exists():
             moto = str(REPO / ".venv" / "bin" / "moto_server")
-        self.process = Process("moto", [moto, "-H", "127.0.0.1", "-p", str(self.port)], base_env())
+        self.process = Process("moto", [moto, "-H", host, "-p", str(self.port)], base_env())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
@@ -246,7 +247,7 @@ class MotoServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def client(self):
         import boto3

@@ -1,4 +1,6 @@
-"""The image, read from the Dockerfile and .dockerignore (there is no Docker engine to build it).
+"""The image, read from the Dockerfile and .dockerignore: what holds on every base, the CUDA one included.
+
+tests/test_container.py builds and runs it on a stand-in base.
 
 hadolint lints it; Docker's own .dockerignore rules (docker-py's `exclude_paths`, what the
 Docker CLI applies) compute the build context; the rest checks the facts users rely on: a
@@ -34,9 +36,12 @@ class Stage:
 
 
 def parse_stages(text: str) -> list[Stage]:
-    """The Dockerfile's stages, each with its instructions (continuations joined, comments dropped)."""
+    """The Dockerfile's stages, each with its instructions (continuations joined, comments dropped).
+
+    What comes before the first FROM (the global ARGs) is the first item, a stage named "global".
+    """
     joined = re.sub(r"\\\n(\s*#[^\n]*\n)*", " ", text)
-    stages: list[Stage] = []
+    stages: list[Stage] = [Stage("global", "")]
     for line in joined.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -52,9 +57,19 @@ def parse_stages(text: str) -> list[Stage]:
     return stages
 
 
+def global_args(stages: list[Stage]) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults."""
+    return dict(args.partition("=")[::2] for args in stages[0].args_of("ARG"))
+
+
 @pytest.fixture(scope="module")
-def stages() -> list[Stage]:
+def all_stages() -> list[Stage]:
     return parse_stages(DOCKERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def stages(all_stages: list[Stage]) -> list[Stage]:
+    return all_stages[1:]
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +82,32 @@ def test_hadolint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_base_image_is_pinned_by_digest_with_its_tag_named(stages: list[Stage]) -> None:
+def test_base_image_is_pinned_by_digest_with_its_tag_named(all_stages: list[Stage], stages: list[Stage]) -> None:
     names = {stage.name for stage in stages}
+    defaults = global_args(all_stages)
     external = [stage.base for stage in stages if stage.base not in names]
-    assert external, "no base image"
-    for base in external:
+    assert external == ["${BASE_IMAGE}"], "the base is the BASE_IMAGE build argument, for stand-in bases"
+    for base in [defaults["BASE_IMAGE"]]:
         assert re.fullmatch(r"[\w./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}", base), f"{base} is not pinned by digest"
     assert f"# {BASE_TAG}" in DOCKERFILE.read_text(), "the comment above FROM should name the tag the digest pins"
+
+
+def test_every_stage_declares_the_arguments_it_uses(all_stages: list[Stage], stages: list[Stage]) -> None:
+    """An ARG before FROM reaches only FROM lines: a stage that uses one must declare it again (or it is empty)."""
+    arguments = set(global_args(all_stages))
+    assert "PYTHON_VERSION" in arguments
+    for stage in stages:
+        declared = {args.partition("=")[0] for args in stage.args_of("ARG")}
+        for name, args in stage.instructions:
+            used = set(re.findall(r"\$\{?(\w+)", args)) & arguments
+            assert used <= declared, f"stage {stage.name}: {name} {args} uses {sorted(used - declared)} undeclared"
+
+
+def test_python_comes_from_where_each_base_has_it(stages: list[Stage]) -> None:
+    [install] = [args for args in stages[0].args_of("RUN") if "python${PYTHON_VERSION}" in args]
+    assert ". /etc/os-release" in install and "ppa:deadsnakes/ppa" in install
+    assert 'if [[ "$ID" == ubuntu ]]' in install, "deadsnakes only on Ubuntu; Debian 12 has python3.11 itself"
+    assert 'test -x "/usr/bin/python${PYTHON_VERSION}"' in install, "the path every volume venv links to"
 
 
 def test_python_packages_come_from_the_lock_with_hashes(stages: list[Stage]) -> None:
