@@ -28,6 +28,7 @@ from typing import Any
 import requests
 
 from tests.processes import free_port
+from tests.stack import declare_flags
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "image"
@@ -102,6 +103,7 @@ def make_volume(folder: Path, image: str, python: str = PYTHON) -> Path:
     )
     for name in ("input", "output", "temp"):
         (comfyui / name).mkdir(exist_ok=True)
+    declare_flags(comfyui, "0.3.64")  # the release the stand-in plays when STANDIN_COMFYUI_VERSION is unset
     venv = f"{VOLUME}/ComfyUI/com_venv"
     run_in_image(image, python, "-m", "venv", "--without-pip", venv, volume=folder)
     version = run_in_image(image, python, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
