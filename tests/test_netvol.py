@@ -1,6 +1,6 @@
-"""The emulated network volume (bench/netvol): a round trip per call, read caps, explicit caching, read-only.
+"""The emulated network volume (bench/netvol): a round trip per call, read caps, explicit caching, counted writes.
 
-Needs /dev/fuse and root (as the stacks' other kernel-level tests do). Durations are checked only
+Needs /dev/fuse and root. Durations are checked only
 as lower bounds the volume must impose, never as upper bounds.
 """
 
@@ -73,10 +73,13 @@ def test_caching_knobs(source: Path, tmp_path: Path) -> None:
             assert (volume.stats()["calls"].get("getattr", 0) == 0) is cached
 
 
-def test_the_volume_is_read_only(source: Path, tmp_path: Path) -> None:
-    with mounted(source, tmp_path / "mnt", Settings(rtt_ms=0)):
-        with pytest.raises(OSError, match="Read-only"):
-            (tmp_path / "mnt" / "pkg" / "module.py").write_text("changed")
-        with pytest.raises(OSError, match="Read-only"):
-            (tmp_path / "mnt" / "new").mkdir()
-    assert (source / "pkg" / "module.py").read_text() == "x = 1\n"
+def test_writes_pass_through_and_are_counted(source: Path, tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    with mounted(source, mnt, Settings(rtt_ms=0)) as volume:
+        (mnt / "kept").mkdir()
+        (mnt / "kept" / ".part").write_text("manifest")
+        (mnt / "kept" / ".part").rename(mnt / "kept" / "worker.json")
+        calls = volume.stats()["calls"]
+    assert (source / "kept" / "worker.json").read_text() == "manifest"
+    assert calls["mkdir"] == calls["create"] == calls["rename"] == 1
+    assert calls["write"] >= 1

@@ -12,8 +12,8 @@ The kernel's caching is explicit: --attr-timeout and --entry-timeout (seconds th
 a file's attributes and a name's look-up), --negative-timeout (seconds it remembers that a name
 does not exist), --keep-cache (file data stays in the page cache across opens). All zero and no
 keep-cache is the pessimistic end: every call reaches the volume, as with a client that caches
-nothing. The volume is read-only: writes are refused (EROFS), as the worker must never write it
-while a job runs.
+nothing. Writes pass through (a round trip each, counted by kind): tests check from the counters
+and the source folder that nothing but the worker's own manifest is ever written.
 
 Counters (calls per kind, bytes read) are served as JSON on a Unix socket (--control): send
 "stats" or "reset". bench/netvol/__init__.py mounts, reads and unmounts it.
@@ -158,10 +158,8 @@ class NetVolume(fuse.Operations):
 
     def open(self, path: str, flags: int) -> int:
         self._call("open")
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT):
-            raise fuse.FuseOSError(errno.EROFS)
         try:
-            fh = os.open(self._path(path), os.O_RDONLY)
+            fh = os.open(self._path(path), flags & ~os.O_CREAT)
         except OSError as error:
             raise fuse.FuseOSError(error.errno) from None
         with self.guard:
@@ -194,11 +192,43 @@ class NetVolume(fuse.Operations):
         os.close(fh)
         return 0
 
-    def _read_only(self, *_args: Any) -> int:
-        raise fuse.FuseOSError(errno.EROFS)
+    # -- writes pass through, a round trip each (the worker writes only its manifest) ------
 
-    create = write = truncate = unlink = mkdir = rmdir = rename = symlink = link = chmod = chown = _read_only
-    utimens = setxattr = removexattr = mknod = _read_only
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        self._call("create")
+        fh = os.open(self._path(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with self.guard:
+            self.streams[fh] = Pacer(self.stream_bps)
+        return fh
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        self._call("write")
+        return os.pwrite(fh, data, offset)
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        self._call("truncate")
+        os.truncate(self._path(path), length)
+        return 0
+
+    def _passed(kind: str, call: Any) -> Any:
+        def method(self: NetVolume, path: str, *args: Any) -> int:
+            self._call(kind)
+            try:
+                call(self, path, *args)
+            except OSError as error:
+                raise fuse.FuseOSError(error.errno) from None
+            return 0
+
+        return method
+
+    mkdir = _passed("mkdir", lambda self, path, mode: os.mkdir(self._path(path), mode))
+    rmdir = _passed("rmdir", lambda self, path: os.rmdir(self._path(path)))
+    unlink = _passed("unlink", lambda self, path: os.unlink(self._path(path)))
+    rename = _passed("rename", lambda self, path, new: os.rename(self._path(path), self._path(new)))
+    chmod = _passed("chmod", lambda self, path, mode: os.chmod(self._path(path), mode))
+    chown = _passed("chown", lambda self, path, uid, gid: os.lchown(self._path(path), uid, gid))
+    utimens = _passed("utimens", lambda self, path, times=None: os.utime(self._path(path), ns=times))
+    symlink = _passed("symlink", lambda self, path, target: os.symlink(target, self._path(path)))
 
 
 def serve_control(volume: NetVolume, path: str) -> None:
@@ -239,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     volume = NetVolume(args.source, args)
     serve_control(volume, args.control)
     # allow_other: ComfyUI's own user reads the volume too; max_read: the kernel's large reads.
-    fuse.FUSE(volume, args.mountpoint, foreground=True, allow_other=True, ro=True, default_permissions=True)
+    fuse.FUSE(volume, args.mountpoint, foreground=True, allow_other=True, default_permissions=True)
 
 
 if __name__ == "__main__":
