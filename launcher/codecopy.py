@@ -95,6 +95,21 @@ class Result:
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
 
+    def record(self, path: Path, started_at: float) -> None:
+        """Leave what this start did for the sidecar's metrics (best effort: never stops ComfyUI's start)."""
+        data = {
+            "code_ready_after_start_s": time.time() - started_at if started_at else None,
+            "from_copy": self.copied,
+            "reason": self.reason,
+            "entries_checked": self.entries,
+            "files_copied": self.files_copied,
+            "bytes_copied": self.bytes_copied,
+            "removed": self.removed,
+            "duration_s": self.seconds,
+        }
+        with contextlib.suppress(OSError):
+            write_atomically(path, json.dumps(data))
+
     def describe(self) -> str:
         if not self.copied:
             return f"ComfyUI runs from the volume ({self.reason})"
@@ -250,8 +265,12 @@ def read_manifest(path: Path, tree: Tree) -> dict[str, Entry]:
 def write_manifest(path: Path, tree: Tree, entries: dict[str, Entry]) -> None:
     """Write atomically (a reader sees the old file or the new one, never a part)."""
     data = {"version": MANIFEST_VERSION, "source": [str(tree.root), str(tree.venv)], "entries": entries}
+    write_atomically(path, json.dumps(data, separators=(",", ":")))
+
+
+def write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(data, separators=(",", ":")))
+    partial.write_text(text)
     os.replace(partial, path)
 
 

@@ -22,7 +22,7 @@ from launcher.flags import table_for
 from launcher.install import LaunchError, check_install
 from launcher.user import ComfyUser, become, comfyui_user
 from worker_common import settings
-from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.contract import CODE_COPY_RECORD, PROGRAM_COMFYUI
 from worker_common.layout import Layout, load
 from worker_common.settings import ConfigError
 
@@ -84,6 +84,7 @@ def launch() -> int:
         env = comfyui_environment(user, layout)
         code = codecopy.sync(layout, codecopy.Settings.load(layout))
         print(code.describe(), flush=True)
+        code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
         install = check_install(dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv), user, env)
         check_folders(layout)
         table = table_for(install.version.release)

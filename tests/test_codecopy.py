@@ -12,6 +12,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,26 @@ def test_through_the_emulated_volume_only_the_manifest_is_written(install: Path,
     written = {path for path in install.rglob("*") if before.get(path) != path.stat().st_mtime_ns}
     kept = install / ".comfy-worker" / "code"
     assert written == {kept.parent, kept, kept / "worker-a.json"}
+
+
+def test_the_start_is_recorded_for_the_metrics(install: Path, tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from healthcheck.collectors import CodeCopyCollector
+
+    result = codecopy.sync(layout_for(install, tmp_path / "w"), settings_for(tmp_path / "w"))
+    record = tmp_path / "code-copy.json"
+    result.record(record, started_at=time.time() - 5)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CodeCopyCollector(record))
+    text = generate_latest(registry).decode()
+    assert "comfy_worker_code_from_copy 1.0" in text
+    assert f"comfy_worker_code_copy_files_copied {float(result.files_copied)}" in text
+    assert f"comfy_worker_code_copy_bytes_copied {float(result.bytes_copied)}" in text
+    ready = next(line for line in text.splitlines() if line.startswith("comfy_worker_startup_code_ready_seconds "))
+    assert 5 <= float(ready.split()[1]) < 600
+    record.write_text("{torn")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CodeCopyCollector(record))
+    assert "code_from_copy" not in generate_latest(registry).decode()
