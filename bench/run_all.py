@@ -25,6 +25,7 @@ QUICK = {
     "bench_soak.py": ["--jobs", "60", "--big-count", "2", "--big-side", "512"],
     "bench_pipeline.py": ["--jobs", "4", "--exec-s", "0.3", "--latency-runs", "1", "--depths", "1,default"],
     "bench_layout.py": ["--runs", "3", "--warmup", "1"],
+    "bench_coldstart.py": ["--model-gb", "0.5", "--models", "1", "--modules", "50", "--settings", "kinder"],
 }
 MB = 1_000_000
 
@@ -76,6 +77,16 @@ def layout_overheads(slow: bool):
     return value
 
 
+def coldstart(row_name: str, phase: str):
+    """bench_coldstart's seconds to `phase` for one row, at the first volume setting it measured."""
+
+    def value(d: dict) -> str:
+        rows = [row for row in d["rows"] if row["row"] == row_name]
+        return f"{rows[0]['phases'][phase]['s']:.1f} s ({rows[0]['volume'][:40]})"
+
+    return value
+
+
 # (results file, figure, value from its JSON, target); the targets are the scripts' own.
 FIGURES = [
     ("sidecar", "first answer -> /readyz ready, p50", median_ms, "<= 100 ms"),
@@ -101,6 +112,10 @@ FIGURES = [
     ("pipeline", "one job on an idle worker, depth 1 / default", idle_latency, "no worse at the default"),
     ("layout", "job overhead p50, worker's disk / on the volume", layout_overheads(False), "no worse on the disk"),
     ("layout", "  the same on a slow volume", layout_overheads(True), "(the volume's cost)"),
+    ("coldstart", "cold start -> ready, local disk", coldstart("local disk", "ready"), "(the floor's start)"),
+    ("coldstart", "cold start -> ready, volume, no help", coldstart("volume, no help", "ready"), "(the old way)"),
+    ("coldstart", "cold start -> ready, fresh worker", coldstart("volume, fresh worker", "ready"), "<= 2x local"),
+    ("coldstart", "cold start -> ready, volume, restart", coldstart("volume, restart", "ready"), "<= 2x local"),
 ]
 
 

@@ -60,7 +60,7 @@ class Settings:
 
     @classmethod
     def load(cls, layout: Layout) -> Settings:
-        copy_dir = env_path("CODE_COPY_DIR", layout.data_dir.parent / "code")
+        copy_dir = env_path("CODE_COPY_DIR", layout.data_dir / "code")
         if inside(layout.comfyui_dir, copy_dir.absolute()):
             raise ConfigError(f"CODE_COPY_DIR={copy_dir} is inside the ComfyUI install: put it on the container's disk")
         return cls(
