@@ -50,6 +50,9 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         assert "comfy_worker_code_from_copy 1.0" in metrics
         assert "comfy_worker_code_copy_files_copied" in metrics
         assert "comfy_worker_startup_code_ready_seconds" in metrics
+        command = [str(stack.home / "bin" / "comfy-worker"), "status"]
+        status = subprocess.run(command, env=stack.env, capture_output=True, text=True, timeout=60)
+        assert "code        ComfyUI's code from a copy on the container's disk, ready" in status.stdout, status.stdout
     finally:
         stack.stop()
         stack.kill_everything()
