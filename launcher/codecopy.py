@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from worker_common.layout import Layout, inside
 from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_path
@@ -45,6 +47,8 @@ LOCAL_MANIFEST = ".comfy-worker-copy.json"
 MANIFEST_VERSION = 1
 PROBE_CALLS = 16
 CHUNK = 8 << 20
+BATCH = 32  # entries of one folder per task
+T = TypeVar("T")
 
 # One entry: kind ("f" file, "d" folder, "l" link), mode, size, mtime in ns, and a link's target.
 Entry = tuple[str, int, int, int, str]
@@ -162,16 +166,38 @@ class Syncer:
             st = os.lstat(self.tree.volume_path(rel))
         except FileNotFoundError:
             return None
-        return entry_of(st, self.tree.volume_path(rel))
+        return entry_of(st, lambda: os.readlink(self.tree.volume_path(rel)))
+
+    def in_folder(self, parent: str, names: list[str], work: Callable[[int, str], T]) -> list[T | None]:
+        """`work(folder fd, name)` for names in one folder: the folder's path is resolved once, each
+        name alone after (a network volume's client resolves every component of a path, each a
+        round trip). None for a name that is gone, or all of them when the folder is."""
+        try:
+            fd = os.open(self.tree.volume_path(parent), os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            return [None] * len(names)
+        try:
+            return [_or_none(work, fd, name) for name in names]
+        finally:
+            os.close(fd)
 
     def scan(self, rel: str) -> dict[str, Entry]:
-        """One folder's children, with their attributes (one lstat each)."""
+        """One folder's children, with their attributes (one look-up each, relative to the folder)."""
+        try:
+            fd = os.open(self.tree.volume_path(rel), os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
         children: dict[str, Entry] = {}
-        with os.scandir(self.tree.volume_path(rel)) as listing:
-            for item in listing:
-                child = f"{rel}/{item.name}" if rel else item.name
-                if not self.tree.skipped(child):
-                    children[child] = entry_of(item.stat(follow_symlinks=False), item.path)
+        try:
+            with os.scandir(fd) as listing:
+                for item in listing:
+                    child = f"{rel}/{item.name}" if rel else item.name
+                    if not self.tree.skipped(child):
+                        name = item.name
+                        link = functools.partial(os.readlink, name, dir_fd=fd)
+                        children[child] = entry_of(item.stat(follow_symlinks=False), link)
+        finally:
+            os.close(fd)
         return children
 
     def walk(self, folders: Iterable[str]) -> dict[str, Entry]:
@@ -188,8 +214,17 @@ class Syncer:
 
     def check(self, known: dict[str, Entry]) -> dict[str, Entry]:
         """The volume now: every known entry looked at again in parallel; changed folders listed again."""
-        rels = list(known)
-        current = {rel: entry for rel, entry in zip(rels, self.pool.map(self.lstat, rels), strict=True) if entry}
+        tops = [rel for rel in self.tree.tops() if rel in known]
+        current = {rel: entry for rel in tops if (entry := self.lstat(rel))}
+        batches = by_folder(rel for rel in known if rel not in tops)
+
+        def stat_batch(batch: tuple[str, list[str]]) -> list[tuple[str, Entry | None]]:
+            parent, names = batch
+            found = self.in_folder(parent, names, stat_at)
+            return [(join(parent, name), entry) for name, entry in zip(names, found, strict=True)]
+
+        for pairs in self.pool.map(stat_batch, batches):
+            current.update((rel, entry) for rel, entry in pairs if entry)
         changed = [rel for rel, entry in current.items() if entry[0] == "d" and entry != known.get(rel)]
         for children in self.pool.map(self.scan, changed):
             current.update(children)
@@ -198,19 +233,27 @@ class Syncer:
 
     # -- writing the copy ---------------------------------------------------------------
 
-    def copy_file(self, rel: str, entry: Entry) -> int:
-        """Copy one file in large reads, atomically; its mode and mtime kept (bytecode checks the mtime)."""
-        source, target = self.tree.volume_path(rel), self.local_path(rel)
-        partial = f"{target}.partial-{os.getpid()}"
-        copied = 0
-        with open(source, "rb") as reader, open(partial, "wb") as writer:
-            while chunk := reader.read(CHUNK):
-                writer.write(chunk)
-                copied += len(chunk)
-        os.chmod(partial, stat.S_IMODE(entry[1]))
-        os.utime(partial, ns=(entry[3], entry[3]))
-        os.replace(partial, target)
-        return copied
+    def copy_files(self, parent: str, names: list[str], entries: list[Entry]) -> int:
+        """Copy files of one folder in large reads, atomically, mode and mtime kept (bytecode checks the mtime)."""
+        by_name = dict(zip(names, entries, strict=True))
+
+        def copy(fd: int, name: str) -> int:
+            entry, target = by_name[name], self.local_path(join(parent, name))
+            partial = f"{target}.partial-{os.getpid()}"
+            copied = 0
+            with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=fd), "rb") as reader, open(partial, "wb") as writer:
+                while chunk := reader.read(CHUNK):
+                    writer.write(chunk)
+                    copied += len(chunk)
+            os.chmod(partial, stat.S_IMODE(entry[1]))
+            os.utime(partial, ns=(entry[3], entry[3]))
+            os.replace(partial, target)
+            return copied
+
+        copied = self.in_folder(parent, names, copy)
+        if None in copied:  # changed under us: the next start checks it again (no manifest is written)
+            raise FileNotFoundError(f"a file of {self.tree.volume_path(parent)} went away while it was copied")
+        return sum(size or 0 for size in copied)
 
     def place(self, current: dict[str, Entry], have: dict[str, Entry]) -> tuple[list[str], int, int]:
         """Make the copy match `current`: (the files copied, bytes copied, entries removed)."""
@@ -226,18 +269,48 @@ class Syncer:
                 remove(self.local_path(rel))
                 os.symlink(entry[4], self.local_path(rel))
         stale = [(rel, entry) for rel, entry in current.items() if entry[0] == "f" and have.get(rel) != entry]
-        sizes = list(self.pool.map(lambda item: self.copy_file(*item), stale))
+        batches = by_folder(rel for rel, _ in stale)
+
+        def copy_batch(batch: tuple[str, list[str]]) -> int:
+            parent, names = batch
+            return self.copy_files(parent, names, [current[join(parent, name)] for name in names])
+
+        sizes = list(self.pool.map(copy_batch, batches))
         for rel, entry in current.items():
             if entry[0] == "d":
                 os.chmod(self.local_path(rel), stat.S_IMODE(entry[1]))
         return [rel for rel, _ in stale], sum(sizes), len(removed)
 
 
-def entry_of(st: os.stat_result, path: str) -> Entry:
+def entry_of(st: os.stat_result, link: Callable[[], str]) -> Entry:
     if stat.S_ISLNK(st.st_mode):
-        return ("l", st.st_mode, 0, st.st_mtime_ns, os.readlink(path))
+        return ("l", st.st_mode, 0, st.st_mtime_ns, link())
     kind = "d" if stat.S_ISDIR(st.st_mode) else "f"
     return (kind, st.st_mode, st.st_size if kind == "f" else 0, st.st_mtime_ns, "")
+
+
+def stat_at(fd: int, name: str) -> Entry:
+    return entry_of(os.stat(name, dir_fd=fd, follow_symlinks=False), functools.partial(os.readlink, name, dir_fd=fd))
+
+
+def _or_none(work: Callable[[int, str], T], fd: int, name: str) -> T | None:
+    try:
+        return work(fd, name)
+    except FileNotFoundError:
+        return None
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def by_folder(rels: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Entries grouped by folder, in batches of at most BATCH names (each batch one task)."""
+    folders: dict[str, list[str]] = {}
+    for rel in rels:
+        parent, _, name = rel.rpartition("/")
+        folders.setdefault(parent, []).append(name)
+    return [(parent, names[i : i + BATCH]) for parent, names in folders.items() for i in range(0, len(names), BATCH)]
 
 
 def remove(path: str) -> None:
@@ -368,8 +441,11 @@ class Copier(Syncer):
         return result
 
     def walk_all(self) -> dict[str, Entry]:
-        tops = self.tree.tops()
-        return {top: entry for top in tops if (entry := self.lstat(top))} | self.walk(tops)
+        tops = {top: self.lstat(top) for top in self.tree.tops()}
+        missing = [self.tree.volume_path(top) for top, entry in tops.items() if entry is None or entry[0] != "d"]
+        if missing:
+            raise FileNotFoundError(f"no folder {' '.join(missing)}")
+        return tops | self.walk(tops)  # type: ignore[operator]
 
     def fix_up(self, copied: list[str], venv_copy: Path) -> None:
         """The copy's models are the volume's; the venv's scripts name the copy's venv."""
