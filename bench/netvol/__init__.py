@@ -99,9 +99,8 @@ def mounted(source: Path, mountpoint: Path, settings: Settings = PESSIMISTIC) ->
     log = mountpoint.parent / f".{mountpoint.name}.log"
     command = [sys.executable, "-m", "bench.netvol.fs", str(source), str(mountpoint), "--control", str(control)]
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [*command, *settings.args()], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=normal_priority
-        )
+        output = {"stdout": log_file, "stderr": subprocess.STDOUT}
+        process = subprocess.Popen([*command, *settings.args()], cwd=REPO, preexec_fn=normal_priority, **output)
     try:
         _wait_mounted(mountpoint, control, process, log)
         yield Volume(mountpoint, control, process)
