@@ -19,6 +19,7 @@ does), the page cache dropped and the volume mounted afresh before each start. R
   volume, first worker      CODE_COPY on a fresh container disk, no manifest on the volume yet
   volume, fresh worker      a fresh container disk, a manifest an earlier worker kept
   volume, restart           the container's disk survived: the copy is checked, not copied
+  ..., folder check         the same with CODE_COPY_CHECK=folders
 Each row: seconds to code ready, to ComfyUI ready (accepting jobs), to the first job done,
 and the calls and bytes the volume served. The floor is the local-disk start plus the bytes the
 start needs at the volume's total bandwidth.
@@ -212,6 +213,7 @@ def run_rows(work: Path, volume_dir: Path, settings: netvol.Settings, job: dict)
         ("volume, first worker", {"CODE_COPY_DIR": str(work / "copy-first")}),
         ("volume, fresh worker", {"CODE_COPY_DIR": str(restart_copy)}),
         ("volume, restart", {"CODE_COPY_DIR": str(restart_copy)}),
+        ("volume, restart, folder check", {"CODE_COPY_DIR": str(restart_copy), "CODE_COPY_CHECK": "folders"}),
     ]
     for index, (name, env) in enumerate(modes):
         with netvol.mounted(volume_dir, mnt, settings) as volume:

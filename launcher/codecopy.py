@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from worker_common.layout import Layout, inside
-from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_path
+from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_path, env_str
 
 MB = 1_000_000
 # Never copied: the volume's data, and the worker's own manifests.
@@ -61,6 +61,7 @@ class Settings:
     disk_budget_bytes: int
     threads: int
     min_call_ms: float
+    check: str = "files"  # or "folders": only folders are looked at (their mtime changes when entries come or go)
 
     @classmethod
     def load(cls, layout: Layout) -> Settings:
@@ -73,7 +74,15 @@ class Settings:
             disk_budget_bytes=env_int("CODE_COPY_DISK_BUDGET_MB", default_disk_budget_mb(copy_dir), minimum=0) * MB,
             threads=env_int("CODE_COPY_THREADS", 32, minimum=1, maximum=256),
             min_call_ms=env_float("CODE_COPY_MIN_CALL_MS", 0.5, minimum=0),
+            check=check_mode(),
         )
+
+
+def check_mode() -> str:
+    value = env_str("CODE_COPY_CHECK", "files").lower()
+    if value not in ("files", "folders"):
+        raise ConfigError(f"CODE_COPY_CHECK={value!r}: use files (every entry checked) or folders (only folders)")
+    return value
 
 
 def default_disk_budget_mb(copy_dir: Path) -> int:
@@ -216,7 +225,10 @@ class Syncer:
         """The volume now: every known entry looked at again in parallel; changed folders listed again."""
         tops = [rel for rel in self.tree.tops() if rel in known]
         current = {rel: entry for rel in tops if (entry := self.lstat(rel))}
-        batches = by_folder(rel for rel in known if rel not in tops)
+        folders_only = self.settings.check == "folders"
+        batches = by_folder(
+            rel for rel, entry in known.items() if rel not in tops and (entry[0] == "d" or not folders_only)
+        )
 
         def stat_batch(batch: tuple[str, list[str]]) -> list[tuple[str, Entry | None]]:
             parent, names = batch
@@ -228,6 +240,11 @@ class Syncer:
         changed = [rel for rel, entry in current.items() if entry[0] == "d" and entry != known.get(rel)]
         for children in self.pool.map(self.scan, changed):
             current.update(children)
+        if folders_only:  # a folder's files stand as they were while the folder is unchanged
+            same = {rel for rel, entry in current.items() if entry[0] == "d" and entry == known.get(rel)}
+            current |= {
+                rel: entry for rel, entry in known.items() if entry[0] != "d" and rel.rpartition("/")[0] in same
+            }
         new_folders = [rel for rel, entry in current.items() if entry[0] == "d" and rel not in known]
         return current | self.walk(new_folders)
 

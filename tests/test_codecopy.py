@@ -200,3 +200,17 @@ def test_the_start_is_recorded_for_the_metrics(install: Path, tmp_path: Path) ->
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CodeCopyCollector(record))
     assert "code_from_copy" not in generate_latest(registry).decode()
+
+
+def test_the_folder_check_sees_what_comes_and_goes_and_trusts_the_rest(install: Path, tmp_path: Path) -> None:
+    layout, settings = layout_for(install, tmp_path / "w"), settings_for(tmp_path / "w", check="folders")
+    copy = codecopy.sync(layout, settings).comfyui_dir
+    (install / "custom_nodes" / "pack" / "added.py").write_text("A = 1\n")
+    (install / "custom_nodes" / "link.py").unlink()
+    result = codecopy.sync(layout, settings)
+    assert (copy / "custom_nodes" / "pack" / "added.py").read_text() == "A = 1\n"
+    assert not (copy / "custom_nodes" / "link.py").is_symlink()
+    assert (result.files_copied, result.removed) == (1, 1)
+    touch_later(install / "main.py", "print('edited in place')\n")  # the folder's mtime stays: not looked at
+    assert codecopy.sync(layout, settings).files_copied == 0
+    assert codecopy.sync(layout, dataclasses.replace(settings, check="files")).files_copied == 1
