@@ -214,3 +214,20 @@ def test_the_folder_check_sees_what_comes_and_goes_and_trusts_the_rest(install: 
     touch_later(install / "main.py", "print('edited in place')\n")  # the folder's mtime stays: not looked at
     assert codecopy.sync(layout, settings).files_copied == 0
     assert codecopy.sync(layout, dataclasses.replace(settings, check="files")).files_copied == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse and root")
+def test_a_caching_volume_is_copied_only_when_a_copy_is_already_there(install: Path, tmp_path: Path) -> None:
+    from bench.netvol import Settings, mounted
+
+    mnt = tmp_path / "mnt"
+    layout, settings = layout_for(mnt / "ComfyUI", tmp_path / "w"), settings_for(tmp_path / "w", min_call_ms=1.0)
+    caching = Settings(rtt_ms=5, attr_timeout=60, entry_timeout=60)
+    with mounted(install.parent, mnt, caching):
+        first = codecopy.sync(layout, settings)
+    assert not first.copied and "caches look-ups" in first.reason
+    with mounted(install.parent, mnt, Settings(rtt_ms=5)):
+        assert codecopy.sync(layout, settings).copied
+    with mounted(install.parent, mnt, caching):
+        kept = codecopy.sync(layout, settings)
+    assert kept.copied and kept.files_copied == 0
