@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from launcher import codepack
 from worker_common.layout import Layout, inside
 from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_path, env_str
 
@@ -63,6 +64,7 @@ class Settings:
     threads: int
     min_call_ms: float
     check: str = "files"  # or "folders": only folders are looked at (their mtime changes when entries come or go)
+    pack_streams: int = 4  # parallel range reads of a pack on the volume; 0: no pack
 
     @classmethod
     def load(cls, layout: Layout) -> Settings:
@@ -76,6 +78,7 @@ class Settings:
             threads=env_int("CODE_COPY_THREADS", 32, minimum=1, maximum=256),
             min_call_ms=env_float("CODE_COPY_MIN_CALL_MS", 0.5, minimum=0),
             check=check_mode(),
+            pack_streams=env_int("CODE_COPY_PACK_STREAMS", 4, minimum=0, maximum=64),
         )
 
 
@@ -106,6 +109,7 @@ class Result:
     files_copied: int = 0
     bytes_copied: int = 0
     removed: int = 0
+    files_unpacked: int = 0  # written from a pack on the volume (launcher/codepack.py)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -119,6 +123,7 @@ class Result:
             "files_copied": self.files_copied,
             "bytes_copied": self.bytes_copied,
             "removed": self.removed,
+            "files_unpacked": self.files_unpacked,
             "duration_s": self.seconds,
         }
         with contextlib.suppress(OSError):
@@ -131,7 +136,7 @@ class Result:
         return (
             f"ComfyUI's code copied to {self.comfyui_dir.parent} in {self.seconds:.2f} s ({self.reason}): "
             f"{self.entries} entries checked, {self.files_copied} files ({self.bytes_copied / MB:.1f} MB) copied, "
-            f"{self.removed} removed; {took}"
+            f"{self.removed} removed, {self.files_unpacked} from a pack; {took}"
         )
 
 
@@ -150,6 +155,10 @@ class Tree:
             return str(self.venv) + rel[len("@venv") :]
         return os.path.join(self.root, rel) if rel else str(self.root)
 
+    def source(self) -> list[str]:
+        """What a manifest or pack is of: this install and venv."""
+        return [str(self.root), str(self.venv)]
+
     def tops(self) -> list[str]:
         return [""] if self.venv_inside else ["", "@venv"]
 
@@ -158,7 +167,9 @@ class Tree:
 
 
 class Syncer:
-    def __init__(self, tree: Tree, settings: Settings, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    def __init__(
+        self, tree: Tree, settings: Settings, pool: concurrent.futures.ThreadPoolExecutor | None = None
+    ) -> None:
         self.tree = tree
         self.settings = settings
         self.pool = pool
@@ -348,14 +359,14 @@ def read_manifest(path: Path, tree: Tree) -> dict[str, Entry]:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    if data.get("version") != MANIFEST_VERSION or data.get("source") != [str(tree.root), str(tree.venv)]:
+    if data.get("version") != MANIFEST_VERSION or data.get("source") != tree.source():
         return {}
     return {rel: tuple(entry) for rel, entry in data["entries"].items()}  # type: ignore[misc]
 
 
 def write_manifest(path: Path, tree: Tree, entries: dict[str, Entry]) -> None:
     """Write atomically (a reader sees the old file or the new one, never a part)."""
-    data = {"version": MANIFEST_VERSION, "source": [str(tree.root), str(tree.venv)], "entries": entries}
+    data = {"version": MANIFEST_VERSION, "source": tree.source(), "entries": entries}
     write_atomically(path, json.dumps(data, separators=(",", ":")))
 
 
@@ -372,7 +383,8 @@ def volume_manifests(tree: Tree) -> Path:
 def newest_volume_manifest(tree: Tree) -> dict[str, Entry]:
     """The newest manifest any worker kept on the volume (one listing and a stat per worker's file)."""
     try:
-        paths = sorted(volume_manifests(tree).glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+        paths = [path for path in volume_manifests(tree).glob("*.json") if not path.name.endswith(codepack.INDEX)]
+        paths.sort(key=lambda path: path.stat().st_mtime, reverse=True)
     except OSError:
         return {}
     return next((entries for entries in map(lambda path: read_manifest(path, tree), paths) if entries), {})
@@ -421,6 +433,18 @@ def sync(layout: Layout, settings: Settings) -> Result:
         return on_volume
 
 
+def keep_pack(layout: Layout, settings: Settings) -> str:
+    """Keep a pack of this worker's copy on the volume for fresh workers (launcher/codepack.py); says what it did."""
+    tree = Tree(layout)
+    entries = read_manifest(settings.copy_dir / LOCAL_MANIFEST, tree)
+    if not entries:
+        return "no copy on this disk to pack"
+    syncer = Syncer(tree, settings)
+    scripts = f"{tree.venv_rel or '@venv'}/bin/"  # rewritten for this copy's path: each worker copies its own
+    packed = {rel: entry for rel, entry in entries.items() if not rel.startswith(scripts)}
+    return codepack.publish(volume_manifests(tree), layout.worker_id, tree.source(), entries, packed, syncer.local_path)
+
+
 class Copier(Syncer):
     def __init__(self, tree: Tree, settings: Settings, pool: concurrent.futures.ThreadPoolExecutor, started: float):
         super().__init__(tree, settings, pool)
@@ -436,37 +460,77 @@ class Copier(Syncer):
     def run(self, worker_id: str, probe_ms: float) -> Result:
         local_manifest = self.settings.copy_dir / LOCAL_MANIFEST
         have = read_manifest(local_manifest, self.tree)
-        from_volume = {} if have else newest_volume_manifest(self.tree)
-        known = have or from_volume
+        pack = None if have else self.usable_pack()
+        from_volume = {} if have or pack else newest_volume_manifest(self.tree)
+        known = have or (pack.entries if pack else from_volume)
         self.phase("manifest")
-        current = self.check(known) if known else self.walk_all()
-        self.phase("check" if known else "walk")
+        if pack:  # the pack is read while the volume is checked; what the check finds changed is copied again
+            local_manifest.unlink(missing_ok=True)
+            for top in self.tree.tops():
+                remove(self.local_path(top))
+            self.make_folders(pack.entries)
+            with concurrent.futures.ThreadPoolExecutor(1) as reader:
+                unpacked = reader.submit(codepack.unpack, pack, self.local_path, self.settings.pack_streams)
+                current = self.check(known)
+                have = self.unpacked(unpacked, pack)
+            self.phase("pack+check")
+        else:
+            current = self.check(known) if known else self.walk_all()
+            self.phase("check" if known else "walk")
         size = sum(entry[2] for entry in current.values())
         venv_copy = Path(self.local_path(self.tree.venv_rel or "@venv"))
         result = Result(self.dest, venv_copy, copied=True, reason=f"{probe_ms:.2f} ms per call", entries=len(current))
         if size > self.settings.disk_budget_bytes:
             budget = self.settings.disk_budget_bytes // MB
+            for top in self.tree.tops() if pack else ():  # what the pack wrote goes too
+                remove(self.local_path(top))
             return Result(
                 self.tree.root,
                 self.tree.venv,
                 False,
                 f"the code is {size // MB} MB, over CODE_COPY_DISK_BUDGET_MB={budget}",
             )
-        if not have:  # whatever a copy cut short left goes: only what was checked now is served
+        if not have and not pack:  # whatever a copy cut short left goes: only what was checked now is served
             for top in self.tree.tops():
                 remove(self.local_path(top))
         local_manifest.unlink(missing_ok=True)
         copied, result.bytes_copied, result.removed = self.place(current, have)
         result.files_copied = len(copied)
+        result.files_unpacked = sum(1 for rel, entry in have.items() if entry[0] == "f" and current.get(rel) == entry)
         self.phase("copy")
         self.fix_up(copied, venv_copy)
-        compile_bytecode(venv_copy / "bin" / "python", [self.local_path(rel) for rel in copied if rel.endswith(".py")])
+        fresh = current if pack else copied  # unpacked files need their bytecode too
+        compile_bytecode(venv_copy / "bin" / "python", [self.local_path(rel) for rel in fresh if rel.endswith(".py")])
         self.phase("compile")
         if current != from_volume:
             self.keep_on_volume(worker_id, current)
         write_manifest(local_manifest, self.tree, current)
         result.seconds, result.phases = time.monotonic() - self.started, self.phases
         return result
+
+    def usable_pack(self) -> codepack.Pack | None:
+        """The newest pack on the volume, if its files fit the disk budget."""
+        if self.settings.pack_streams == 0:
+            return None
+        pack = codepack.newest_pack(volume_manifests(self.tree), self.tree.source())
+        return pack if pack and pack.data_bytes <= self.settings.disk_budget_bytes else None
+
+    def make_folders(self, entries: dict[str, Entry]) -> None:
+        for top in self.tree.tops():
+            Path(self.local_path(top)).mkdir(parents=True, exist_ok=True)
+        for rel in sorted(rel for rel, entry in entries.items() if entry[0] == "d"):
+            Path(self.local_path(rel)).mkdir(exist_ok=True)
+
+    def unpacked(self, future: concurrent.futures.Future[dict[str, Entry]], pack: codepack.Pack) -> dict[str, Entry]:
+        """What the copy holds after the pack: its folders and the files written (all copied again if it failed)."""
+        folders = {rel: entry for rel, entry in pack.entries.items() if entry[0] == "d"}
+        try:
+            return folders | future.result()
+        except OSError as error:
+            print(f"code pack {pack.path} not used: {error}", flush=True)
+            for top in self.tree.tops():
+                remove(self.local_path(top))
+            return {}
 
     def walk_all(self) -> dict[str, Entry]:
         tops = {top: self.lstat(top) for top in self.tree.tops()}

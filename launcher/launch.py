@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from launcher import codecopy
+from launcher import codecopy, codepack
 from launcher.arguments import comfyui_args, release_checked
 from launcher.install import LaunchError, check_install
 from launcher.installed_flags import installed_flags
@@ -83,9 +83,12 @@ def launch() -> int:
         layout = load()
         user = comfyui_user()
         env = comfyui_environment(user, layout)
-        code = codecopy.sync(layout, codecopy.Settings.load(layout))
+        copy_settings = codecopy.Settings.load(layout)
+        code = codecopy.sync(layout, copy_settings)
         print(code.describe(), flush=True)
         code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
+        if code.copied and copy_settings.pack_streams:
+            codepack.publish_in_background(lambda: codecopy.keep_pack(layout, copy_settings))
         install = check_install(dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv), user, env)
         check_folders(layout)
         flags = installed_flags(install.comfyui_dir, install.version)

@@ -34,15 +34,16 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
     comfy = volume / "ComfyUI"
     shutil.copytree(REPO / "standin" / "ComfyUI", comfy, ignore=shutil.ignore_patterns("__pycache__"))
     venv = small_venv(volume / "venv")
-    before = tree_state(volume)
     env = {"COMFYUI_VENV": str(venv), "CODE_COPY_MIN_CALL_MS": "0", "CODE_COPY_DIR": str(tmp_path / "code")}
     stack = Stack(tmp_path / "stack", env, comfyui_dir=comfy)
+    before = tree_state(volume)  # the harness has given the install its release's files
     try:
         stack.start()
         stack.wait_accepting_jobs(120)
         assert_job_returns_png(stack)
         copied = stack.wait_line("ComfyUI's code copied to")
         assert "0 removed" in copied
+        assert stack.wait_line("code pack: wrote"), "a pack of the copy for fresh workers, beside ComfyUI's start"
         argv = psutil.Process(stack.pid_of("comfyui")).cmdline()
         assert argv[0] == str(tmp_path / "code" / "venv" / "bin" / "python")
         assert psutil.Process(stack.pid_of("comfyui")).cwd() == str(tmp_path / "code" / "ComfyUI")
@@ -59,3 +60,4 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
     changed = {path for path, mtime in tree_state(volume).items() if before.get(path) != mtime}
     kept = comfy / ".comfy-worker" / "code"
     assert changed == {comfy, kept.parent, kept, *kept.iterdir()}, "only the worker's own manifest is written"
+    assert sorted(path.suffixes[-1] for path in kept.iterdir()) == [".json", ".json", ".pack"], "and its pack"
