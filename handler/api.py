@@ -42,3 +42,5 @@ def add_results(
     results.add_image_sizes(result, collected)
     result["seeds"] = results.seeds(job_input.workflow, rt.catalog, timeout_s)
     result["models"] = results.models(loaded, rt.model_hashes)
+    if rt.recent_models is not None:
+        rt.recent_models.loaded(model.name for model in loaded)

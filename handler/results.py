@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from worker_common.layout import Layout
+from worker_common.recent_models import MODEL_EXTENSIONS
 
 from .catalog import Catalog
 from .collect import Collected
@@ -25,7 +26,6 @@ from .model_hashes import ModelHashes
 from .params import is_link, parameters
 
 # ComfyUI's folder_paths.supported_pt_extensions, and .gguf (ComfyUI-GGUF's quantised models).
-MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft", ".gguf"})
 
 
 def seeds(workflow: dict[str, Any], catalog: Catalog, timeout_s: float) -> dict[str, Any]:

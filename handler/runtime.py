@@ -12,6 +12,7 @@ from worker_common import custom_nodes, settings
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
 from worker_common.comfy_protocol import Features
 from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI, stack_identity
+from worker_common.recent_models import RecentModels
 from worker_common.supervisor_rpc import supervisor_proxy
 
 from .catalog import Catalog
@@ -44,6 +45,7 @@ class Runtime:
     cleaner: Cleaner
     workflows: WorkflowStore
     model_hashes: ModelHashes
+    recent_models: RecentModels | None = None  # the models jobs loaded, for fresh workers' prefetch
     _features: dict[int | None, Features] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,6 +62,7 @@ class Runtime:
             cleaner=Cleaner(config),
             workflows=WorkflowStore(config.layout.workflows),
             model_hashes=ModelHashes(),
+            recent_models=RecentModels(config.layout.comfyui_dir, config.layout.worker_id),
         )
 
     def features(self, pid: int | None) -> Features:

@@ -110,6 +110,7 @@ class Result:
     bytes_copied: int = 0
     removed: int = 0
     files_unpacked: int = 0  # written from a pack on the volume (launcher/codepack.py)
+    fast_volume: bool = False  # the volume answers as fast as a local disk
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -416,6 +417,7 @@ def sync(layout: Layout, settings: Settings) -> Result:
     probe_ms = call_ms(layout.comfyui_dir)
     if probe_ms < settings.min_call_ms:
         on_volume.reason = f"the volume answers in {probe_ms:.2f} ms per call, below CODE_COPY_MIN_CALL_MS"
+        on_volume.fast_volume = True
         return on_volume
     repeat_ms = call_ms(layout.comfyui_dir, repeated=True)
     if repeat_ms < settings.min_call_ms and not (settings.copy_dir / LOCAL_MANIFEST).is_file():

@@ -232,22 +232,3 @@ def pack_is_whole(pack: Pack) -> bool:
             return os.fstat(reader.fileno()).st_size == HEADER + pack.data_bytes
     except OSError:
         return False
-
-
-def publish_in_background(work: Callable[[], str]) -> None:
-    """Run `work()` in a detached grandchild (the launcher then execs ComfyUI in this process, which
-    must not wait for it; init reaps it): the pack never delays ComfyUI's start."""
-    child = os.fork()
-    if child:
-        os.waitpid(child, 0)
-        return
-    try:
-        if os.fork() == 0:
-            os.nice(10)
-            try:
-                said = work()
-            except OSError as error:  # a read-only or full volume: fresh workers copy file by file
-                said = f"not written: {error}"
-            print(f"code pack: {said}", flush=True)
-    finally:
-        os._exit(0)

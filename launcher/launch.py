@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from launcher import codecopy, codepack
+from launcher import background, codecopy, prefetch
 from launcher.arguments import comfyui_args, release_checked
 from launcher.install import LaunchError, check_install
 from launcher.installed_flags import installed_flags
@@ -87,8 +87,11 @@ def launch() -> int:
         code = codecopy.sync(layout, copy_settings)
         print(code.describe(), flush=True)
         code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
+        models = prefetch.Settings.load()
+        if models.enabled and not code.fast_volume:  # the likely models into memory while ComfyUI imports
+            background.detached("model prefetch", lambda: prefetch.run(layout, models))
         if code.copied and copy_settings.pack_streams:
-            codepack.publish_in_background(lambda: codecopy.keep_pack(layout, copy_settings))
+            background.detached("code pack", lambda: codecopy.keep_pack(layout, copy_settings))
         install = check_install(dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv), user, env)
         check_folders(layout)
         flags = installed_flags(install.comfyui_dir, install.version)

@@ -25,6 +25,7 @@ from tests.fake_runpod import FakeRunPod
 from tests.handler_harness import PYTHON, Process, Rig
 from tests.images import decoded
 from tests.workflows import completed, failed, in_background
+from worker_common import recent_models
 
 CHECKPOINT = b"stand-in checkpoint " * 4096
 
@@ -103,6 +104,8 @@ def test_a_named_workflow_runs_with_params_by_id_and_by_title(rig: Rig) -> None:
     assert {"validating", "staging_inputs", "queue_wait", "executing", "collecting", "delivering"} <= set(
         output["timings"]
     )
+    [record] = recent_models.folder(rig.comfy_dir).iterdir()  # for a fresh worker's prefetch
+    assert recent_models.read(record)[0] == "checkpoints/sd/tiny.safetensors"
     again = completed(rig.runsync({"workflow_name": "portrait", "params": {"1.seed": 42, "Noise.width": 32}}))
     assert decoded(again["images"][0]).tobytes() == decoded(image).tobytes(), "the same seed gives the same image"
     other = completed(rig.runsync({"workflow_name": "portrait", "params": {"1.seed": 43, "Noise.width": 32}}))

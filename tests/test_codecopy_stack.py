@@ -43,6 +43,7 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         assert_job_returns_png(stack)
         copied = stack.wait_line("ComfyUI's code copied to")
         assert "0 removed" in copied
+        assert "no likely models" in stack.wait_line("model prefetch:"), "no warm-up workflow, no jobs yet"
         assert stack.wait_line("code pack: wrote"), "a pack of the copy for fresh workers, beside ComfyUI's start"
         argv = psutil.Process(stack.pid_of("comfyui")).cmdline()
         assert argv[0] == str(tmp_path / "code" / "venv" / "bin" / "python")

@@ -35,7 +35,8 @@ class Settings:
     attr_timeout: float = 0.0
     entry_timeout: float = 0.0
     negative_timeout: float = 0.0
-    keep_cache: bool = False
+    keep_cache: bool = False  # file data kept across opens, whatever happened to the file
+    close_to_open: bool = False  # file data kept across opens while its mtime and size are unchanged (NFS)
 
     def args(self) -> list[str]:
         args = [
@@ -46,12 +47,14 @@ class Settings:
             f"--entry-timeout={self.entry_timeout}",
             f"--negative-timeout={self.negative_timeout}",
         ]
-        return args + (["--keep-cache"] if self.keep_cache else [])
+        args += ["--keep-cache"] if self.keep_cache else []
+        return args + (["--close-to-open"] if self.close_to_open else [])
 
     def describe(self) -> str:
         caching = (
             f"attr {self.attr_timeout:g} s, entry {self.entry_timeout:g} s, negative {self.negative_timeout:g} s"
             + (", keep-cache" if self.keep_cache else "")
+            + (", close-to-open" if self.close_to_open else "")
         )
         return (
             f"+{self.rtt_ms:g} ms/call, {self.stream_mbps:g} MB/s per file, {self.total_mbps:g} MB/s total; {caching}"
@@ -59,6 +62,8 @@ class Settings:
 
 
 PESSIMISTIC = Settings()
+# Nothing cached but file data while the file is unchanged: an NFS client's close-to-open consistency.
+CLOSE_TO_OPEN = Settings(close_to_open=True)
 # A client that caches attributes and look-ups (failed ones too) for a while, and file data across opens.
 KINDER = Settings(attr_timeout=60.0, entry_timeout=60.0, negative_timeout=60.0, keep_cache=True)
 

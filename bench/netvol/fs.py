@@ -1,7 +1,8 @@
 """The emulated network volume: a FUSE pass-through to a local folder that answers like a network file system.
 
     python -m bench.netvol.fs SOURCE MOUNTPOINT --control SOCKET [--rtt-ms 2] [--stream-mbps 200]
-        [--total-mbps 400] [--attr-timeout 0] [--entry-timeout 0] [--negative-timeout 0] [--keep-cache]
+        [--total-mbps 400] [--attr-timeout 0] [--entry-timeout 0] [--negative-timeout 0]
+        [--keep-cache | --close-to-open]
 
 Every call the kernel sends (look-up, getattr, open, read, readdir, readlink, access, statfs...)
 waits one round trip (--rtt-ms) before it is answered; calls from different threads overlap, as
@@ -10,8 +11,11 @@ and over all files together (--total-mbps), as a volume's client sees its share 
 
 The kernel's caching is explicit: --attr-timeout and --entry-timeout (seconds the kernel keeps
 a file's attributes and a name's look-up), --negative-timeout (seconds it remembers that a name
-does not exist), --keep-cache (file data stays in the page cache across opens). All zero and no
-keep-cache is the pessimistic end: every call reaches the volume, as with a client that caches
+does not exist), --keep-cache (file data stays in the page cache across opens, unconditionally),
+--close-to-open (file data stays while the file's mtime and size are unchanged when it is opened
+again: NFS's close-to-open consistency; without either the kernel drops a file's cached data at
+every open, which no real network client does). All zero and neither is the pessimistic end:
+every call reaches the volume, as with a client that caches
 nothing. Writes pass through (a round trip each, counted by kind): tests check from the counters
 and the source folder that nothing but the worker's own manifest is ever written.
 
@@ -105,6 +109,7 @@ class NetVolume(fuse.Operations):
         config.entry_timeout = self.config.entry_timeout
         config.negative_timeout = self.config.negative_timeout
         config.kernel_cache = 1 if self.config.keep_cache else 0
+        config.auto_cache = 1 if self.config.close_to_open else 0
         config.use_ino = 1
 
     # -- the calls --------------------------------------------------------------------
@@ -261,6 +266,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--entry-timeout", type=float, default=0.0)
     parser.add_argument("--negative-timeout", type=float, default=0.0)
     parser.add_argument("--keep-cache", action="store_true", help="file data stays cached across opens")
+    parser.add_argument(
+        "--close-to-open",
+        action="store_true",
+        help="file data stays cached across opens while the file's mtime and size are unchanged (as NFS)",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,0 +1,135 @@
+"""The first job's likely models read into memory while ComfyUI imports.
+
+A model loader reads its file in one stream: on a network volume that caps each open file's
+bandwidth, one stream gets only part of the volume's total. Here, beside ComfyUI's start (a
+detached process: never delaying readiness), the files the first job will likely load are read
+into the page cache, each by MODEL_PREFETCH_STREAMS parallel runs of large range reads (each its
+own open file), most likely first: the models the WARMUP_WORKFLOW names, then those recent jobs
+on this endpoint loaded (worker_common/recent_models.py). The loader's own read is then served
+from memory, where the volume's client keeps file data across opens (NFS's close-to-open
+consistency keeps it while the file's attributes are unchanged; a client that drops data at
+open gains nothing: see docs/coldstart.md).
+
+Bounded: at most MODEL_PREFETCH_MEMORY_MB in all (default a quarter of the container's memory:
+its cgroup limit, else the machine's RAM), stopped after MODEL_PREFETCH_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.memory import container_limit
+from worker_common import recent_models
+from worker_common.layout import Layout
+from worker_common.settings import env_bool, env_float, env_int, env_str
+
+MB = 1_000_000
+CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    memory_bytes: int
+    streams: int
+    timeout_s: float
+    warmup_workflow: Path | None
+
+    @classmethod
+    def load(cls) -> Settings:
+        warmup = env_str("WARMUP_WORKFLOW")
+        return cls(
+            enabled=env_bool("MODEL_PREFETCH", True),
+            memory_bytes=env_int("MODEL_PREFETCH_MEMORY_MB", default_memory_mb(), minimum=0) * MB,
+            streams=env_int("MODEL_PREFETCH_STREAMS", 4, minimum=1, maximum=64),
+            timeout_s=env_float("MODEL_PREFETCH_TIMEOUT_S", 600.0, minimum=0),
+            warmup_workflow=Path(warmup) if warmup else None,
+        )
+
+
+def default_memory_mb() -> int:
+    """A quarter of the container's memory: its cgroup limit when it has one, else the machine's RAM."""
+    limit = container_limit()
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(limit.bytes if limit else machine, machine) // 4 // MB
+
+
+def workflow_models(path: Path | None) -> list[str]:
+    """The model file names a workflow's node inputs give (`x.safetensors`, `sd/x.safetensors`), in node order."""
+    try:
+        workflow = json.loads(path.read_text()) if path else {}
+    except (OSError, ValueError):
+        return []
+    nodes: list[Any] = list(workflow.values()) if isinstance(workflow, dict) else []
+    names = []
+    for node in nodes:
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for value in (inputs or {}).values():
+            if isinstance(value, str) and os.path.splitext(value)[1].lower() in recent_models.MODEL_EXTENSIONS:
+                names.append(value)
+    return names
+
+
+def likely_models(layout: Layout, settings: Settings) -> list[Path]:
+    """The warm-up workflow's models (found in whichever models folder has them), then recent jobs' models."""
+    try:
+        folders = sorted(entry.name for entry in os.scandir(layout.models) if entry.is_dir())
+    except OSError:
+        return []
+    paths: list[Path] = []
+    for name in workflow_models(settings.warmup_workflow):
+        paths += [path for folder in folders if (path := layout.model_file(f"{folder}/{name}"))][:1]
+    paths += [path for name in recent_models.endpoint_recent(layout.comfyui_dir) if (path := layout.model_file(name))]
+    return list(dict.fromkeys(paths))
+
+
+def read_range(path: Path, start: int, end: int, deadline: float) -> int:
+    """Read [start, end) of a file into one reused buffer (the page cache keeps it); bytes read."""
+    buffer = bytearray(CHUNK)
+    done = 0
+    with open(path, "rb", buffering=0) as reader:
+        while start + done < end and time.monotonic() < deadline:
+            view = memoryview(buffer)[: min(CHUNK, end - start - done)]
+            got = os.preadv(reader.fileno(), [view], start + done)
+            if got <= 0:
+                break
+            done += got
+    return done
+
+
+def prefetch(paths: list[Path], settings: Settings) -> tuple[int, int, float]:
+    """Read `paths` in order, each in `streams` parallel runs, within the memory and time budgets:
+    (files begun, bytes read, seconds)."""
+    started = time.monotonic()
+    deadline = started + settings.timeout_s
+    left, files, total = settings.memory_bytes, 0, 0
+    with concurrent.futures.ThreadPoolExecutor(settings.streams, thread_name_prefix="prefetch") as pool:
+        for path in paths:
+            try:
+                size = min(path.stat().st_size, left)
+            except OSError:
+                continue
+            if size <= 0 or time.monotonic() >= deadline:
+                break
+            share = -(-size // settings.streams)
+            runs = [(start, min(start + share, size)) for start in range(0, size, share)]
+            read = sum(pool.map(lambda run, path=path: read_range(path, run[0], run[1], deadline), runs))
+            files, total, left = files + 1, total + read, left - read
+    return files, total, time.monotonic() - started
+
+
+def run(layout: Layout, settings: Settings) -> str:
+    """Prefetch the likely models; says what it did (for the start-up log)."""
+    paths = likely_models(layout, settings)
+    if not paths:
+        return "no likely models (no WARMUP_WORKFLOW models, no recent jobs' record on the volume)"
+    files, total, seconds = prefetch(paths, settings)
+    names = ", ".join(os.path.relpath(path, layout.models) for path in paths[:files])
+    rate = total / MB / seconds if seconds else 0.0
+    return f"{files} model file(s), {total / MB:.0f} MB read in {seconds:.1f} s ({rate:.0f} MB/s): {names}"
