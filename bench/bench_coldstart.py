@@ -1,11 +1,12 @@
 """Cold start from a network volume (issue 20): container start -> ComfyUI ready -> first job done.
 
     .venv/bin/python bench/bench_coldstart.py [--model-gb 4] [--models 2] [--modules 300]
-        [--settings pessimistic,kinder] [--rtt-ms 2] [--rows 'fresh worker,restart'] [--comfyui-dir DIR]
+        [--settings pessimistic,close-to-open,kinder] [--rtt-ms 2] [--rows 'fresh worker,restart'] [--comfyui-dir DIR]
 
 The volume is bench/netvol (FUSE: a round trip per call, 200 MB/s per open file, 400 MB/s in
-all), at its pessimistic end (the kernel caches nothing) and a kinder one (attributes, look-ups
-and failed look-ups cached for 60 s, file data kept across opens). On it: a ComfyUI install (the
+all), at its pessimistic end (the kernel caches nothing), close-to-open (nothing but file data
+while the file is unchanged, as an NFS client) and a kinder one (attributes, look-ups and failed
+look-ups cached for 60 s, file data kept across opens). On it: a ComfyUI install (the
 stand-in, or the real ComfyUI with --comfyui-dir / REAL_COMFYUI_DIR), its venv (a real venv with
 this checkout's packages, ~25,000 files, plus a generated library of --modules small modules a
 custom node imports, as ComfyUI's own imports of torch & co. touch thousands), custom node packs,
@@ -17,7 +18,7 @@ does), the page cache dropped and the volume mounted afresh before each start. R
   local disk                the same install read from local disk (the floor's first part)
   volume, no help           CODE_COPY=false: ComfyUI imports from the volume
   volume, first worker      CODE_COPY on a fresh container disk, no manifest on the volume yet
-  volume, fresh worker      a fresh container disk, a manifest an earlier worker kept
+  volume, fresh worker      a fresh container disk, the pack (or manifest) an earlier worker kept
   volume, restart           the container's disk survived: the copy is checked, not copied
   ..., folder check         the same with CODE_COPY_CHECK=folders
 Each row: seconds to code ready, to ComfyUI ready (accepting jobs), to the first job done,
@@ -196,10 +197,15 @@ def one_start(work: Path, comfy: Path, env: dict[str, str], volume: netvol.Volum
             raise RuntimeError(f"the first job failed: {str(result)[:800]}\n{stack.output()}")
         timeline.mark("first job done")
         code_line = next((line for line in stack.lines if any(text in line for text in MARKERS["code ready"])), "")
+        if "code copied" in code_line:  # the pack for the next fresh worker, written in the background
+            stack.wait_line("code pack:", 900)
     finally:
         stack.stop(timeout_s=120)
         stack.kill_everything()
-    return {"phases": timeline.phases, "code": code_line.split("] ", 1)[-1]}
+    lines = {"code": code_line}
+    for name in ("model prefetch", "code pack"):
+        lines[name] = next((line for line in stack.lines if f"{name}:" in line), "")
+    return {"phases": timeline.phases, **{name: line.split("] ", 1)[-1] for name, line in lines.items()}}
 
 
 def run_rows(
@@ -211,7 +217,7 @@ def run_rows(
     manifests = volume_dir / "ComfyUI" / ".comfy-worker"
     shutil.rmtree(manifests, ignore_errors=True)
     modes = [
-        ("volume, no help", {"CODE_COPY": "false"}),
+        ("volume, no help", {"CODE_COPY": "false", "MODEL_PREFETCH": "false"}),
         ("volume, first worker", {"CODE_COPY_DIR": str(work / "copy-first")}),
         ("volume, fresh worker", {"CODE_COPY_DIR": str(restart_copy)}),
         ("volume, restart", {"CODE_COPY_DIR": str(restart_copy)}),
@@ -232,8 +238,9 @@ def print_row(row: dict[str, Any]) -> None:
     phases = row["phases"]
     cells = [f"{phase} {p['s']:.1f} s ({p['calls']} calls, {p['bytes'] / MB:.0f} MB)" for phase, p in phases.items()]
     print(f"    {row['row']}: " + "; ".join(cells), flush=True)
-    if row.get("code"):
-        print(f"      {row['code']}", flush=True)
+    for name in ("code", "model prefetch", "code pack"):
+        if row.get(name):
+            print(f"      {row[name]}", flush=True)
 
 
 def main() -> None:
@@ -260,11 +267,12 @@ def main() -> None:
     models = sorted(path.name for path in (volume_dir / "ComfyUI" / "models" / "checkpoints").glob("*.safetensors"))
     job = first_job(models)
     model_bytes = sum((volume_dir / "ComfyUI" / "models" / "checkpoints" / name).stat().st_size for name in models)
-    chosen = {"pessimistic": netvol.PESSIMISTIC, "kinder": netvol.KINDER}
+    chosen = {"pessimistic": netvol.PESSIMISTIC, "close-to-open": netvol.CLOSE_TO_OPEN, "kinder": netvol.KINDER}
     report: dict[str, Any] = {"model_bytes": model_bytes, "drop_caches": netvol.drop_page_cache(), "rows": []}
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.cache) as tmp:
         print("local disk", flush=True)
-        local = one_start(Path(tmp) / "local", volume_dir / "ComfyUI", {"CODE_COPY": "false"}, None, job)
+        off = {"CODE_COPY": "false", "MODEL_PREFETCH": "false"}
+        local = one_start(Path(tmp) / "local", volume_dir / "ComfyUI", off, None, job)
         report["rows"].append({"row": "local disk", "volume": "local disk", **local})
         print_row(report["rows"][-1])
         for name in args.settings.split(","):
@@ -298,7 +306,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"\ncold start, model files {report['model_bytes'] / MB:.0f} MB; load {report['load'][0]:.1f}; "
         f"page cache dropped: {report['drop_caches']}"
     )
-    header = ["volume", "start", "code ready", "ready", "first job done", "calls to ready", "MB to ready", "model MB/s"]
+    header = ["volume", "start", "code ready", "ready", "first job done", "calls to ready", "MB to ready"]
+    header += ["calls to job", "MB to job", "model MB/s"]
     rows = []
     for row in report["rows"]:
         phases = row["phases"]
@@ -312,11 +321,13 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{phases['first job done']['s']:.1f} s",
                 str(phases["ready"]["calls"]),
                 f"{phases['ready']['bytes'] / MB:.0f}",
+                str(phases["first job done"]["calls"]),
+                f"{phases['first job done']['bytes'] / MB:.0f}",
                 f"{report['model_bytes'] / MB / model_s:.0f}",
             ]
         )
     rows.append(
-        ["floor", "local start + bytes at 400 MB/s", "", f"{ready_floor:.1f} s", f"{job_floor:.1f} s", "", "", ""]
+        ["floor", "local start + bytes at 400 MB/s", "", f"{ready_floor:.1f} s", f"{job_floor:.1f} s"] + [""] * 5
     )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * width for width in widths], *rows]:
