@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker_common import startup
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
-from worker_common.contract import Readiness
+from worker_common.contract import FIRST_JOB_RECORD, Readiness
 
 from . import api, collect, describe, destination, metrics, namespace, stage, stop, submit, validate, workflows
 from .cleanup import Leftovers
@@ -117,6 +118,9 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
     finally:
         collected.discard_scratch()
     result["prompt_id"] = prompt_id
+    first = startup.record_once(FIRST_JOB_RECORD, {})
+    if first is not None:
+        log.info("first job done %.1f s after the container started", first)
     return result
 
 

@@ -14,6 +14,16 @@ import sys
 import threading
 
 
+def supervisord_up_s(started_at: float) -> float | None:
+    """When supervisord (the sidecar's parent) started, in seconds after the container started."""
+    import psutil
+
+    try:
+        return psutil.Process(os.getppid()).create_time() - started_at
+    except psutil.Error:
+        return None
+
+
 def _serve(_args: argparse.Namespace) -> int:
     from worker_common.contract import CODE_COPY_RECORD
     from worker_common.settings import ConfigError, cannot_listen, record_config_error, run_dir
@@ -37,7 +47,11 @@ def _serve(_args: argparse.Namespace) -> int:
     monitor = Monitor(config)
     connections = ConnectionStats()
     registry = build_registry(
-        lambda: monitor.store.current, config.multiproc_dir, connections, run_dir() / CODE_COPY_RECORD
+        lambda: monitor.store.current,
+        config.multiproc_dir,
+        connections,
+        run_dir() / CODE_COPY_RECORD,
+        supervisord_up_s(config.started_at),
     )
     try:
         server = SidecarServer(

@@ -17,6 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from worker_common.contract import FIRST_JOB_RECORD, MODEL_PREFETCH_RECORD
+
 from .probe import SUPERVISOR_STATES
 from .server import ConnectionStats
 from .snapshot import Snapshot
@@ -242,6 +244,48 @@ class CodeCopyCollector(Collector):
             yield GaugeMetricFamily(P + name, help_text, value=record.get(key) or 0)
 
 
+class StartupPhasesCollector(Collector):
+    """When a fresh worker reached each start-up phase, in seconds after the container started (with
+    comfy_worker_startup_code_ready_seconds and comfy_worker_startup_duration_seconds, ready).
+
+    supervisord's start is the sidecar's parent's (supervisord runs the sidecar); the others are
+    the records the launcher's prefetch and the handler leave in the run directory (read at every
+    scrape: they appear once reached).
+    """
+
+    def __init__(self, run_dir: Path | None, supervisord_up_s: float | None) -> None:
+        self.run_dir = run_dir
+        self.supervisord_up_s = supervisord_up_s
+
+    def collect(self) -> Iterator[Metric]:
+        phases = GaugeMetricFamily(
+            P + "startup_phase_seconds",
+            "Seconds after the container started when a start-up phase was reached: supervisord_up, "
+            "models_prefetched (the first job's likely models read ahead), first_job_done.",
+            labels=["phase"],
+        )
+        prefetch = self._read(MODEL_PREFETCH_RECORD)
+        reached = {
+            "supervisord_up": self.supervisord_up_s,
+            "models_prefetched": prefetch.get("after_start_s"),
+            "first_job_done": self._read(FIRST_JOB_RECORD).get("after_start_s"),
+        }
+        for phase, seconds in reached.items():
+            if isinstance(seconds, int | float):
+                phases.add_metric([phase], seconds)
+        yield phases
+        for key, help_text in (("bytes", "Model bytes read ahead."), ("files", "Model files read ahead.")):
+            if prefetch:
+                yield GaugeMetricFamily(P + f"startup_prefetch_{key}", help_text, value=prefetch.get(key) or 0)
+
+    def _read(self, name: str) -> dict:
+        try:
+            record = json.loads((self.run_dir / name).read_text()) if self.run_dir else {}
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+
 class ConnectionCollector(Collector):
     """The HTTP server's connections: open now, and those it closed on clients."""
 
@@ -265,11 +309,13 @@ def build_registry(
     multiproc_dir: Path | None,
     connections: ConnectionStats | None = None,
     code_copy_record: Path | None = None,
+    supervisord_up_s: float | None = None,
 ) -> CollectorRegistry:
     """The sidecar's own registry: its collectors and the handler's files, nothing global."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SidecarCollector(snapshot))
     registry.register(CodeCopyCollector(code_copy_record))
+    registry.register(StartupPhasesCollector(code_copy_record.parent if code_copy_record else None, supervisord_up_s))
     if connections is not None:
         registry.register(ConnectionCollector(connections))
     registry.register(HandlerMetricsCollector(multiproc_dir))

@@ -398,7 +398,25 @@ def _code_lines(report: Report) -> list[str]:
     when = f", ready {ready:.1f}s after the container started" if ready is not None else ""
     files, copied = _value(report, P + "code_copy_files_copied"), _value(report, P + "code_copy_bytes_copied")
     what = f"; {int(files or 0)} files ({_bytes(copied)}) copied from the volume" if from_copy else ""
-    return [f"code        ComfyUI's code from {where}{when}{what}"]
+    return [f"code        ComfyUI's code from {where}{when}{what}", *_phase_lines(report)]
+
+
+def _phase_lines(report: Report) -> list[str]:
+    """The start-up's phases, seconds after the container started (healthcheck/collectors.py StartupPhasesCollector)."""
+    name = P + "startup_phase_seconds"
+    reached = {
+        "supervisord": _value(report, name, phase="supervisord_up"),
+        "code": _value(report, P + "startup_code_ready_seconds"),
+        "ready": _value(report, P + "startup_duration_seconds"),
+        "models read ahead": _value(report, name, phase="models_prefetched"),
+        "first job done": _value(report, name, phase="first_job_done"),
+    }
+    cells = [f"{phase} {seconds:.1f}s" for phase, seconds in reached.items() if seconds is not None]
+    read = _value(report, P + "startup_prefetch_bytes")
+    if read is not None:
+        files = int(_value(report, P + "startup_prefetch_files") or 0)
+        cells.append(f"{files} model file(s) ({_bytes(read)}) read ahead")
+    return [f"phases      after the container started: {', '.join(cells)}"] if cells else []
 
 
 def _custom_node_lines(report: Report) -> list[str]:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from launcher.memory import container_limit
-from worker_common import recent_models
+from worker_common import recent_models, startup
+from worker_common.contract import MODEL_PREFETCH_RECORD
 from worker_common.layout import Layout
 from worker_common.settings import env_bool, env_float, env_int, env_str
 
@@ -130,6 +131,7 @@ def run(layout: Layout, settings: Settings) -> str:
     if not paths:
         return "no likely models (no WARMUP_WORKFLOW models, no recent jobs' record on the volume)"
     files, total, seconds = prefetch(paths, settings)
+    startup.record_once(MODEL_PREFETCH_RECORD, {"files": files, "bytes": total, "duration_s": seconds})
     names = ", ".join(os.path.relpath(path, layout.models) for path in paths[:files])
     rate = total / MB / seconds if seconds else 0.0
     return f"{files} model file(s), {total / MB:.0f} MB read in {seconds:.1f} s ({rate:.0f} MB/s): {names}"

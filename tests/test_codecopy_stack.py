@@ -52,9 +52,14 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         assert "comfy_worker_code_from_copy 1.0" in metrics
         assert "comfy_worker_code_copy_files_copied" in metrics
         assert "comfy_worker_startup_code_ready_seconds" in metrics
+        assert 'comfy_worker_startup_phase_seconds{phase="supervisord_up"}' in metrics
+        assert 'comfy_worker_startup_phase_seconds{phase="first_job_done"}' in metrics
+        assert stack.wait_line("first job done")
         command = [str(stack.home / "bin" / "comfy-worker"), "status"]
         status = subprocess.run(command, env=stack.env, capture_output=True, text=True, timeout=60)
         assert "code        ComfyUI's code from a copy on the container's disk, ready" in status.stdout, status.stdout
+        phases = next(line for line in status.stdout.splitlines() if line.startswith("phases"))
+        assert "supervisord" in phases and "code" in phases and "ready" in phases and "first job done" in phases
     finally:
         stack.stop()
         stack.kill_everything()

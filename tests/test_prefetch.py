@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,30 @@ def test_the_warmup_workflows_models_come_first_then_recent_ones(tmp_path: Path)
     found = prefetch.likely_models(layout_of(comfy), settings_of(warmup_workflow=workflow))
     models = comfy / "models"
     assert found == [models / "checkpoints" / "base.safetensors", models / "vae" / "v.pt"]
+
+
+def test_the_prefetch_is_a_start_up_phase_in_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from healthcheck.collectors import StartupPhasesCollector
+
+    comfy = make_volume(tmp_path)
+    recent_models.RecentModels(comfy, "worker-b").loaded(["vae/v.pt"])
+    monkeypatch.setenv("WORKER_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("WORKER_STARTED_AT", str(time.time() - 7))
+    (tmp_path / "run").mkdir()
+    prefetch.run(layout_of(comfy), settings_of())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StartupPhasesCollector(tmp_path / "run", 0.5))
+    text = generate_latest(registry).decode()
+    assert 'comfy_worker_startup_phase_seconds{phase="supervisord_up"} 0.5' in text
+    line = next(line for line in text.splitlines() if 'phase="models_prefetched"' in line)
+    assert 7 <= float(line.split()[-1]) < 600
+    read = next(line for line in text.splitlines() if line.startswith("comfy_worker_startup_prefetch_bytes "))
+    assert float(read.split()[-1]) == MODEL_BYTES
+    assert "comfy_worker_startup_prefetch_files 1.0" in text
+    assert 'phase="first_job_done"' not in text, "not reached yet"
 
 
 def test_reads_within_the_memory_budget(tmp_path: Path) -> None:

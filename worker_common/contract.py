@@ -29,6 +29,10 @@ CRITICAL_PROGRAMS = (PROGRAM_COMFYUI, PROGRAM_SIDECAR, PROGRAM_HANDLER)
 # In the run directory: what the launcher's code copy did at ComfyUI's last start (launcher/codecopy.py
 # writes it, the sidecar's /metrics and `comfy-worker status` read it).
 CODE_COPY_RECORD = "code-copy.json"
+# Later start-up phases, each written once per container by the part that sees it (worker_common/startup.py):
+# the model prefetch's end (launcher/prefetch.py) and the first job done (the handler).
+MODEL_PREFETCH_RECORD = "model-prefetch.json"
+FIRST_JOB_RECORD = "first-job.json"
 
 
 class ExitCode(enum.IntEnum):
