@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from launcher import background, codecopy, prefetch
+from launcher import background, codecopy, prefetch, volume_flags
 from launcher.arguments import comfyui_args, release_checked
 from launcher.install import LaunchError, check_install
 from launcher.installed_flags import installed_flags
@@ -97,6 +97,8 @@ def launch() -> int:
         flags = installed_flags(install.comfyui_dir, install.version)
         table = flags.table
         args = comfyui_args(layout, settings.comfy_port(), table, install.version)
+        slow_models = codecopy.call_ms(layout.models) >= copy_settings.min_call_ms
+        args += volume_flags.model_storage_args(table, args, slow_models)
         memory = memory_plan(install.comfyui_dir, env)
     except ConfigError as error:
         print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)
