@@ -117,11 +117,20 @@ def test_through_the_emulated_volume_the_loader_reads_from_memory_where_the_clie
     recent_models.RecentModels(comfy, "worker-b").loaded(["checkpoints/base.safetensors"])
     mnt = tmp_path / "mnt"
     loads = {}
+    said = {}
     for name, volume_settings in (("close-to-open", CLOSE_TO_OPEN), ("pessimistic", PESSIMISTIC)):
         with mounted(comfy.parent, mnt, volume_settings) as volume:
-            said = prefetch.run(layout_of(mnt / "ComfyUI"), settings_of())
-            assert said.startswith("1 model file(s), 6 MB read"), said
+            said[name] = prefetch.run(layout_of(mnt / "ComfyUI"), settings_of())
             volume.reset()
             (mnt / "ComfyUI" / "models" / "checkpoints" / "base.safetensors").read_bytes()  # the loader
             loads[name] = volume.stats()["bytes_read"]
+            model = mnt / "ComfyUI" / "models" / "checkpoints" / "base.safetensors"
+            volume.reset()
+            prefetch.prefetch([model], settings_of())  # read ahead regardless: what it would have cost
+            model.read_bytes()
+            both = volume.stats()["bytes_read"]
+        if name == "pessimistic":
+            assert both >= 2 * MODEL_BYTES, "a client that drops data at open pays the bytes twice"
+    assert said["close-to-open"].startswith("1 model file(s), 6 MB read"), said
+    assert said["pessimistic"].startswith("not read ahead: the volume's client drops"), said
     assert loads == {"close-to-open": 0, "pessimistic": MODEL_BYTES}
