@@ -1,0 +1,154 @@
+"""How many jobs the worker takes at once: fixed by JOB_PIPELINE_DEPTH, or following what it measures.
+
+runpod's job-take loop (rp_scale.JobScaler.get_jobs, runpod 1.12) asks the public
+`concurrency_modifier` for the depth before every take and takes as many jobs as slots are
+free; when every slot is full it sleeps a whole second before it looks again, and a slot frees
+only once the job's result is posted. So after a job ends in ComfyUI, the job that refills its
+slot is queued there at worst
+
+    horizon = the handler's own time per job (collect + deliver, then validate + stage + queue)
+              + the refill round trip (result post, job take, the SDK's pick-up)
+              + SDK_REFILL_PERIOD_S (the loop's sleep)
+
+later. The GPU stays busy if the jobs already waiting in ComfyUI's queue cover that, so the
+worker keeps `waiting = ceil(horizon / execution time)` jobs waiting behind the running one:
+depth = 1 + waiting. Every figure is measured on this worker over its last WINDOW jobs: the
+median execution time (ComfyUI's execution_start to its end), the median handler time, and the
+refill round trip as the shortest gap between a full worker's job ending and the next job
+starting (the loop's sleep adds 0-1 s to each gap; the shortest is the round trip alone).
+
+The bound: the jobs held waiting add up to at most JOB_PIPELINE_MAX_WAIT_S of measured
+execution time, or one job if a single job is longer (a waiting job is one another, idle worker
+could have run; one waiting job is what keeps ComfyUI from idling between jobs at all), and the
+depth stays within 2 and JOB_PIPELINE_MAX_DEPTH.
+
+Changing the depth costs something: the SDK's set_scale waits for every job in flight to end
+before it resizes its queue, taking nothing meanwhile. So a busy worker changes its depth only
+after CHANGE_AFTER jobs measured since the last change; an idle one whenever the target moves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# runpod 1.12's job-take loop sleeps this long whenever every slot is full (`await asyncio.sleep(1)`
+# in JobScaler.get_jobs); tests/test_pipeline_depth.py fails if the SDK's loop stops doing so.
+SDK_REFILL_PERIOD_S = 1.0
+WINDOW = 16  # the jobs whose figures count: enough for a steady median, few enough to follow a change
+CHANGE_AFTER = 4  # jobs measured since the last change before a busy worker changes depth again
+INITIAL_DEPTH = 2  # before anything is measured: one job running, the next one queued behind it
+UNMEASURED_ROUND_TRIP_S = 0.1  # the refill round trip before one has been seen
+LEAD_PHASES = ("validating", "staging_inputs")  # the handler's time before the prompt is queued
+TAIL_PHASES = ("collecting", "delivering")  # its time after the prompt ended, before the slot frees
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The operator's settings: a fixed depth, or the bounds an adaptive one keeps to."""
+
+    fixed_depth: int | None
+    max_depth: int
+    max_wait_s: float
+
+
+@dataclass(frozen=True)
+class Measures:
+    """What the depth follows, each over the last WINDOW jobs."""
+
+    execution_s: float  # median ComfyUI execution time
+    handler_s: float  # median handler time outside ComfyUI's queue and execution
+    round_trip_s: float  # shortest refill gap: result posted, next job taken and started
+
+    @property
+    def horizon_s(self) -> float:
+        """The longest a slot can stay unfilled after its job ended in ComfyUI."""
+        return self.handler_s + self.round_trip_s + SDK_REFILL_PERIOD_S
+
+
+def adaptive_depth(measures: Measures, bounds: Bounds) -> int:
+    """1 running + enough waiting jobs to cover the horizon, within the bounds."""
+    execution_s = max(measures.execution_s, 1e-3)
+    waiting = math.ceil(measures.horizon_s / execution_s)
+    waiting = min(waiting, math.floor(bounds.max_wait_s / execution_s))
+    return min(1 + max(waiting, 1), bounds.max_depth)
+
+
+class Pipeline:
+    """The depth runpod's concurrency_modifier returns, and the per-job figures it follows.
+
+    Job threads call started/ended; the SDK's loop calls concurrency from the event loop.
+    """
+
+    def __init__(self, bounds: Bounds, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bounds = bounds
+        self.clock = clock
+        self.depth = bounds.fixed_depth or min(INITIAL_DEPTH, bounds.max_depth)
+        self._lock = threading.Lock()
+        self._execution: deque[float] = deque(maxlen=WINDOW)
+        self._handler: deque[float] = deque(maxlen=WINDOW)
+        self._round_trips: deque[float] = deque(maxlen=WINDOW)
+        self._in_flight = 0
+        self._freed_at: float | None = None  # a full worker's job ended: the next start refills its slot
+        self._measured_since_change = 0
+
+    def started(self) -> None:
+        """A job's handler started."""
+        with self._lock:
+            if self._freed_at is not None:
+                self._round_trips.append(self.clock() - self._freed_at)
+                self._freed_at = None
+            self._in_flight += 1
+
+    def ended(self, phases: Mapping[str, float]) -> None:
+        """A job's handler is returning; `phases` are its seconds per phase (job.Outcome.phases)."""
+        with self._lock:
+            if self._in_flight >= self.depth:
+                self._freed_at = self.clock()
+            self._in_flight -= 1
+            if phases.get("executing"):  # it ran in ComfyUI: a job that failed before tells nothing
+                self._execution.append(phases["executing"])
+                self._handler.append(sum(phases.get(name, 0.0) for name in (*LEAD_PHASES, *TAIL_PHASES)))
+                self._measured_since_change += 1
+
+    def measures(self) -> Measures | None:
+        with self._lock:
+            return self._measures()
+
+    def _measures(self) -> Measures | None:
+        if not self._execution:
+            return None
+        return Measures(
+            execution_s=statistics.median(self._execution),
+            handler_s=statistics.median(self._handler),
+            round_trip_s=min(self._round_trips, default=UNMEASURED_ROUND_TRIP_S),
+        )
+
+    def concurrency(self, _current: int) -> int:
+        """runpod's concurrency_modifier: how many jobs this worker holds at once."""
+        if self.bounds.fixed_depth is not None:
+            return self.bounds.fixed_depth
+        with self._lock:
+            measures = self._measures()
+            if measures is None:
+                return self.depth
+            target = adaptive_depth(measures, self.bounds)
+            if target != self.depth and (self._in_flight == 0 or self._measured_since_change >= CHANGE_AFTER):
+                log.info(
+                    "taking %d jobs at once (was %d): jobs run %.3f s, a free slot is refilled within %.3f s",
+                    target,
+                    self.depth,
+                    measures.execution_s,
+                    measures.horizon_s,
+                )
+                self.depth = target
+                self._measured_since_change = 0
+            return self.depth
