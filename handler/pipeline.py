@@ -20,7 +20,8 @@ starting (the loop's sleep adds 0-1 s to each gap; the shortest is the round tri
 The bound: the jobs held waiting add up to at most JOB_PIPELINE_MAX_WAIT_S of measured
 execution time, or one job if a single job is longer (a waiting job is one another, idle worker
 could have run; one waiting job is what keeps ComfyUI from idling between jobs at all), and the
-depth stays within 2 and JOB_PIPELINE_MAX_DEPTH.
+depth stays within 2 and JOB_PIPELINE_MAX_DEPTH. Within that, the depth kept may cover the
+horizon with one job to spare: less than horizon + 2 jobs wait.
 
 Changing the depth costs something: the SDK's set_scale waits for every job in flight to end
 before it resizes its queue, taking nothing meanwhile. So a busy worker changes its depth only
@@ -74,12 +75,26 @@ class Measures:
         return self.handler_s + self.round_trip_s + SDK_REFILL_PERIOD_S
 
 
+def deepest(measures: Measures, bounds: Bounds) -> int:
+    """The most jobs the bounds allow: JOB_PIPELINE_MAX_WAIT_S of waiting work (one job at least), MAX_DEPTH."""
+    waiting = max(1, math.floor(bounds.max_wait_s / max(measures.execution_s, 1e-3)))
+    return min(1 + waiting, bounds.max_depth)
+
+
 def adaptive_depth(measures: Measures, bounds: Bounds) -> int:
     """1 running + enough waiting jobs to cover the horizon, within the bounds."""
-    execution_s = max(measures.execution_s, 1e-3)
-    waiting = math.ceil(measures.horizon_s / execution_s)
-    waiting = min(waiting, math.floor(bounds.max_wait_s / execution_s))
-    return min(1 + max(waiting, 1), bounds.max_depth)
+    waiting = max(1, math.ceil(measures.horizon_s / max(measures.execution_s, 1e-3)))
+    return min(1 + waiting, deepest(measures, bounds))
+
+
+def keeps(depth: int, measures: Measures, bounds: Bounds) -> bool:
+    """Whether `depth` may stay: within the bounds, and covering the horizon with at most one job to spare.
+
+    The spare job keeps a figure near a whole number of jobs from flipping the depth (and
+    draining the worker, see above) on every small change.
+    """
+    target = adaptive_depth(measures, bounds)
+    return target <= depth <= min(target + 1, deepest(measures, bounds))
 
 
 class Pipeline:
@@ -138,17 +153,17 @@ class Pipeline:
             return self.bounds.fixed_depth
         with self._lock:
             measures = self._measures()
-            if measures is None:
+            may_change = self._in_flight == 0 or self._measured_since_change >= CHANGE_AFTER
+            if measures is None or keeps(self.depth, measures, self.bounds) or not may_change:
                 return self.depth
             target = adaptive_depth(measures, self.bounds)
-            if target != self.depth and (self._in_flight == 0 or self._measured_since_change >= CHANGE_AFTER):
-                log.info(
-                    "taking %d jobs at once (was %d): jobs run %.3f s, a free slot is refilled within %.3f s",
-                    target,
-                    self.depth,
-                    measures.execution_s,
-                    measures.horizon_s,
-                )
-                self.depth = target
-                self._measured_since_change = 0
+            log.info(
+                "taking %d jobs at once (was %d): jobs run %.3f s, a free slot is refilled within %.3f s",
+                target,
+                self.depth,
+                measures.execution_s,
+                measures.horizon_s,
+            )
+            self.depth = target
+            self._measured_since_change = 0
             return self.depth

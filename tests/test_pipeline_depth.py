@@ -17,7 +17,7 @@ import requests
 from runpod.serverless.modules import rp_scale
 
 from handler import config
-from handler.pipeline import CHANGE_AFTER, INITIAL_DEPTH, SDK_REFILL_PERIOD_S, Bounds, Pipeline
+from handler.pipeline import CHANGE_AFTER, INITIAL_DEPTH, SDK_REFILL_PERIOD_S, WINDOW, Bounds, Pipeline
 from tests.fake_runpod import FakeRunPod, Request
 from tests.handler_harness import PYTHON, Process, Rig
 from tests.workflows import image_chain
@@ -84,6 +84,18 @@ def test_it_stays_within_the_operators_bounds() -> None:
     run_backlog(waiting_bound, clock, 2 * CHANGE_AFTER, executing=0.1, round_trip_s=0.1)
     # 0.5 s of waiting work at most: 5 jobs of 0.1 s, though covering 1.1 s would take 12.
     assert waiting_bound.concurrency(1) == 1 + 5
+
+
+def test_a_depth_one_job_over_the_target_stays_one_over_the_waiting_bound_goes() -> None:
+    """Near a whole number of jobs the target flips; each change drains the worker, so one spare job is kept."""
+    clock = SteppedClock()
+    pipeline = Pipeline(ADAPTIVE, clock)
+    run_backlog(pipeline, clock, WINDOW, executing=0.5, round_trip_s=0.0)
+    assert pipeline.concurrency(1) == 4
+    run_backlog(pipeline, clock, WINDOW, executing=0.6, round_trip_s=0.0)  # 2 waiting would do; 3 x 0.6 <= 2 s
+    assert pipeline.concurrency(1) == 4
+    run_backlog(pipeline, clock, WINDOW, executing=1.5, round_trip_s=0.0)  # 3 x 1.5 s waiting is over 2 s
+    assert pipeline.concurrency(1) == 2
 
 
 def test_a_fixed_depth_is_kept_whatever_is_measured() -> None:
