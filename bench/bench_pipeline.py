@@ -5,7 +5,9 @@
 
 --sweep runs job lengths 0.2, 0.5, 1 and 3 s x round trips 0, 50 and 200 ms (base64), each at
 every --depths value (2: the fixed depth before issue 22; auto: the default now), and prints
-one table: share of ideal, GPU idle between jobs, the depth reached, single-job latency.
+one table: share of ideal, GPU idle between jobs, the depth reached, single-job latency. Each
+backlog is --jobs jobs, or --sweep-backlog-s of execution if that is more jobs (the fixed cost of
+a backlog's first take and last result weighs the same on every job length).
 
 Everything is real and on loopback, as on RunPod: the real `python -m handler` with
 RUNPOD_WEBHOOK_GET_JOB set, so the runpod SDK's own job-take loop fetches the jobs, from a fake
@@ -235,8 +237,9 @@ def measure(rig: Rig, series: Series, extra_env: dict[str, str], args: argparse.
         worker.wait_idle()
         phases_before = worker.phase_sums()
         depths_before = len(worker.depths_chosen())
-        jobs = [make_job(f"job{i}", args.side, series.exec_s, i) for i in range(args.jobs)]
-        backlog = worker.run_jobs(jobs, timeout_s=args.jobs * series.exec_s * 10 + 120)
+        count = max(args.jobs, round(args.sweep_backlog_s / series.exec_s)) if args.sweep else args.jobs
+        jobs = [make_job(f"job{i}", args.side, series.exec_s, i) for i in range(count)]
+        backlog = worker.run_jobs(jobs, timeout_s=count * series.exec_s * 10 + 120)
         phases = _phase_means(phases_before, worker.phase_sums())
         takes = worker.fake.of_kind("take", "take-batch")
         held = most_in_flight(worker.fake, {job.job_id for job in backlog})
@@ -358,6 +361,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=256, help="side of each job's noisy PNG (default 256)")
     parser.add_argument("--depths", type=depths, help="JOB_PIPELINE_DEPTH values (1,2,auto; --sweep: 2,auto)")
     parser.add_argument("--sweep", action="store_true", help="job lengths x round trips (base64 only), see above")
+    parser.add_argument("--sweep-backlog-s", type=float, default=20.0, help="--sweep: least execution per backlog")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="round trip added to every RunPod request")
     parser.add_argument("--rtt-sweep", action="store_true", help="also at 0 and 200 ms (base64 only)")
     parser.add_argument("--latency-runs", type=int, default=9, help="single jobs on an idle worker per series")
@@ -372,6 +376,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "default_depth": PIPELINE_AUTO,
         "sweep": args.sweep,
+        "sweep_backlog_s": args.sweep_backlog_s,
         "jobs": args.jobs,
         "exec_s": args.exec_s,
         "side": args.side,
@@ -472,7 +477,7 @@ def _latency(f: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     rows = [[fmt(f) for _, fmt in COLUMNS] for f in report["series"]]
     print(
-        f"\n{report['jobs']} jobs in the backlog, each LoadImage + StandinSleep (job) + SaveImage "
+        f"\n{_backlog(report)} in the backlog, each LoadImage + StandinSleep (job) + SaveImage "
         f"of a {report['side']}² noisy PNG; default JOB_PIPELINE_DEPTH={report['default_depth']}; "
         f"{report['cpus']} CPUs; {report['elapsed_s']:.0f} s in all"
     )
@@ -498,6 +503,12 @@ def print_report(report: dict[str, Any]) -> None:
                 f"target >= {TARGET} of ideal at the default depth, {f['delivery']}, {f['exec_s']:g} s jobs, "
                 f"rtt {f['rtt_ms']:g} ms: {f['ideal_ratio']:.3f}, {verdict}"
             )
+
+
+def _backlog(report: dict[str, Any]) -> str:
+    if report["sweep"]:
+        return f"at least {report['jobs']} jobs and {report['sweep_backlog_s']:g} s of execution"
+    return f"{report['jobs']} jobs"
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -7,15 +7,15 @@ only once the job's result is posted. So after a job ends in ComfyUI, the job th
 slot is queued there at worst
 
     horizon = the handler's own time per job (collect + deliver, then validate + stage + queue)
-              + the refill round trip (result post, job take, the SDK's pick-up)
-              + SDK_REFILL_PERIOD_S (the loop's sleep)
+              + the refill round trip (result post, job take)
+              + SDK_REFILL_PERIOD_S (the take loop's sleep) + SDK_PICKUP_TICK_S (the run loop's tick)
 
 later. The GPU stays busy if the jobs already waiting in ComfyUI's queue cover that, so the
 worker keeps `waiting = ceil(horizon / execution time)` jobs waiting behind the running one:
 depth = 1 + waiting. Every figure is measured on this worker over its last WINDOW jobs: the
 median execution time (ComfyUI's execution_start to its end), the median handler time, and the
 refill round trip as the shortest gap between a full worker's job ending and the next job
-starting (the loop's sleep adds 0-1 s to each gap; the shortest is the round trip alone).
+starting (the loop's sleep and tick add 0-1.1 s to each gap; the shortest is the round trip alone).
 
 The bound: the jobs held waiting add up to at most JOB_PIPELINE_MAX_WAIT_S of measured
 execution time, or one job if a single job is longer (a waiting job is one another, idle worker
@@ -42,8 +42,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 # runpod 1.12's job-take loop sleeps this long whenever every slot is full (`await asyncio.sleep(1)`
-# in JobScaler.get_jobs); tests/test_pipeline_depth.py fails if the SDK's loop stops doing so.
+# in JobScaler.get_jobs), and its run loop starts a taken job within this tick (JobScaler.run_jobs
+# waits on its tasks with timeout=0.1); tests/test_pipeline_depth.py fails if either changes.
 SDK_REFILL_PERIOD_S = 1.0
+SDK_PICKUP_TICK_S = 0.1
 WINDOW = 16  # the jobs whose figures count: enough for a steady median, few enough to follow a change
 CHANGE_AFTER = 4  # jobs measured since the last change before a busy worker changes depth again
 INITIAL_DEPTH = 2  # before anything is measured: one job running, the next one queued behind it
@@ -72,7 +74,7 @@ class Measures:
     @property
     def horizon_s(self) -> float:
         """The longest a slot can stay unfilled after its job ended in ComfyUI."""
-        return self.handler_s + self.round_trip_s + SDK_REFILL_PERIOD_S
+        return self.handler_s + self.round_trip_s + SDK_REFILL_PERIOD_S + SDK_PICKUP_TICK_S
 
 
 def deepest(measures: Measures, bounds: Bounds) -> int:

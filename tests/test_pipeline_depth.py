@@ -17,7 +17,15 @@ import requests
 from runpod.serverless.modules import rp_scale
 
 from handler import config
-from handler.pipeline import CHANGE_AFTER, INITIAL_DEPTH, SDK_REFILL_PERIOD_S, WINDOW, Bounds, Pipeline
+from handler.pipeline import (
+    CHANGE_AFTER,
+    INITIAL_DEPTH,
+    SDK_PICKUP_TICK_S,
+    SDK_REFILL_PERIOD_S,
+    WINDOW,
+    Bounds,
+    Pipeline,
+)
 from tests.fake_runpod import FakeRunPod, Request
 from tests.handler_harness import PYTHON, Process, Rig
 from tests.workflows import image_chain
@@ -64,7 +72,7 @@ def test_short_jobs_make_it_deeper_and_a_long_round_trip_deeper_still() -> None:
         pipeline = Pipeline(ADAPTIVE, clock)
         run_backlog(pipeline, clock, 3 * CHANGE_AFTER, executing=0.5, round_trip_s=round_trip_s)
         depths[round_trip_s] = pipeline.concurrency(1)
-    # 1 s of the SDK's sleep + 0.02 s handler (+ 0.6 s) to cover with 0.5 s jobs: 3 (4) waiting.
+    # 1.1 s of the SDK's sleep and tick + 0.02 s handler (+ 0.6 s) to cover with 0.5 s jobs: 3 (4) waiting.
     assert depths == {0.0: 4, 0.6: 5}
 
 
@@ -82,7 +90,7 @@ def test_it_stays_within_the_operators_bounds() -> None:
     assert capped.concurrency(1) == 5
     waiting_bound = Pipeline(Bounds(fixed_depth=None, max_depth=32, max_wait_s=0.5), clock)
     run_backlog(waiting_bound, clock, 2 * CHANGE_AFTER, executing=0.1, round_trip_s=0.1)
-    # 0.5 s of waiting work at most: 5 jobs of 0.1 s, though covering 1.1 s would take 12.
+    # 0.5 s of waiting work at most: 5 jobs of 0.1 s, though covering 1.22 s would take 13.
     assert waiting_bound.concurrency(1) == 1 + 5
 
 
@@ -138,7 +146,7 @@ def test_the_refill_round_trip_is_the_shortest_gap_after_a_full_worker_freed_a_s
     pipeline.started()
     measures = pipeline.measures()
     assert measures is not None and measures.round_trip_s == pytest.approx(0.3)
-    assert measures.horizon_s == pytest.approx(0.02 + 0.3 + SDK_REFILL_PERIOD_S)
+    assert measures.horizon_s == pytest.approx(0.02 + 0.3 + SDK_REFILL_PERIOD_S + SDK_PICKUP_TICK_S)
 
 
 def test_a_job_that_never_ran_in_comfyui_is_not_measured() -> None:
@@ -155,17 +163,20 @@ def test_the_sdks_loop_is_as_pipeline_py_expects() -> None:
     """Fails when runpod's JobScaler changes under handler/pipeline.py (read as text: no private part is used).
 
     pipeline.py assumes: the loop asks the public concurrency_modifier before every take, takes as
-    many jobs as slots are free, sleeps SDK_REFILL_PERIOD_S whenever every slot is full, and
-    resizes only once every job in flight has ended (so it changes depth rarely).
+    many jobs as slots are free, sleeps SDK_REFILL_PERIOD_S whenever every slot is full, starts
+    a taken job within SDK_PICKUP_TICK_S, and resizes only once every job in flight has ended (so
+    it changes depth rarely).
     """
     get_jobs = inspect.getsource(rp_scale.JobScaler.get_jobs)
     set_scale = inspect.getsource(rp_scale.JobScaler.set_scale)
     init = inspect.getsource(rp_scale.JobScaler.__init__)
+    run_jobs = inspect.getsource(rp_scale.JobScaler.run_jobs)
     assert 'config.get("concurrency_modifier")' in init
     assert "await self.set_scale()" in get_jobs
     assert "jobs_needed = self.current_concurrency - self.current_occupancy()" in get_jobs
     assert re.search(r"if jobs_needed <= 0:.*?\n\s*await asyncio\.sleep\(1\)", get_jobs, re.S)
     assert SDK_REFILL_PERIOD_S == 1.0
+    assert "tasks, return_when=asyncio.FIRST_COMPLETED, timeout=0.1" in run_jobs and SDK_PICKUP_TICK_S == 0.1
     assert "self.jobs_fetcher(session, jobs_needed)" in get_jobs
     assert "self.current_concurrency = self.concurrency_modifier(self.current_concurrency)" in set_scale
     assert "while self.current_occupancy() > 0:" in set_scale
