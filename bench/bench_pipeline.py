@@ -463,6 +463,7 @@ COLUMNS = [
     ("taken ahead p50/min", lambda f: f"{f['taken_ahead_p50_ms']:.0f}/{f['taken_ahead_min_ms']:.0f} ms"),
     ("result->take p50/max", lambda f: f"{f['result_to_next_take_p50_ms']:.0f}/{f['result_to_next_take_max_ms']:.0f}"),
     ("end->result p50", lambda f: f"{f['ended_to_result_p50_ms']:.0f} ms"),
+    ("first start/last result", lambda f: f"{f['first_start_ms']:.0f}/{f['last_result_ms']:.0f} ms"),
     ("1 job latency p50", lambda f: _latency(f)),
     ("load", lambda f: "{:.1f}-{:.1f}".format(*f["load"])),
 ]

@@ -6,7 +6,8 @@ free; when every slot is full it sleeps a whole second before it looks again, an
 only once the job's result is posted. So after a job ends in ComfyUI, the job that refills its
 slot is queued there at worst
 
-    horizon = the handler's own time per job (collect + deliver, then validate + stage + queue)
+    horizon = the handler's own time per job (all of it but ComfyUI's queue and execution:
+              validate, stage, queue, then close the progress reports, collect, deliver)
               + the refill round trip (result post, job take)
               + SDK_REFILL_PERIOD_S (the take loop's sleep) + SDK_PICKUP_TICK_S (the run loop's tick)
 
@@ -50,8 +51,7 @@ WINDOW = 16  # the jobs whose figures count: enough for a steady median, few eno
 CHANGE_AFTER = 4  # jobs measured since the last change before a busy worker changes depth again
 INITIAL_DEPTH = 2  # before anything is measured: one job running, the next one queued behind it
 UNMEASURED_ROUND_TRIP_S = 0.1  # the refill round trip before one has been seen
-LEAD_PHASES = ("validating", "staging_inputs")  # the handler's time before the prompt is queued
-TAIL_PHASES = ("collecting", "delivering")  # its time after the prompt ended, before the slot frees
+COMFYUI_PHASES = ("queue_wait", "executing")  # a job's time in ComfyUI; the rest of it is the handler's
 
 
 @dataclass(frozen=True)
@@ -125,15 +125,15 @@ class Pipeline:
                 self._freed_at = None
             self._in_flight += 1
 
-    def ended(self, phases: Mapping[str, float]) -> None:
-        """A job's handler is returning; `phases` are its seconds per phase (job.Outcome.phases)."""
+    def ended(self, phases: Mapping[str, float], elapsed_s: float) -> None:
+        """A job's handler is returning after `elapsed_s`; `phases` are its seconds per phase (job.Outcome)."""
         with self._lock:
             if self._in_flight >= self.depth:
                 self._freed_at = self.clock()
             self._in_flight -= 1
             if phases.get("executing"):  # it ran in ComfyUI: a job that failed before tells nothing
                 self._execution.append(phases["executing"])
-                self._handler.append(sum(phases.get(name, 0.0) for name in (*LEAD_PHASES, *TAIL_PHASES)))
+                self._handler.append(max(0.0, elapsed_s - sum(phases.get(name, 0.0) for name in COMFYUI_PHASES)))
                 self._measured_since_change += 1
 
     def measures(self) -> Measures | None:

@@ -79,7 +79,7 @@ class Worker:
             outcome = job.run(self.rt, ctx)
         finally:
             metrics.IN_PROGRESS.dec()
-            self.pipeline.ended(outcome.phases if outcome else {})
+            self.pipeline.ended(outcome.phases if outcome else {}, ctx.elapsed_s())
         succeeded = outcome.reason is Reason.NONE
         metrics.record(outcome.reason, ctx.elapsed_s(), outcome.phases)
         if succeeded:

@@ -42,8 +42,10 @@ class SteppedClock:
         return self.now
 
 
-def phases(executing: float, handler_s: float = 0.02) -> dict[str, float]:
-    return {"validating": handler_s / 2, "delivering": handler_s / 2, "queue_wait": 0.1, "executing": executing}
+def end(pipeline: Pipeline, executing: float, handler_s: float = 0.02, queue_wait_s: float = 0.1) -> None:
+    """A job ends: `queue_wait_s` in ComfyUI's queue, `executing` running, `handler_s` in the handler."""
+    phases = {"validating": 0.001, "queue_wait": queue_wait_s, "executing": executing}
+    pipeline.ended(phases, handler_s + queue_wait_s + executing)
 
 
 def run_backlog(pipeline: Pipeline, clock: SteppedClock, jobs: int, executing: float, round_trip_s: float) -> None:
@@ -52,7 +54,7 @@ def run_backlog(pipeline: Pipeline, clock: SteppedClock, jobs: int, executing: f
         pipeline.started()
     for _ in range(jobs):
         clock.now += executing
-        pipeline.ended(phases(executing))
+        end(pipeline, executing)
         clock.now += round_trip_s
         pipeline.concurrency(1)
         pipeline.started()
@@ -125,7 +127,7 @@ def test_a_busy_worker_changes_depth_only_after_enough_new_jobs_an_idle_one_at_o
     idle = Pipeline(ADAPTIVE, clock)
     idle.started()
     clock.now += 0.2
-    idle.ended(phases(0.2))
+    end(idle, 0.2)
     assert idle.concurrency(1) > 2
 
 
@@ -136,12 +138,12 @@ def test_the_refill_round_trip_is_the_shortest_gap_after_a_full_worker_freed_a_s
     pipeline.started()
     for gap in (0.9, 0.3, 0.7):  # the SDK's sleep adds 0-1 s to each
         clock.now += 1
-        pipeline.ended(phases(1.0))
+        end(pipeline, 1.0)
         clock.now += gap
         pipeline.started()
     clock.now += 1
-    pipeline.ended(phases(1.0))
-    pipeline.ended(phases(1.0))  # not full any more (1 of 2): no gap is measured from this end
+    end(pipeline, 1.0)
+    end(pipeline, 1.0)  # not full any more (1 of 2): no gap is measured from this end
     clock.now += 5  # no backlog: the next job came late
     pipeline.started()
     measures = pipeline.measures()
@@ -152,7 +154,7 @@ def test_the_refill_round_trip_is_the_shortest_gap_after_a_full_worker_freed_a_s
 def test_a_job_that_never_ran_in_comfyui_is_not_measured() -> None:
     pipeline = Pipeline(ADAPTIVE)
     pipeline.started()
-    pipeline.ended({"validating": 0.001})
+    pipeline.ended({"validating": 0.001}, 0.002)
     assert pipeline.measures() is None and pipeline.concurrency(1) == 2
 
 
