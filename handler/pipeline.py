@@ -10,6 +10,7 @@ slot is queued there at worst
               validate, stage, queue, then close the progress reports, collect, deliver)
               + the refill round trip (result post, job take)
               + SDK_REFILL_PERIOD_S (the take loop's sleep) + SDK_PICKUP_TICK_S (the run loop's tick)
+              + HORIZON_MARGIN of all that (the loops' own timing on a loaded machine)
 
 later. The GPU stays busy if the jobs already waiting in ComfyUI's queue cover that, so the
 worker keeps `waiting = ceil(horizon / execution time)` jobs waiting behind the running one:
@@ -51,6 +52,9 @@ WINDOW = 16  # the jobs whose figures count: enough for a steady median, few eno
 CHANGE_AFTER = 4  # jobs measured since the last change before a busy worker changes depth again
 INITIAL_DEPTH = 2  # before anything is measured: one job running, the next one queued behind it
 UNMEASURED_ROUND_TRIP_S = 0.1  # the refill round trip before one has been seen
+# A horizon within a few percent of a whole number of jobs left gaps on a loaded 2-core machine
+# (0.5 s jobs at a 200 ms round trip: 0.94 of ideal at 3 waiting, bench_pipeline.py --sweep).
+HORIZON_MARGIN = 0.1
 COMFYUI_PHASES = ("queue_wait", "executing")  # a job's time in ComfyUI; the rest of it is the handler's
 
 
@@ -74,7 +78,8 @@ class Measures:
     @property
     def horizon_s(self) -> float:
         """The longest a slot can stay unfilled after its job ended in ComfyUI."""
-        return self.handler_s + self.round_trip_s + SDK_REFILL_PERIOD_S + SDK_PICKUP_TICK_S
+        worst_s = self.handler_s + self.round_trip_s + SDK_REFILL_PERIOD_S + SDK_PICKUP_TICK_S
+        return worst_s * (1 + HORIZON_MARGIN)
 
 
 def deepest(measures: Measures, bounds: Bounds) -> int:
