@@ -19,9 +19,10 @@ median execution time (ComfyUI's execution_start to its end), the median handler
 refill round trip as the shortest gap between a full worker's job ending and the next job
 starting (the loop's sleep and tick add 0-1.1 s to each gap; the shortest is the round trip alone).
 
-The bound: the jobs held waiting add up to at most JOB_PIPELINE_MAX_WAIT_S of measured
-execution time, or one job if a single job is longer (a waiting job is one another, idle worker
-could have run; one waiting job is what keeps ComfyUI from idling between jobs at all), and the
+The bound: the horizon counted is at most JOB_PIPELINE_MAX_WAIT_S, and the jobs held waiting
+add up to less than JOB_PIPELINE_MAX_WAIT_S + one job of measured execution time (covering a
+horizon with whole jobs overshoots by less than one; a waiting job is one another, idle worker
+could have run; one waiting job is what keeps ComfyUI from idling between jobs at all). The
 depth stays within 2 and JOB_PIPELINE_MAX_DEPTH. Within that, the depth kept may cover the
 horizon with one job to spare: less than horizon + 2 jobs wait.
 
@@ -82,16 +83,20 @@ class Measures:
         return worst_s * (1 + HORIZON_MARGIN)
 
 
+def covering(seconds: float, measures: Measures, max_depth: int) -> int:
+    """1 running + as many waiting jobs as it takes to last `seconds` (one at least), at most max_depth."""
+    waiting = max(1, math.ceil(seconds / max(measures.execution_s, 1e-3)))
+    return min(1 + waiting, max_depth)
+
+
 def deepest(measures: Measures, bounds: Bounds) -> int:
-    """The most jobs the bounds allow: JOB_PIPELINE_MAX_WAIT_S of waiting work (one job at least), MAX_DEPTH."""
-    waiting = max(1, math.floor(bounds.max_wait_s / max(measures.execution_s, 1e-3)))
-    return min(1 + waiting, bounds.max_depth)
+    """The most jobs the bounds allow: less than JOB_PIPELINE_MAX_WAIT_S + one job of waiting work."""
+    return covering(bounds.max_wait_s, measures, bounds.max_depth)
 
 
 def adaptive_depth(measures: Measures, bounds: Bounds) -> int:
-    """1 running + enough waiting jobs to cover the horizon, within the bounds."""
-    waiting = max(1, math.ceil(measures.horizon_s / max(measures.execution_s, 1e-3)))
-    return min(1 + waiting, deepest(measures, bounds))
+    """1 running + enough waiting jobs to cover the horizon (at most JOB_PIPELINE_MAX_WAIT_S of it)."""
+    return covering(min(measures.horizon_s, bounds.max_wait_s), measures, bounds.max_depth)
 
 
 def keeps(depth: int, measures: Measures, bounds: Bounds) -> bool:
