@@ -106,8 +106,9 @@ def test_a_depth_one_job_over_the_target_stays_one_over_the_waiting_bound_goes()
     assert pipeline.concurrency(1) == 4
     run_backlog(pipeline, clock, WINDOW, executing=0.65, round_trip_s=0.0)  # 2 waiting would do; 3 x 0.65 <= 2 s
     assert pipeline.concurrency(1) == 4
-    run_backlog(pipeline, clock, WINDOW, executing=1.5, round_trip_s=0.0)  # 2 x 1.5 s waiting: 2 s + one job
-    assert pipeline.concurrency(1) == 2
+    run_backlog(pipeline, clock, WINDOW, executing=1.5, round_trip_s=0.0)
+    # 3 x 1.5 s waiting is over 2 s + one job: it goes; 2 x 1.5 s is under, and one spare over the target (1).
+    assert pipeline.concurrency(1) == 3
 
 
 def test_a_fixed_depth_is_kept_whatever_is_measured() -> None:
