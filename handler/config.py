@@ -124,15 +124,15 @@ def load() -> Config:
 
 def fixed_pipeline_depth() -> int | None:
     """JOB_PIPELINE_DEPTH: a whole number fixes the depth; `auto` (the default) lets it follow the measures."""
-    if env_str("JOB_PIPELINE_DEPTH", PIPELINE_AUTO).lower() == PIPELINE_AUTO:
+    value = env_str("JOB_PIPELINE_DEPTH", "auto").strip().lower()
+    if value == PIPELINE_AUTO:
         return None
-    try:
-        return env_int("JOB_PIPELINE_DEPTH", 1, minimum=1, maximum=PIPELINE_DEPTH_LIMIT)
-    except ConfigError:
-        raise ConfigError(
-            f"JOB_PIPELINE_DEPTH={env_str('JOB_PIPELINE_DEPTH')!r} is neither {PIPELINE_AUTO} nor a whole number "
-            f"from 1 to {PIPELINE_DEPTH_LIMIT}; use {PIPELINE_AUTO} (the default) or a fixed depth such as 2"
-        ) from None
+    if value.isdigit() and 1 <= int(value) <= PIPELINE_DEPTH_LIMIT:
+        return int(value)
+    raise ConfigError(
+        f"JOB_PIPELINE_DEPTH={value!r} is neither {PIPELINE_AUTO} nor a whole number "
+        f"from 1 to {PIPELINE_DEPTH_LIMIT}; use {PIPELINE_AUTO} (the default) or a fixed depth such as 2"
+    )
 
 
 def ignored_settings() -> list[str]:
