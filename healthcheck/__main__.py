@@ -15,6 +15,7 @@ import threading
 
 
 def _serve(_args: argparse.Namespace) -> int:
+    from worker_common.contract import PROGRAM_SIDECAR
     from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
     from .config import SidecarConfig, environ_without_multiproc
@@ -25,7 +26,7 @@ def _serve(_args: argparse.Namespace) -> int:
         config = SidecarConfig.from_env()
     except ConfigError as error:
         log.error("configuration error: %s", error)
-        return record_config_error("sidecar", error)
+        return record_config_error(PROGRAM_SIDECAR, error)
     environ_without_multiproc()
 
     from . import run_record
@@ -47,10 +48,9 @@ def _serve(_args: argparse.Namespace) -> int:
             stats=connections,
         )
     except OSError as error:
-        setting = "PORT_HEALTH" if os.environ.get("PORT_HEALTH") else "SIDECAR_PORT"
-        problem = cannot_listen(config.host, config.port, setting, error)
+        problem = cannot_listen(config.host, config.port, config.port_setting, error)
         log.error("configuration error: %s", problem)
-        return record_config_error("sidecar", problem)
+        return record_config_error(PROGRAM_SIDECAR, problem)
     run_record.write(config.run_dir, run_record.SidecarRecord(config.local_url, os.getpid(), config.comfy_port))
     monitor.start()
     pusher = None

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from worker_common import settings
 from worker_common.comfy_client import ComfyClient, ComfyError
-from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.contract import CRITICAL_PROGRAMS, EXIT_REASON_FILE, PROGRAM_COMFYUI
 from worker_common.settings import ConfigError
 
 from . import run_record
@@ -244,7 +244,7 @@ def _read_run_dir(report: Report) -> None:
 
     try:
         run_dir = settings.run_dir()
-        reason = run_dir / "exit-reason"
+        reason = run_dir / EXIT_REASON_FILE
         report.exit_reason = reason.read_text().strip() if reason.is_file() else ""
     except (OSError, ConfigError):
         return
@@ -328,7 +328,7 @@ def render(report: Report) -> str:
         lines.append(f"supervisord does not answer: {report.supervisor_error}")
     else:
         rows = []
-        order = {name: index for index, name in enumerate(("comfyui", "sidecar", "handler"))}
+        order = {name: index for index, name in enumerate(CRITICAL_PROGRAMS)}
         for info in sorted(report.programs, key=lambda i: (order.get(i.get("name", ""), 9), i.get("name", ""))):
             name = info.get("name", "?")
             running = info.get("statename") in ("RUNNING", "STARTING") and info.get("start")

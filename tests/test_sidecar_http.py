@@ -50,6 +50,7 @@ def snapshot(state: State = State.STARTING, **fields) -> Snapshot:
         window_s=300.0,
         window_left_s=290.0,
         tick_at=500.0,
+        stack=stack_identity(settings.run_dir()),
     )
     return replace(base, **fields)
 

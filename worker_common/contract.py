@@ -1,9 +1,11 @@
 """What the worker's processes must agree on, each defined once.
 
-The entrypoint, supervisord.conf and the launch scripts are shell and repeat a few of these
-values; docs/design.md is the table a person reads. Everything written in Python imports them
-from here: exit codes, program names, ComfyUI's address, and the `/readyz` body the sidecar
-serves and the handler's gate reads.
+Everything written in Python imports them from here: exit codes, program names, the run
+folder's file names, the default ports and ready timeout, the metric prefix, ComfyUI's address,
+and the `/readyz` and `/status` bodies the sidecar serves (the handler's gate and
+`comfy-worker status` read them). The entrypoint, bin/ and supervisord.conf cannot import
+Python and repeat a few of these values; tests/test_contract.py fails when one of them differs
+from what is here. docs/design.md is the table a person reads.
 """
 
 from __future__ import annotations
@@ -25,6 +27,30 @@ PROGRAM_COMFYUI = "comfyui"
 PROGRAM_SIDECAR = "sidecar"
 PROGRAM_HANDLER = "handler"
 CRITICAL_PROGRAMS = (PROGRAM_COMFYUI, PROGRAM_SIDECAR, PROGRAM_HANDLER)
+# supervisord's event listeners (supervisord.conf): they serve the others and have no log of their own.
+LISTENER_LOG_FORWARDER = "log-forwarder"
+LISTENER_WATCHDOG = "watchdog"
+LISTENERS = (LISTENER_LOG_FORWARDER, LISTENER_WATCHDOG)
+
+# Files in the run folder ($WORKER_RUN_DIR) one process leaves for another.
+EXIT_CODE_FILE = "exit-code"  # the watchdog's verdict, the entrypoint's exit code
+EXIT_REASON_FILE = "exit-reason"  # its one line of cause
+CONFIG_ERROR_SUFFIX = "-config-error"  # <program>-config-error: a program's configuration error
+SUPERVISOR_SOCKET_FILE = "supervisor.sock"
+
+# Defaults every program and script shares (each overridden by the variable named beside it).
+DEFAULT_COMFY_PORT = 8188  # COMFY_PORT
+DEFAULT_SIDECAR_PORT = 8081  # SIDECAR_PORT
+DEFAULT_LOCAL_API_PORT = 8000  # LOCAL_API_PORT
+DEFAULT_READY_TIMEOUT_S = 300.0  # COMFY_READY_TIMEOUT_S
+
+# Every metric the worker exports starts with this (docs/design.md lists them).
+METRIC_PREFIX = "comfy_worker_"
+
+
+def config_error_file_name(program: str) -> str:
+    """The run folder's file where `program` leaves its configuration error for the watchdog."""
+    return f"{program}{CONFIG_ERROR_SUFFIX}"
 
 
 class ExitCode(enum.IntEnum):
