@@ -15,7 +15,7 @@ import functools
 import hashlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +131,56 @@ class Readiness:
 
     def describe(self) -> str:
         return self.reason or f"ComfyUI is {self.state}"
+
+
+@dataclass(frozen=True)
+class GpuStatus:
+    """One GPU in the `/status` body (NVML's figures, else ComfyUI's own, as `source` says)."""
+
+    gpu: str
+    name: str
+    source: str
+    used_bytes: float | None = None
+    total_bytes: float | None = None
+    utilization_ratio: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+
+
+@dataclass(frozen=True)
+class SidecarStatus:
+    """The `/status` body: the sidecar's latest snapshot, which `comfy-worker status` shows.
+
+    The same figures /metrics exports, as one JSON object: no log text (the sidecar may listen
+    on a public address). `restarts` has a program only once supervisord has answered.
+    """
+
+    readiness: Readiness
+    loop_age_s: float
+    startup_duration_s: float | None = None
+    comfyui_version: str | None = None
+    queue_running: int | None = None
+    queue_pending: int | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
+    gpus: tuple[GpuStatus, ...] = ()
+
+    def to_body(self) -> dict[str, Any]:
+        body = {name: value for name, value in vars(self).items() if name not in ("readiness", "gpus")}
+        return {**body, "readiness": self.readiness.to_body(), "gpus": [vars(gpu) for gpu in self.gpus]}
+
+    @classmethod
+    def from_body(cls, body: Any) -> SidecarStatus:
+        """Parse a `/status` body; raises ValueError when it is not one."""
+        try:
+            return cls(
+                readiness=Readiness.from_body(body["readiness"]),
+                loop_age_s=float(body["loop_age_s"]),
+                startup_duration_s=body.get("startup_duration_s"),
+                comfyui_version=body.get("comfyui_version"),
+                queue_running=body.get("queue_running"),
+                queue_pending=body.get("queue_pending"),
+                restarts={str(name): int(count) for name, count in body.get("restarts", {}).items()},
+                gpus=tuple(GpuStatus(**gpu) for gpu in body.get("gpus", [])),
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"unexpected /status body {body!r:.100}: {error}") from None
