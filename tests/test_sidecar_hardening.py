@@ -10,24 +10,15 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
-from collections.abc import Iterator
 
 import psutil
-import pytest
 import requests
 
-from tests.test_sidecar_support import Sidecar, World, sample_value, wait_until
+from tests.sidecar_world import Sidecar, World, sample_value, wait_until
 
 HALF_SENT = 300
 LONG_POLLS = 50
 CLIENT_TIMEOUT_S = "3"
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    w = World()
-    yield w
-    w.close()
 
 
 def connect(sidecar: Sidecar, payload: bytes) -> socket.socket:

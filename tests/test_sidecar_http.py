@@ -26,7 +26,7 @@ from healthcheck.probe import ProgramStatus
 from healthcheck.server import SidecarServer
 from healthcheck.snapshot import Snapshot, SnapshotStore
 from healthcheck.state import State
-from tests.test_sidecar_support import promtool_check, sample_value
+from tests.sidecar_world import promtool_check, sample_value
 from worker_common import settings
 from worker_common.contract import GpuStatus, SidecarStatus, stack_identity
 

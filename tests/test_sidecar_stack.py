@@ -17,8 +17,8 @@ from pathlib import Path
 
 import requests
 
+from tests.sidecar_world import sample_value
 from tests.stack import VENV, Stack
-from tests.test_sidecar_support import sample_value
 from worker_common.custom_nodes import FILE_NAME
 
 FAILED_PACK_KNOB = "STANDIN_FAILED_CUSTOM_NODES"

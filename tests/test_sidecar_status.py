@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from healthcheck.status import Report, render
-from tests.test_sidecar_support import REPO, World, base_env, wait_until
+from tests.sidecar_world import REPO, World, base_env, wait_until
 from worker_common.contract import Readiness, SidecarStatus
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    w = World()
-    yield w
-    w.close()
 
 
 def run_cli(world: World, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ import requests
 
 from healthcheck.gpu import from_system_stats
 from tests.releases import NEWEST, RELEASES
-from tests.test_sidecar_support import (
+from tests.sidecar_world import (
     REPO,
     Sidecar,
     World,
@@ -34,13 +33,6 @@ from tests.test_sidecar_support import (
     sample_value,
     wait_until,
 )
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    w = World()
-    yield w
-    w.close()
 
 
 def log_lines(sidecar: Sidecar, text: str) -> list[str]:
