@@ -18,7 +18,7 @@ from pathlib import Path
 
 from worker_common import custom_nodes, layout
 from worker_common.comfy_client import ComfyClient
-from worker_common.contract import PROGRAM_COMFYUI, config_error_file_name, stack_identity
+from worker_common.contract import PROGRAM_COMFYUI, ExitCode, config_error_file_name, stack_identity
 from worker_common.custom_nodes import FailedPack
 
 from .config import SidecarConfig
@@ -305,7 +305,7 @@ class Monitor:
             # The newest life that ended: supervisord may have spawned the next one since it answered.
             ended = next((life for life in reversed(lives.get(comfy.name, [])) if life.ending), None)
             ending = ended.ending if ended else None
-            detail = self._config_error() if ending and ending.code == 78 else None
+            detail = self._config_error() if ending and ending.code == ExitCode.CONFIG else None
             return down_reason(
                 comfy.name,
                 comfy.statename,
