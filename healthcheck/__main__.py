@@ -15,7 +15,7 @@ import threading
 
 
 def _serve(_args: argparse.Namespace) -> int:
-    from worker_common.contract import PROGRAM_SIDECAR
+    from worker_common.contract import CODE_COPY_RECORD, PROGRAM_SIDECAR
     from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
     from .config import SidecarConfig, environ_without_multiproc
@@ -36,7 +36,9 @@ def _serve(_args: argparse.Namespace) -> int:
 
     monitor = Monitor(config)
     connections = ConnectionStats()
-    registry = build_registry(lambda: monitor.store.current, config.multiproc_dir, connections)
+    registry = build_registry(
+        lambda: monitor.store.current, config.multiproc_dir, connections, config.run_dir / CODE_COPY_RECORD
+    )
     try:
         server = SidecarServer(
             (config.host, config.port),

@@ -13,6 +13,7 @@ in the Pod; the sidecar never serves them.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import time
@@ -23,7 +24,13 @@ from urllib.parse import urlsplit
 
 from worker_common import settings
 from worker_common.comfy_client import ComfyClient, ComfyError
-from worker_common.contract import CRITICAL_PROGRAMS, EXIT_REASON_FILE, PROGRAM_COMFYUI, SidecarStatus
+from worker_common.contract import (
+    CODE_COPY_RECORD,
+    CRITICAL_PROGRAMS,
+    EXIT_REASON_FILE,
+    PROGRAM_COMFYUI,
+    SidecarStatus,
+)
 from worker_common.settings import ConfigError
 
 from . import run_record
@@ -98,6 +105,7 @@ class Report:
     queue: tuple[int, int] | None = None
     version: str | None = None
     custom_nodes: list[Any] | None = None  # FailedPack; None: ComfyUI's report not recorded
+    code_copy: dict[str, Any] | None = None  # the launcher's CODE_COPY_RECORD; None: none readable
     exit_reason: str = ""
 
 
@@ -214,7 +222,7 @@ def _read_figures(report: Report) -> None:
 
 
 def _read_run_dir(report: Report) -> None:
-    """What the programs left in the run dir: the watchdog's exit reason, ComfyUI's failed packs."""
+    """What the programs left in the run dir: the watchdog's exit reason, ComfyUI's failed packs, the code copy."""
     from worker_common import custom_nodes
 
     try:
@@ -225,6 +233,9 @@ def _read_run_dir(report: Report) -> None:
         return
     if (run_dir / custom_nodes.FILE_NAME).is_file():
         report.custom_nodes = custom_nodes.read_failures(run_dir)
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads((run_dir / CODE_COPY_RECORD).read_text())
+        report.code_copy = record if isinstance(record, dict) else None
 
 
 def gather(url: str | None = None, timeout_s: float = 3.0) -> Report:
@@ -293,6 +304,7 @@ def render(report: Report) -> str:
             lines.append(f"start-up    ready {startup:.1f}s after the container started")
         elif ready.state == "starting":
             lines.append(f"start-up    {ready.startup_window_left_s:.0f}s left of the start-up window")
+        lines += _code_lines(report)
     if report.version:
         lines.append(f"version     ComfyUI {report.version}")
 
@@ -358,6 +370,20 @@ def render(report: Report) -> str:
     for name, line in report.errors.items():
         lines.append(f"  {name.ljust(width)}  {line}")
     return "\n".join(lines)
+
+
+def _code_lines(report: Report) -> list[str]:
+    """Where ComfyUI's code came from at its last start: the launcher's record (launcher/codecopy.py)."""
+    record = report.code_copy
+    if record is None or "from_copy" not in record:
+        return []
+    from_copy = bool(record["from_copy"])
+    where = "a copy on the container's disk" if from_copy else "the network volume"
+    ready = record.get("code_ready_after_start_s")
+    when = f", ready {ready:.1f}s after the container started" if ready is not None else ""
+    files, copied = record.get("files_copied") or 0, record.get("bytes_copied") or 0
+    what = f"; {int(files)} files ({_bytes(copied)}) copied from the volume" if from_copy else ""
+    return [f"code        ComfyUI's code from {where}{when}{what}"]
 
 
 def _custom_node_lines(report: Report) -> list[str]:

@@ -1,4 +1,4 @@
-"""Start ComfyUI: check the install, choose its flags for the installed release, drop to its user, exec.
+"""Start ComfyUI: its code copied to the container's disk, the install checked, its flags chosen, its user, exec.
 
 Run by services/comfyui on every start of the comfyui program (supervisord restarts it after a
 crash). A configuration error is printed as "comfyui launch check failed: ..." and left for the
@@ -8,6 +8,7 @@ launcher execs ComfyUI in its own process, so supervisord signals ComfyUI itself
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from launcher import codecopy
 from launcher import config as launcher_config
 from launcher.arguments import comfyui_args, release_checked
 from launcher.install import LaunchError, check_install
@@ -22,7 +24,7 @@ from launcher.installed_flags import installed_flags
 from launcher.memory import container_limit, memory_plan
 from launcher.user import ComfyUser, become, comfyui_user
 from worker_common import settings
-from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.contract import CODE_COPY_RECORD, PROGRAM_COMFYUI
 from worker_common.layout import Layout, load
 from worker_common.settings import ConfigError
 
@@ -83,7 +85,11 @@ def launch() -> int:
         config = launcher_config.load()
         user = comfyui_user(config.comfyui_user)
         env = comfyui_environment(user, layout)
-        install = check_install(layout, user, env, config)
+        code = codecopy.sync(layout, launcher_config.code_copy(layout))
+        print(code.describe(), flush=True)
+        code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
+        copied = dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv)
+        install = check_install(copied, user, env, config)
         check_folders(layout)
         flags = installed_flags(install.comfyui_dir, install.version)
         table = flags.table

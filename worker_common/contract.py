@@ -53,6 +53,11 @@ def config_error_file_name(program: str) -> str:
     return f"{program}{CONFIG_ERROR_SUFFIX}"
 
 
+# In the run directory: what the launcher's code copy did at ComfyUI's last start (launcher/codecopy.py
+# writes it, the sidecar's /metrics and `comfy-worker status` read it).
+CODE_COPY_RECORD = "code-copy.json"
+
+
 class ExitCode(enum.IntEnum):
     """The container's exit codes (README, docs/design.md)."""
 
