@@ -94,9 +94,9 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool, stack_handler: bool = True) -
     if stack_handler:
         clear_leftovers(rt)
     log.info(
-        "ComfyUI is ready %.2f s after the container's start; accepting jobs (%d at a time; files in %s)",
+        "ComfyUI is ready %.2f s after the container's start; accepting jobs (%s at a time; files in %s)",
         time.time() - config.started_at,
-        config.pipeline_depth,
+        config.pipeline_depth or f"up to {config.pipeline_max_depth}, as measured,",
         config.layout.data_dir,
     )
 

@@ -17,9 +17,13 @@ from worker_common.layout import Layout
 from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_str, first_env
 
 MB = 1_000_000
-# Jobs a worker takes at once: one running in ComfyUI, the next already queued behind it
-# (docs/handler.md, "Throughput under a backlog", has the figures behind the default).
-DEFAULT_PIPELINE_DEPTH = 2
+# How many jobs a worker takes at once (docs/handler.md, "Jobs in flight together", has the figures
+# behind the defaults): by default it follows what the worker measures (handler/pipeline.py), at
+# most JOB_PIPELINE_MAX_DEPTH jobs and JOB_PIPELINE_MAX_WAIT_S of measured work waiting.
+PIPELINE_AUTO = "auto"
+DEFAULT_PIPELINE_MAX_DEPTH = 8
+DEFAULT_PIPELINE_MAX_WAIT_S = 2.0
+PIPELINE_DEPTH_LIMIT = 32
 S3_UPLOAD_MODES = ("always", "oversize")
 S3_ADDRESSING_STYLES = ("auto", "path", "virtual")
 # worker-comfyui settings that have no meaning here: named once at start, then ignored.
@@ -56,7 +60,9 @@ class Config:
     job_ready_wait_s: float
     job_timeout_s: float
     interrupt_grace_s: float
-    pipeline_depth: int
+    pipeline_depth: int | None  # JOB_PIPELINE_DEPTH when fixed; None: it follows what the worker measures
+    pipeline_max_depth: int
+    pipeline_max_wait_s: float
     ws_reconnect_attempts: int
     ws_reconnect_delay_s: float
     ws_receive_timeout_s: float
@@ -94,7 +100,13 @@ def load() -> Config:
         job_ready_wait_s=env_float("JOB_READY_WAIT_S", 30.0, minimum=0.0),
         job_timeout_s=env_float("JOB_TIMEOUT_S", 600.0, minimum=0.1),
         interrupt_grace_s=env_float("COMFY_INTERRUPT_GRACE_S", 5.0, minimum=0.0, maximum=300.0),
-        pipeline_depth=env_int("JOB_PIPELINE_DEPTH", DEFAULT_PIPELINE_DEPTH, minimum=1, maximum=8),
+        pipeline_depth=fixed_pipeline_depth(),
+        pipeline_max_depth=env_int(
+            "JOB_PIPELINE_MAX_DEPTH", DEFAULT_PIPELINE_MAX_DEPTH, minimum=1, maximum=PIPELINE_DEPTH_LIMIT
+        ),
+        pipeline_max_wait_s=env_float(
+            "JOB_PIPELINE_MAX_WAIT_S", DEFAULT_PIPELINE_MAX_WAIT_S, minimum=0.0, maximum=600.0
+        ),
         ws_reconnect_attempts=env_int("WEBSOCKET_RECONNECT_ATTEMPTS", 5, minimum=0, maximum=100),
         ws_reconnect_delay_s=env_float("WEBSOCKET_RECONNECT_DELAY_S", 3.0, minimum=0.0, maximum=300.0),
         ws_receive_timeout_s=env_float("WEBSOCKET_RECEIVE_TIMEOUT_S", 15.0, minimum=0.1),
@@ -113,6 +125,19 @@ def load() -> Config:
         budgets=load_budgets(),
         download_policy=load_download_policy(),
     )
+
+
+def fixed_pipeline_depth() -> int | None:
+    """JOB_PIPELINE_DEPTH: a whole number fixes the depth; `auto` (the default) lets it follow the measures."""
+    if env_str("JOB_PIPELINE_DEPTH", PIPELINE_AUTO).lower() == PIPELINE_AUTO:
+        return None
+    try:
+        return env_int("JOB_PIPELINE_DEPTH", 1, minimum=1, maximum=PIPELINE_DEPTH_LIMIT)
+    except ConfigError:
+        raise ConfigError(
+            f"JOB_PIPELINE_DEPTH={env_str('JOB_PIPELINE_DEPTH')!r} is neither {PIPELINE_AUTO} nor a whole number "
+            f"from 1 to {PIPELINE_DEPTH_LIMIT}; use {PIPELINE_AUTO} (the default) or a fixed depth such as 2"
+        ) from None
 
 
 def ignored_settings() -> list[str]:
