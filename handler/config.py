@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from worker_common import layout, settings
+from worker_common import contract, layout, settings
 from worker_common.layout import Layout
 from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_str, first_env
 
@@ -51,6 +52,8 @@ class S3Config:
 class Config:
     comfy_port: int
     layout: Layout
+    run_dir: Path  # WORKER_RUN_DIR: the sidecar's records and this stack's identity
+    on_runpod: bool  # RUNPOD_WEBHOOK_GET_JOB set: RunPod hands out the jobs
     sidecar_port: int
     started_at: float
     ready_timeout_s: float
@@ -89,6 +92,8 @@ def load() -> Config:
     return Config(
         comfy_port=settings.comfy_port(),
         layout=layout.load(),
+        run_dir=settings.run_dir(),
+        on_runpod=bool(env_str("RUNPOD_WEBHOOK_GET_JOB")),
         sidecar_port=settings.sidecar_port(),
         started_at=settings.started_at() or time.time(),
         ready_timeout_s=settings.ready_timeout_s(),
@@ -115,7 +120,7 @@ def load() -> Config:
         refresh_worker=env_bool("REFRESH_WORKER"),
         progress_url_set=bool(env_str("RUNPOD_WEBHOOK_POST_OUTPUT")),
         local_api_host="0.0.0.0" if env_bool("SERVE_API_LOCALLY") else env_str("LOCAL_API_HOST", "127.0.0.1"),
-        local_api_port=env_int("LOCAL_API_PORT", 8000, minimum=1, maximum=65535),
+        local_api_port=env_int("LOCAL_API_PORT", contract.DEFAULT_LOCAL_API_PORT, minimum=1, maximum=65535),
         s3=load_s3(),
         budgets=load_budgets(),
         download_policy=load_download_policy(),
