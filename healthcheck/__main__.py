@@ -25,8 +25,8 @@ def supervisord_up_s(started_at: float) -> float | None:
 
 
 def _serve(_args: argparse.Namespace) -> int:
-    from worker_common.contract import CODE_COPY_RECORD
-    from worker_common.settings import ConfigError, cannot_listen, record_config_error, run_dir
+    from worker_common.contract import CODE_COPY_RECORD, PROGRAM_SIDECAR
+    from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
     from .config import SidecarConfig, environ_without_multiproc
 
@@ -36,7 +36,7 @@ def _serve(_args: argparse.Namespace) -> int:
         config = SidecarConfig.from_env()
     except ConfigError as error:
         log.error("configuration error: %s", error)
-        return record_config_error("sidecar", error)
+        return record_config_error(PROGRAM_SIDECAR, error)
     environ_without_multiproc()
 
     from . import run_record
@@ -50,7 +50,7 @@ def _serve(_args: argparse.Namespace) -> int:
         lambda: monitor.store.current,
         config.multiproc_dir,
         connections,
-        run_dir() / CODE_COPY_RECORD,
+        config.run_dir / CODE_COPY_RECORD,
         supervisord_up_s(config.started_at),
     )
     try:
@@ -64,10 +64,9 @@ def _serve(_args: argparse.Namespace) -> int:
             stats=connections,
         )
     except OSError as error:
-        setting = "PORT_HEALTH" if os.environ.get("PORT_HEALTH") else "SIDECAR_PORT"
-        problem = cannot_listen(config.host, config.port, setting, error)
+        problem = cannot_listen(config.host, config.port, config.port_setting, error)
         log.error("configuration error: %s", problem)
-        return record_config_error("sidecar", problem)
+        return record_config_error(PROGRAM_SIDECAR, problem)
     run_record.write(config.run_dir, run_record.SidecarRecord(config.local_url, os.getpid(), config.comfy_port))
     monitor.start()
     pusher = None

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from worker_common.contract import FIRST_JOB_RECORD, MODEL_PREFETCH_RECORD
+from worker_common.contract import FIRST_JOB_RECORD, METRIC_PREFIX, MODEL_PREFETCH_RECORD
 
 from .probe import SUPERVISOR_STATES
 from .server import ConnectionStats
@@ -25,7 +25,7 @@ from .snapshot import Snapshot
 from .state import State
 
 log = logging.getLogger(__name__)
-P = "comfy_worker_"
+P = METRIC_PREFIX
 
 
 class SidecarCollector(Collector):

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from launcher import background, codecopy, prefetch, volume_flags
+from launcher import config as launcher_config
 from launcher.arguments import comfyui_args, release_checked
 from launcher.install import LaunchError, check_install
 from launcher.installed_flags import installed_flags
-from launcher.memory import memory_plan
+from launcher.memory import container_limit, memory_plan
 from launcher.user import ComfyUser, become, comfyui_user
 from worker_common import settings
 from worker_common.contract import CODE_COPY_RECORD, PROGRAM_COMFYUI
@@ -81,25 +82,27 @@ def launch() -> int:
     """Check, then exec ComfyUI; returns only on a configuration error, with its exit code (78)."""
     try:
         layout = load()
-        user = comfyui_user()
+        config = launcher_config.load()
+        user = comfyui_user(config.comfyui_user)
         env = comfyui_environment(user, layout)
-        copy_settings = codecopy.Settings.load(layout)
+        copy_settings = launcher_config.code_copy(layout)
         code = codecopy.sync(layout, copy_settings)
         print(code.describe(), flush=True)
         code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
-        models = prefetch.Settings.load()
+        models = launcher_config.model_prefetch(config.cgroup_dir)
         if models.enabled and not code.fast_volume:  # the likely models into memory while ComfyUI imports
             background.detached("model prefetch", lambda: prefetch.run(layout, models))
         if code.copied and copy_settings.pack_streams:
             background.detached("code pack", lambda: codecopy.keep_pack(layout, copy_settings))
-        install = check_install(dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv), user, env)
+        copied = dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv)
+        install = check_install(copied, user, env, config)
         check_folders(layout)
         flags = installed_flags(install.comfyui_dir, install.version)
         table = flags.table
-        args = comfyui_args(layout, settings.comfy_port(), table, install.version)
+        args = comfyui_args(layout, config, table, install.version)
         slow_models = codecopy.call_ms(layout.models) >= copy_settings.min_call_ms
         args += volume_flags.model_storage_args(table, args, slow_models)
-        memory = memory_plan(install.comfyui_dir, env)
+        memory = memory_plan(install.comfyui_dir, env, container_limit(config.cgroup_dir))
     except ConfigError as error:
         print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)
         return settings.record_config_error(PROGRAM_COMFYUI, error)

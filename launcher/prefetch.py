@@ -12,7 +12,8 @@ open would gain nothing and pay the bytes twice: the start of the first file is 
 through two opens first, and nothing more is read unless the second read came from memory.
 
 Bounded: at most MODEL_PREFETCH_MEMORY_MB in all (default a quarter of the container's memory:
-its cgroup limit, else the machine's RAM), stopped after MODEL_PREFETCH_TIMEOUT_S.
+its cgroup limit, else the machine's RAM), stopped after MODEL_PREFETCH_TIMEOUT_S (the settings
+are read in launcher/config.py).
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.memory import container_limit
 from worker_common import recent_models, startup
 from worker_common.contract import MODEL_PREFETCH_RECORD
 from worker_common.layout import Layout
-from worker_common.settings import env_bool, env_float, env_int, env_str
 
 MB = 1_000_000
 CHUNK = 8 << 20
@@ -44,24 +43,6 @@ class Settings:
     streams: int
     timeout_s: float
     warmup_workflow: Path | None
-
-    @classmethod
-    def load(cls) -> Settings:
-        warmup = env_str("WARMUP_WORKFLOW")
-        return cls(
-            enabled=env_bool("MODEL_PREFETCH", True),
-            memory_bytes=env_int("MODEL_PREFETCH_MEMORY_MB", default_memory_mb(), minimum=0) * MB,
-            streams=env_int("MODEL_PREFETCH_STREAMS", 4, minimum=1, maximum=64),
-            timeout_s=env_float("MODEL_PREFETCH_TIMEOUT_S", 600.0, minimum=0),
-            warmup_workflow=Path(warmup) if warmup else None,
-        )
-
-
-def default_memory_mb() -> int:
-    """A quarter of the container's memory: its cgroup limit when it has one, else the machine's RAM."""
-    limit = container_limit()
-    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return min(limit.bytes if limit else machine, machine) // 4 // MB
 
 
 def workflow_models(path: Path | None) -> list[str]:
