@@ -185,7 +185,7 @@ def publish(
     copy; writes only this worker's files."""
     current = newest_pack(folder, source)
     own_index = index_path(folder, worker_id)
-    if current is not None and current.entries == entries and pack_is_whole(current):
+    if current is not None and same_files(current.entries, entries) and pack_is_whole(current):
         if current.path != folder / f"{worker_id}.pack":
             for path in (own_index, folder / f"{worker_id}.pack"):
                 path.unlink(missing_ok=True)
@@ -213,6 +213,16 @@ def publish(
     partial_index.write_text(json.dumps(index, separators=(",", ":")))
     os.replace(partial_index, own_index)
     return f"wrote {data_path.name}: {len(packed)} files, {sum(entries[rel][2] for rel in packed) / 1e6:.1f} MB"
+
+
+def same_files(one: dict[str, Entry], other: dict[str, Entry]) -> bool:
+    """The same files, same sizes and mtimes: a folder's mtime (a name added beside the code, such as
+    the worker's own `.comfy-worker`) does not make a pack stale."""
+
+    def files(entries: dict[str, Entry]) -> dict[str, Entry]:
+        return {rel: entry for rel, entry in entries.items() if entry[0] != "d"}
+
+    return files(one) == files(other)
 
 
 def matches(path: str, entry: Entry) -> bool:

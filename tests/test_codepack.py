@@ -78,6 +78,8 @@ def test_one_pack_of_the_current_code_is_kept(install: Path, tmp_path: Path) -> 
     assert packed_worker(install, tmp_path, "worker-b").startswith("a pack of this code is on the volume already")
     folder = install / ".comfy-worker" / "code"
     assert not (folder / "worker-b.pack").exists()
+    (install / "temp-made-by-someone").mkdir()  # the install's folder changes, not its code
+    assert packed_worker(install, tmp_path, "worker-c").startswith("a pack of this code is on the volume already")
     touch_later(install / "main.py", "print('changed')\n")
     assert packed_worker(install, tmp_path, "worker-b").startswith("wrote worker-b.pack")
     # worker-a's next start sees worker-b's pack of the code it has too, and drops its own
