@@ -91,7 +91,7 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool, stack_handler: bool = True) -
             stream.flush()
         os._exit(ExitCode.NOT_READY)
     if stack_handler:
-        clear_leftovers(rt)
+        clear_leftovers(rt.comfy, rt.cleaner)
     log.info(
         "ComfyUI is ready %.2f s after the container's start; accepting jobs (%d at a time; files in %s)",
         time.time() - config.started_at,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker_common.comfy_client import ComfyClient, ComfyError
-from worker_common.comfy_protocol import InputSpec, node_inputs
+from worker_common.comfy_protocol import InputSpec, NodeInfo
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ class Catalog:
             return []
 
 
-def _node_class(name: str, info: Any) -> NodeClass:
-    if not isinstance(info, dict):
+def _node_class(name: str, entry: Any) -> NodeClass:
+    info = NodeInfo.from_entry(entry)
+    if info is None:
         return NodeClass(name, known=False)
-    inputs = node_inputs(info)
-    files = frozenset(input_name for input_name, spec in inputs.items() if spec.names_an_input_file)
-    return NodeClass(name, True, bool(info.get("output_node")), files, inputs)
+    files = frozenset(input_name for input_name, spec in info.inputs.items() if spec.names_an_input_file)
+    return NodeClass(name, True, info.output_node, files, info.inputs)

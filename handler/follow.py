@@ -25,6 +25,7 @@ import psutil
 
 from worker_common import comfy_protocol as protocol
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
+from worker_common.comfy_protocol import Frame
 from worker_common.contract import Readiness
 
 from . import explain
@@ -102,9 +103,8 @@ class Follower:
         self.ping_sent_at = None
         return self._handle(message)
 
-    def _handle(self, message: dict[str, Any]) -> Followed | None:
-        kind, data = message.get("type"), message.get("data") or {}
-        prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
+    def _handle(self, frame: Frame) -> Followed | None:
+        kind, data, prompt_id = frame.type, frame.data, frame.prompt_id
         # After a reconnect ComfyUI re-sends the running node without a prompt_id: it is ours.
         if prompt_id != self.prompt_id and not (prompt_id is None and kind == protocol.EXECUTING):
             self.progress.flush()
@@ -112,18 +112,18 @@ class Follower:
         if kind == protocol.EXECUTION_START:
             self._started()
         elif kind == protocol.EXECUTING:
-            return self._executing(data.get("node"), prompt_id)
+            return self._executing(frame.node, prompt_id)
         elif kind == protocol.EXECUTED:
-            node_id = str(data.get("node"))
+            node_id = str(frame.node)
             if node_id not in self.intermediate_nodes:  # 0.38.1 also reports cached intermediate nodes
                 self.outputs[node_id] = data.get("output") or {}
         elif kind == protocol.EXECUTION_CACHED:
             self._started()
             self.progress.cached(data.get("nodes") or [])
         elif kind == protocol.PROGRESS:
-            self.progress.step(data.get("value"), data.get("max"), data.get("node"))
-        elif kind in (protocol.EXECUTION_ERROR, protocol.EXECUTION_INTERRUPTED):
-            raise explain.execution_failure(protocol.ExecutionFailure.from_message(kind, data), self.unmask)
+            self.progress.step(data.get("value"), data.get("max"), frame.node)
+        elif frame.failure is not None:
+            raise explain.execution_failure(frame.failure, self.unmask)
         return None
 
     def _started(self) -> None:

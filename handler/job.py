@@ -85,7 +85,7 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
         failure = JobError(Reason.INTERNAL, f"The worker failed unexpectedly: {type(error).__name__}: {error}")
         return Outcome(failure.result(), failure.reason, phases.seconds)
     finally:
-        rt.cleaner.submit(rt, Leftovers(space, prompt_id))
+        rt.cleaner.submit(Leftovers(space, prompt_id))
 
 
 def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: _Phases) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class Runtime:
             sockets=SocketPool(comfy),
             catalog=Catalog(comfy),
             s3=S3Uploader(config.s3) if config.s3 else None,
-            cleaner=Cleaner(config),
+            cleaner=Cleaner(config, comfy),
             workflows=WorkflowStore(config.layout.workflows),
             model_hashes=ModelHashes(),
         )

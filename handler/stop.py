@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import time
 
-from worker_common import comfy_protocol as protocol
-from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
+from worker_common.comfy_client import ComfyClient, ComfyError, ComfyRefused, ComfyUnavailable
 from worker_common.comfy_protocol import Features
 
 from .context import STOP_REQUEST_TIMEOUT_S
 from .runtime import Runtime
-from .submit import REFUSED
 from .tracking import Where, prompt_state
 from .ws import ComfySocket, Dropped
 
@@ -35,9 +33,9 @@ def stop_prompt(rt: Runtime, prompt_id: str, comfy_pid: int | None, sock: ComfyS
         try:
             running = _cancel(rt.comfy, features, prompt_id)
             break
-        except ComfyUnavailable as error:
-            if error.reason == REFUSED:
-                return ""  # ComfyUI is down: nothing of the prompt runs
+        except ComfyRefused:
+            return ""  # ComfyUI is down: nothing of the prompt runs
+        except ComfyUnavailable:
             if time.monotonic() >= deadline:
                 why = (
                     f"ComfyUI did not answer for {grace_s:g} s (COMFY_INTERRUPT_GRACE_S) when asked to stop the prompt"
@@ -99,12 +97,10 @@ def _frames_until_stopped(sock: ComfySocket | None, prompt_id: str, deadline: fl
             message = sock.receive(max(deadline - time.monotonic(), 0.0))
         except Dropped:
             break
-        data = (message or {}).get("data")
-        if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
+        if message is None or message.prompt_id != prompt_id:
             continue
-        kind = (message or {}).get("type")
-        if kind in (protocol.EXECUTION_INTERRUPTED, protocol.EXECUTION_ERROR):
-            where = protocol.ExecutionFailure.from_message(kind, data).where
-        elif kind == protocol.EXECUTING and data.get("node") is None:
+        if message.failure is not None:
+            where = message.failure.where
+        elif message.ends_prompt:
             return where, True
     return where, False

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyUnavailable
+from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyRefused, ComfyUnavailable
 from worker_common.comfy_protocol import Rejection, is_duplicate_prompt
 from worker_common.contract import Readiness
 
@@ -26,8 +26,6 @@ from .gate import RestartWait
 from .namespace import JobSpace
 from .runtime import Runtime
 from .tracking import Where, prompt_state
-
-REFUSED = "connection refused"  # comfy_client's reason when nothing reached ComfyUI
 
 
 def new_prompt_id() -> str:
@@ -79,7 +77,7 @@ def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness
             failure: ComfyError = error
         except ComfyError as error:  # no answer (ComfyUnavailable), or one that is not JSON
             failure = error
-        refused = isinstance(failure, ComfyUnavailable) and failure.reason == REFUSED
+        refused = isinstance(failure, ComfyRefused)
         known = None if refused else _has(rt, ctx, submission.prompt_id, ready)
         if known:
             return ready

@@ -8,24 +8,16 @@ Reusing the socket saves the connect (about a millisecond) on every job.
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import websocket
 from websocket import ABNF
 
 from worker_common.comfy_client import ComfyClient
-from worker_common.comfy_protocol import credential_key
-
-# Frames that are read and dropped without parsing: progress_state repeats every node's state
-# and grows with the square of the graph (tens of MB for wide graphs).
-_SKIPPED_TYPES = (b'"progress_state"',)
-_TYPE_PREFIX_BYTES = 48
-ACTIVITY: dict[str, Any] = {"type": "__activity__"}  # a frame arrived but carries nothing to act on
+from worker_common.comfy_protocol import ACTIVITY, Frame
 
 
 class Dropped(Exception):
@@ -61,8 +53,8 @@ class ComfySocket:
                 self._ws.close(timeout=0.1)
             self._ws = None
 
-    def receive(self, timeout_s: float) -> dict[str, Any] | None:
-        """The next message, ACTIVITY for a frame with nothing to act on, None at the timeout.
+    def receive(self, timeout_s: float) -> Frame | None:
+        """The next frame, ACTIVITY for one with nothing to act on, None at the timeout.
 
         Raises Dropped when the socket is closed or fails.
         """
@@ -81,8 +73,8 @@ class ComfySocket:
             raise Dropped("ComfyUI closed the WebSocket")
         if opcode != ABNF.OPCODE_TEXT:
             return ACTIVITY
-        message = _parse(frame.data)
-        self.credential_key = credential_key(message) or self.credential_key
+        message = Frame.parse(frame.data)
+        self.credential_key = message.credential_key or self.credential_key
         return message
 
     def ping(self) -> None:
@@ -107,17 +99,6 @@ class ComfySocket:
             self.close()
             return False
         return True
-
-
-def _parse(data: bytes) -> dict[str, Any]:
-    head = data[:_TYPE_PREFIX_BYTES]
-    if any(kind in head for kind in _SKIPPED_TYPES):
-        return ACTIVITY
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return ACTIVITY
-    return message if isinstance(message, dict) else ACTIVITY
 
 
 class SocketPool:
