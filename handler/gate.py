@@ -129,9 +129,9 @@ def _sleep(ctx: JobContext, seconds: float, status: Readiness) -> None:
     try:
         ctx.sleep(seconds)
     except JobError as error:
-        if error.reason is Reason.TIMEOUT:
-            error.message += f" while it waited for ComfyUI to become ready: {status.describe()}"
-        raise
+        if error.reason is not Reason.TIMEOUT:
+            raise
+        raise error.amended(f" while it waited for ComfyUI to become ready: {status.describe()}") from None
 
 
 def _usable(status: Readiness, gone_pid: int | None) -> bool:

@@ -14,7 +14,7 @@ from worker_common.comfy_protocol import Features
 from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI, stack_identity
 from worker_common.supervisor_rpc import supervisor_proxy
 
-from .catalog import Catalog
+from .catalog import Catalogs
 from .cleanup import Cleaner
 from .config import Config
 from .errors import JobError, Reason
@@ -39,7 +39,7 @@ class Runtime:
     comfy: ComfyClient
     gate: Gate
     sockets: SocketPool
-    catalog: Catalog
+    catalog: Catalogs  # of the running ComfyUI process: Catalogs.for_process
     s3: S3Uploader | None
     cleaner: Cleaner
     workflows: WorkflowStore
@@ -55,7 +55,7 @@ class Runtime:
             comfy=comfy,
             gate=Gate(config.sidecar_port, stack_identity(settings.run_dir())),
             sockets=SocketPool(comfy),
-            catalog=Catalog(comfy),
+            catalog=Catalogs(comfy),
             s3=S3Uploader(config.s3) if config.s3 else None,
             cleaner=Cleaner(config, comfy),
             workflows=WorkflowStore(config.layout.workflows),

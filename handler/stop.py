@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyRefused, ComfyUnavailable
-from worker_common.comfy_protocol import Features
+from worker_common.comfy_protocol import Features, Frame
 
 from .context import STOP_REQUEST_TIMEOUT_S
 from .runtime import Runtime
@@ -24,9 +24,11 @@ from .ws import ComfySocket, Dropped
 POLL_S = 0.25
 
 
-def stop_prompt(rt: Runtime, prompt_id: str, comfy_pid: int | None, sock: ComfySocket | None) -> str:
-    """Stop the prompt if ComfyUI still has it; returns what was done, as a clause for the job's error."""
-    features = rt.features(comfy_pid)
+def stop_prompt(rt: Runtime, prompt_id: str, features: Features, sock: ComfySocket | None) -> str:
+    """Stop the prompt if ComfyUI still has it; returns what was done, as a clause for the job's error.
+
+    `features` are those of the ComfyUI the prompt was sent to, asked before: this one may not answer now.
+    """
     grace_s = rt.config.interrupt_grace_s
     deadline = time.monotonic() + grace_s
     while True:
@@ -97,10 +99,11 @@ def _frames_until_stopped(sock: ComfySocket | None, prompt_id: str, deadline: fl
             message = sock.receive(max(deadline - time.monotonic(), 0.0))
         except Dropped:
             break
-        if message is None or message.prompt_id != prompt_id:
+        frame = Frame.from_message(message)
+        if frame.prompt_id != prompt_id:
             continue
-        if message.failure is not None:
-            where = message.failure.where
-        elif message.ends_prompt:
+        if frame.failure is not None:
+            where = frame.failure.where
+        elif frame.ends_prompt:
             return where, True
     return where, False

@@ -12,12 +12,13 @@ import select
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import websocket
 from websocket import ABNF
 
 from worker_common.comfy_client import ComfyClient
-from worker_common.comfy_protocol import ACTIVITY, Frame
+from worker_common.comfy_protocol import ACTIVITY_MESSAGE, credential_key, decode_message
 
 
 class Dropped(Exception):
@@ -53,8 +54,9 @@ class ComfySocket:
                 self._ws.close(timeout=0.1)
             self._ws = None
 
-    def receive(self, timeout_s: float) -> Frame | None:
-        """The next frame, ACTIVITY for one with nothing to act on, None at the timeout.
+    def receive(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next message (read with comfy_protocol.Frame), ACTIVITY_MESSAGE for a frame with nothing to act on,
+        None at the timeout.
 
         Raises Dropped when the socket is closed or fails.
         """
@@ -72,9 +74,9 @@ class ComfySocket:
             self.close()
             raise Dropped("ComfyUI closed the WebSocket")
         if opcode != ABNF.OPCODE_TEXT:
-            return ACTIVITY
-        message = Frame.parse(frame.data)
-        self.credential_key = message.credential_key or self.credential_key
+            return ACTIVITY_MESSAGE
+        message = decode_message(frame.data)
+        self.credential_key = credential_key(message) or self.credential_key
         return message
 
     def ping(self) -> None:

@@ -20,6 +20,7 @@ from tests.test_standin import Standin, empty_invert_save, sleep_prompt
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyRefused, ComfyUnavailable
 from worker_common.comfy_protocol import (
     ACTIVITY,
+    ACTIVITY_TYPE,
     EXECUTED,
     Features,
     Frame,
@@ -67,9 +68,9 @@ def test_frames_of_a_prompt_end_with_its_end(release: tuple[str, Standin]) -> No
     deadline = time.monotonic() + 30
     while not (frames and frames[-1].ends_prompt and frames[-1].prompt_id == prompt_id):
         assert time.monotonic() < deadline, [frame.type for frame in frames]
-        frame = sock.receive(1.0)
-        if frame is not None and frame is not ACTIVITY:
-            frames.append(frame)
+        message = sock.receive(1.0)
+        if message is not None and Frame.from_message(message).type != ACTIVITY_TYPE:
+            frames.append(Frame.from_message(message))
     sock.close()
     executed = [frame for frame in frames if frame.type == EXECUTED and frame.prompt_id == prompt_id]
     assert [str(frame.node) for frame in executed][-1] == "2"
@@ -119,9 +120,10 @@ def test_a_refused_connection_is_its_own_type() -> None:
 
 
 def test_frame_parsing_skips_what_it_need_not_read() -> None:
-    assert Frame.parse(b'{"type": "progress_state", "data": {"nodes": {}}}') is ACTIVITY
-    assert Frame.parse(b"not json") is ACTIVITY
-    assert Frame.parse(b"[1, 2]") is ACTIVITY
+    assert Frame.parse(b'{"type": "progress_state", "data": {"nodes": {}}}').type == ACTIVITY_TYPE
+    assert Frame.parse(b"not json").type == ACTIVITY_TYPE
+    assert Frame.parse(b"[1, 2]").type == ACTIVITY_TYPE
+    assert Frame.from_message(None) is ACTIVITY
     frame = Frame.parse(b'{"type": "executing", "data": {"node": null, "prompt_id": "p"}}')
     assert frame.ends_prompt and frame.prompt_id == "p"
     failure = Frame.parse(b'{"type": "execution_interrupted", "data": {"node_id": "3", "node_type": "K"}}').failure

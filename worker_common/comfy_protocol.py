@@ -254,14 +254,8 @@ class Frame:
 
     @classmethod
     def parse(cls, text: bytes) -> Frame:
-        """The frame of a text message; ACTIVITY for one skipped unread or that is not a JSON object."""
-        if any(kind in text[:_TYPE_PREFIX_BYTES] for kind in _SKIPPED_TYPES):
-            return ACTIVITY
-        try:
-            message = json.loads(text)
-        except ValueError:
-            return ACTIVITY
-        return cls.from_message(message)
+        """The frame of a text message (decode_message)."""
+        return cls.from_message(decode_message(text))
 
     @classmethod
     def from_message(cls, message: Any) -> Frame:
@@ -298,6 +292,18 @@ class Frame:
 
 
 ACTIVITY = Frame(ACTIVITY_TYPE)
+ACTIVITY_MESSAGE: dict[str, Any] = {"type": ACTIVITY_TYPE}
+
+
+def decode_message(text: bytes) -> dict[str, Any]:
+    """A text message as JSON; ACTIVITY_MESSAGE for one skipped unread or that is not a JSON object."""
+    if any(kind in text[:_TYPE_PREFIX_BYTES] for kind in _SKIPPED_TYPES):
+        return ACTIVITY_MESSAGE
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return ACTIVITY_MESSAGE
+    return message if isinstance(message, dict) else ACTIVITY_MESSAGE
 
 
 def credential_key(message: Any) -> str | None:
