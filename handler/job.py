@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker_common.comfy_client import ComfyError
-from worker_common.contract import Readiness
 
 from . import (
     api,
@@ -39,10 +38,11 @@ from .catalog import Catalog
 from .cleanup import Leftovers
 from .context import JobContext
 from .errors import JobError, Reason
-from .gate import ready_for_job
+from .gate import READY_FRESH_S, ready_for_job
 from .namespace import JobSpace
 from .runtime import Runtime
 from .validate import JobInput
+from .ws import Vouched
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,13 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
 def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: _Phases) -> dict[str, Any]:
     raw = ctx.job.get("input")
     if isinstance(raw, dict) and "describe" in raw:  # nothing is queued (describe.py)
-        _ready, catalog = _ready_for(rt, ctx)
+        _answer, catalog = _ready_for(rt, ctx)
         return describe.describe(raw["describe"], rt.workflows, catalog, ctx.request_timeout_s(10), rt.config.budgets)
     with phases.timing("validating"):
         job_input = validate.parse(workflows.resolve(raw, rt.workflows), rt.config.budgets)
         own_destination = destination.own(raw, rt.config)
     with phases.timing("staging_inputs"):
-        ready, catalog = _ready_for(rt, ctx)
+        answer, catalog = _ready_for(rt, ctx)
         timeout_s = ctx.request_timeout_s(10)
         workflow, loaded = api.set_params(rt, catalog, raw, job_input, timeout_s)
         prepared = namespace.prepare(workflow, space, {image.name for image in job_input.images}, catalog, timeout_s)
@@ -119,7 +119,7 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
     submission = submit.Submission(
         prompt_id, prepared.workflow, workflow, _extra_data(rt, job_input), space, prepared.intermediate_nodes, catalog
     )
-    ran = prompt_session.run_prompt(rt, ctx, submission, ready)
+    ran = prompt_session.run_prompt(rt, ctx, submission, answer)
     phases.add("queue_wait", ran.queue_wait_s)
     phases.add("executing", ran.executing_s)
     with phases.timing("collecting"):
@@ -133,12 +133,18 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
     return {**result, "prompt_id": prompt_id, "timings": phases.rounded()}
 
 
-def _ready_for(rt: Runtime, ctx: JobContext) -> tuple[Readiness, Catalog]:
-    """ComfyUI's readiness for the job, and the node classes of the process that is ready."""
+def _ready_for(rt: Runtime, ctx: JobContext) -> tuple[Vouched, Catalog]:
+    """ComfyUI's readiness for the job (and when the sidecar said it), and the node classes of the ready process.
+
+    A "ready" that an idle WebSocket still vouches for, given less than READY_FRESH_S ago, is
+    used without asking the sidecar again.
+    """
     started = time.monotonic()
-    ready = ready_for_job(rt.gate, ctx, rt.config.job_ready_wait_s, rt.sockets.idle_alive())
+    vouched = rt.sockets.recent_ready(READY_FRESH_S)
+    ready = ready_for_job(rt.gate, ctx, rt.config.job_ready_wait_s, vouched.ready if vouched else None)
+    answer = vouched if vouched is not None and vouched.ready is ready else Vouched(ready, time.monotonic())
     metrics.READY_WAIT.observe(time.monotonic() - started)
-    return ready, rt.catalog.for_process(ready.comfyui_pid)
+    return answer, rt.catalog.for_process(ready.comfyui_pid)
 
 
 def _extra_data(rt: Runtime, job_input: JobInput) -> dict[str, Any] | None:

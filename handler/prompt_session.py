@@ -28,7 +28,7 @@ from .gate import RestartWait
 from .progress import Progress, RunPodProgress
 from .runtime import Runtime
 from .submit import Submission
-from .ws import ComfySocket
+from .ws import ComfySocket, Vouched
 
 # Failures that mean ComfyUI never took the prompt: there is nothing to stop.
 NEVER_QUEUED = frozenset({Reason.VALIDATION, Reason.INVALID_INPUT})
@@ -43,15 +43,21 @@ class PromptRun:
     executing_s: float  # from its start until its end
 
 
-def run_prompt(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness) -> PromptRun:
-    """Queue the prompt with ComfyUI and follow it to its end; raises JobError (the prompt stopped first)."""
-    features = rt.features(ready.comfyui_pid)  # asked while ComfyUI answers: stopping the prompt needs it
+def run_prompt(rt: Runtime, ctx: JobContext, submission: Submission, answer: Vouched) -> PromptRun:
+    """Queue the prompt with ComfyUI and follow it to its end; raises JobError (the prompt stopped first).
+
+    `answer` is the sidecar's "ready" the job was prepared under. The socket, back in the pool,
+    vouches for it (ws.SocketPool.recent_ready) only when the prompt ended well on the ComfyUI
+    it names.
+    """
+    features = rt.features(answer.ready.comfyui_pid)  # asked while ComfyUI answers: stopping the prompt needs it
     with rt.sockets.socket() as sock:
+        sock.vouched = None
         reporter = RunPodProgress(ctx.job) if rt.config.progress_url_set else None
         progress = Progress(submission.original, reporter.send if reporter else None, job_id=ctx.job_id)
         try:
             queued_at = time.monotonic()
-            followed = _send_and_follow(rt, ctx, submission, sock, ready, progress)
+            followed, ready = _send_and_follow(rt, ctx, submission, sock, answer.ready, progress)
         except JobError as error:
             if error.reason in NEVER_QUEUED:
                 raise
@@ -62,21 +68,25 @@ def run_prompt(rt: Runtime, ctx: JobContext, submission: Submission, ready: Read
         finally:
             if reporter is not None:
                 reporter.close()
+        sock.vouched = answer if ready is answer.ready else None
     started = followed.started_at or followed.ended_at
     return PromptRun(followed.outputs, max(started - queued_at, 0.0), max(followed.ended_at - started, 0.0))
 
 
 def _send_and_follow(
     rt: Runtime, ctx: JobContext, submission: Submission, sock: ComfySocket, ready: Readiness, progress: Progress
-) -> Followed:
-    """Send the prompt and follow it; again to a new ComfyUI each time one ended before starting it."""
+) -> tuple[Followed, Readiness]:
+    """Send the prompt and follow it; again to a new ComfyUI each time one ended before starting it.
+
+    Returns how it ended, and the readiness of the ComfyUI that ran it.
+    """
     waiting = RestartWait(rt.gate, ctx, rt.config.job_ready_wait_s)
     while True:
         ready = _connect(sock, ready, waiting)
         ready = submit.queue(rt, ctx, submission, sock.client_id, ready, waiting)
         ended = Follower(rt, ctx, sock, submission, ready, rt.features(ready.comfyui_pid), progress).run()
         if isinstance(ended, Followed):
-            return ended
+            return ended, ready
         ready = waiting.next(ended.lost)
 
 

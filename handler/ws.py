@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import select
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import websocket
@@ -19,6 +21,15 @@ from websocket import ABNF
 
 from worker_common.comfy_client import ComfyClient
 from worker_common.comfy_protocol import ACTIVITY_MESSAGE, credential_key, decode_message
+from worker_common.contract import Readiness
+
+
+@dataclass(frozen=True)
+class Vouched:
+    """The sidecar's "ready" for the ComfyUI process a socket talked to, and when it came (monotonic)."""
+
+    ready: Readiness
+    at: float
 
 
 class Dropped(Exception):
@@ -32,6 +43,9 @@ class ComfySocket:
         self.comfy = comfy
         self.client_id = client_id
         self.credential_key: str | None = None  # 0.47.1: presented when this client id reconnects
+        # The readiness its last job ran under, if that job ended well on this very connection:
+        # while the socket stays open, that ComfyUI process still runs.
+        self.vouched: Vouched | None = None
         self._ws: websocket.WebSocket | None = None
 
     @property
@@ -46,6 +60,7 @@ class ComfySocket:
     def open(self) -> None:
         """(Re)connect; raises ComfyUnavailable when ComfyUI does not accept it."""
         self.close()
+        self.vouched = None  # another process may answer now
         self._ws = self.comfy.connect_websocket(self.client_id, self.credential_key)
 
     def close(self) -> None:
@@ -122,12 +137,17 @@ class SocketPool:
                 with self._lock:
                     self._idle.append(sock)
 
-    def idle_alive(self) -> bool:
-        """Whether an idle socket is still open, i.e. ComfyUI has not restarted since it was opened."""
+    def recent_ready(self, max_age_s: float) -> Vouched | None:
+        """The newest "ready" an idle socket still open vouches for, if younger than `max_age_s`.
+
+        An open socket means ComfyUI has not restarted since; every idle one is checked, closed ones go.
+        """
         with self._lock:
-            alive = [sock for sock in self._idle if sock.drain()]  # every one is checked: closed ones go
+            alive = [sock for sock in self._idle if sock.drain()]
             self._idle = alive
-        return bool(alive)
+        now = time.monotonic()
+        fresh = [sock.vouched for sock in alive if sock.vouched is not None and now - sock.vouched.at < max_age_s]
+        return max(fresh, key=lambda vouched: vouched.at) if fresh else None
 
     def _take(self) -> ComfySocket:
         with self._lock:
