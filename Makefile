@@ -26,11 +26,12 @@ lock: install
 	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock >/dev/null
 
 # promtool and prometheus come from Debian's `prometheus` package, the Pushgateway from `prometheus-pushgateway`;
-# podman, runc and mmdebstrap build and run the image in the container tests.
+# podman, runc and mmdebstrap build and run the image in the container tests; fuse3 (fusermount3, libfuse3) is
+# the emulated network volume's.
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null \
 		&& command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
-		|| scripts/install-system-deps
+		&& command -v fusermount3 >/dev/null || scripts/install-system-deps
 
 # The worker's image, with podman or docker (whichever is installed): `make image` on the Dockerfile's CUDA
 # base, `make image BASE_IMAGE=debian12` on a Debian 12 base made here (for machines that cannot pull it).

@@ -26,6 +26,7 @@ QUICK = {
     "bench_pipeline.py": ["--jobs", "4", "--exec-s", "0.3", "--latency-runs", "1", "--depths", "1,default"],
     "bench_layout.py": ["--runs", "3", "--warmup", "1"],
     "bench_image.py": ["--runs", "1"],
+    "bench_coldstart.py": ["--model-gb", "0.5", "--models", "1", "--modules", "50", "--settings", "kinder"],
 }
 MB = 1_000_000
 
@@ -81,6 +82,16 @@ def image_size(d: dict) -> str:
     return f"{d['image_bytes'] / 1e9:.2f} GB ({d['base_bytes'] / 1e9:.2f} GB)"
 
 
+def coldstart(row_name: str, phase: str):
+    """bench_coldstart's seconds to `phase` for one row, at the first volume setting it measured."""
+
+    def value(d: dict) -> str:
+        rows = [row for row in d["rows"] if row["row"] == row_name]
+        return f"{rows[0]['phases'][phase]['s']:.1f} s ({rows[0]['volume'][:40]})"
+
+    return value
+
+
 # (results file, figure, value from its JSON, target); the targets are the scripts' own.
 FIGURES = [
     ("sidecar", "first answer -> /readyz ready, p50", median_ms, "<= 100 ms"),
@@ -109,6 +120,10 @@ FIGURES = [
     ("image", "image size, Debian 12 base (its share)", image_size, "(CUDA base: + its own size)"),
     ("image", "container start -> ready, p50", lambda d: f"{d['medians']['ready_s']:.2f} s", "(stand-in ComfyUI)"),
     ("image", "container start -> first job done, p50", lambda d: f"{d['medians']['first_job_s']:.2f} s", "-"),
+    ("coldstart", "cold start -> ready, local disk", coldstart("local disk", "ready"), "(the floor's start)"),
+    ("coldstart", "cold start -> ready, volume, no help", coldstart("volume, no help", "ready"), "(the old way)"),
+    ("coldstart", "cold start -> ready, fresh worker", coldstart("volume, fresh worker", "ready"), "<= 2x local"),
+    ("coldstart", "cold start -> ready, volume, restart", coldstart("volume, restart", "ready"), "<= 2x local"),
 ]
 
 

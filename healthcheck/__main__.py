@@ -15,7 +15,8 @@ import threading
 
 
 def _serve(_args: argparse.Namespace) -> int:
-    from worker_common.settings import ConfigError, cannot_listen, record_config_error
+    from worker_common.contract import CODE_COPY_RECORD
+    from worker_common.settings import ConfigError, cannot_listen, record_config_error, run_dir
 
     from .config import SidecarConfig, environ_without_multiproc
 
@@ -35,7 +36,9 @@ def _serve(_args: argparse.Namespace) -> int:
 
     monitor = Monitor(config)
     connections = ConnectionStats()
-    registry = build_registry(lambda: monitor.store.current, config.multiproc_dir, connections)
+    registry = build_registry(
+        lambda: monitor.store.current, config.multiproc_dir, connections, run_dir() / CODE_COPY_RECORD
+    )
     try:
         server = SidecarServer(
             (config.host, config.port),

@@ -8,6 +8,7 @@ with files. Names and labels are fixed by docs/design.md.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -202,6 +203,44 @@ class HandlerMetricsCollector(Collector):
             return []
 
 
+class CodeCopyCollector(Collector):
+    """Where ComfyUI's last start took its code from, and what copying it to the container's disk cost.
+
+    Read from the launcher's record (contract.CODE_COPY_RECORD) at every scrape: the comfyui
+    program writes it before each start of ComfyUI.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            record = json.loads(self.path.read_text()) if self.path else None
+        except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict):
+            return
+        if record.get("code_ready_after_start_s") is not None:
+            yield GaugeMetricFamily(
+                P + "startup_code_ready_seconds",
+                "From container start until ComfyUI's code was ready to import (copied or checked).",
+                value=record["code_ready_after_start_s"],
+            )
+        yield GaugeMetricFamily(
+            P + "code_from_copy",
+            "1 when ComfyUI runs from the copy on the container's disk.",
+            value=int(record["from_copy"]),
+        )
+        figures = (
+            ("code_copy_duration_seconds", "duration_s", "How long checking and copying ComfyUI's code took."),
+            ("code_copy_entries_checked", "entries_checked", "Files, folders and links checked against the volume."),
+            ("code_copy_files_copied", "files_copied", "Files copied from the volume at the last start."),
+            ("code_copy_bytes_copied", "bytes_copied", "Bytes copied from the volume at the last start."),
+        )
+        for name, key, help_text in figures:
+            yield GaugeMetricFamily(P + name, help_text, value=record.get(key) or 0)
+
+
 class ConnectionCollector(Collector):
     """The HTTP server's connections: open now, and those it closed on clients."""
 
@@ -221,11 +260,15 @@ class ConnectionCollector(Collector):
 
 
 def build_registry(
-    snapshot: Callable[[], Snapshot], multiproc_dir: Path | None, connections: ConnectionStats | None = None
+    snapshot: Callable[[], Snapshot],
+    multiproc_dir: Path | None,
+    connections: ConnectionStats | None = None,
+    code_copy_record: Path | None = None,
 ) -> CollectorRegistry:
     """The sidecar's own registry: its collectors and the handler's files, nothing global."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SidecarCollector(snapshot))
+    registry.register(CodeCopyCollector(code_copy_record))
     if connections is not None:
         registry.register(ConnectionCollector(connections))
     registry.register(HandlerMetricsCollector(multiproc_dir))

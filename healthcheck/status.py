@@ -321,6 +321,7 @@ def render(report: Report) -> str:
             lines.append(f"start-up    ready {startup:.1f}s after the container started")
         elif ready.get("state") == "starting":
             lines.append(f"start-up    {ready.get('startup_window_left_s', 0):.0f}s left of the start-up window")
+        lines += _code_lines(report)
     if report.version:
         lines.append(f"version     ComfyUI {report.version}")
 
@@ -386,6 +387,19 @@ def render(report: Report) -> str:
     for name, line in report.errors.items():
         lines.append(f"  {name.ljust(width)}  {line}")
     return "\n".join(lines)
+
+
+def _code_lines(report: Report) -> list[str]:
+    """Where ComfyUI's code came from at its last start (launcher/codecopy.py), from the sidecar's metrics."""
+    from_copy = _value(report, P + "code_from_copy")
+    if from_copy is None:
+        return []
+    where = "a copy on the container's disk" if from_copy else "the network volume"
+    ready = _value(report, P + "startup_code_ready_seconds")
+    when = f", ready {ready:.1f}s after the container started" if ready is not None else ""
+    files, copied = _value(report, P + "code_copy_files_copied"), _value(report, P + "code_copy_bytes_copied")
+    what = f"; {int(files or 0)} files ({_bytes(copied)}) copied from the volume" if from_copy else ""
+    return [f"code        ComfyUI's code from {where}{when}{what}"]
 
 
 def _custom_node_lines(report: Report) -> list[str]:

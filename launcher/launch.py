@@ -1,4 +1,4 @@
-"""Start ComfyUI: check the install, choose its flags for the installed release, drop to its user, exec.
+"""Start ComfyUI: its code copied to the container's disk, the install checked, its flags chosen, its user, exec.
 
 Run by services/comfyui on every start of the comfyui program (supervisord restarts it after a
 crash). A configuration error is printed as "comfyui launch check failed: ..." and left for the
@@ -8,6 +8,7 @@ launcher execs ComfyUI in its own process, so supervisord signals ComfyUI itself
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -15,13 +16,14 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from launcher import codecopy
 from launcher.arguments import comfyui_args, release_checked
 from launcher.install import LaunchError, check_install
 from launcher.installed_flags import installed_flags
 from launcher.memory import memory_plan
 from launcher.user import ComfyUser, become, comfyui_user
 from worker_common import settings
-from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.contract import CODE_COPY_RECORD, PROGRAM_COMFYUI
 from worker_common.layout import Layout, load
 from worker_common.settings import ConfigError
 
@@ -81,7 +83,10 @@ def launch() -> int:
         layout = load()
         user = comfyui_user()
         env = comfyui_environment(user, layout)
-        install = check_install(layout, user, env)
+        code = codecopy.sync(layout, codecopy.Settings.load(layout))
+        print(code.describe(), flush=True)
+        code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
+        install = check_install(dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv), user, env)
         check_folders(layout)
         flags = installed_flags(install.comfyui_dir, install.version)
         table = flags.table

@@ -26,6 +26,10 @@ PROGRAM_SIDECAR = "sidecar"
 PROGRAM_HANDLER = "handler"
 CRITICAL_PROGRAMS = (PROGRAM_COMFYUI, PROGRAM_SIDECAR, PROGRAM_HANDLER)
 
+# In the run directory: what the launcher's code copy did at ComfyUI's last start (launcher/codecopy.py
+# writes it, the sidecar's /metrics and `comfy-worker status` read it).
+CODE_COPY_RECORD = "code-copy.json"
+
 
 class ExitCode(enum.IntEnum):
     """The container's exit codes (README, docs/design.md)."""

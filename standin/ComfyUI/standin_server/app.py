@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib.util
 import logging
 import os
 import signal
 import sys
 import time
+import traceback
 
 from aiohttp import web
 
@@ -89,6 +91,29 @@ def _crash(message: str, main_py: str) -> int:
     return 1
 
 
+def _import_packs(custom_nodes: str, failed: set[str]) -> list[tuple[float, str, bool]]:
+    """nodes.load_custom_node for each pack folder: imported for real, its NODE_CLASS_MAPPINGS registered."""
+    imports = []
+    names = sorted(os.listdir(custom_nodes)) if os.path.isdir(custom_nodes) else []
+    for name in names:
+        module_path = os.path.join(custom_nodes, name)
+        if name in failed or not os.path.isfile(os.path.join(module_path, "__init__.py")):
+            continue
+        started = time.perf_counter()
+        try:
+            spec = importlib.util.spec_from_file_location(name, os.path.join(module_path, "__init__.py"))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            NODE_CLASS_MAPPINGS.update(getattr(module, "NODE_CLASS_MAPPINGS", {}))
+            imports.append((time.perf_counter() - started, module_path, True))
+        except Exception:
+            log.warning(traceback.format_exc())
+            log.warning(f"Cannot import {module_path} module for custom nodes")
+            imports.append((time.perf_counter() - started, module_path, False))
+    return imports
+
+
 def _custom_nodes(folders: paths.Folders, knobs: Knobs, args: argparse.Namespace) -> None:
     """nodes.init_external_custom_nodes' report, with STANDIN_FAILED_CUSTOM_NODES' failed packs."""
     if args.disable_all_custom_nodes and not args.whitelist_custom_nodes:
@@ -97,6 +122,7 @@ def _custom_nodes(folders: paths.Folders, knobs: Knobs, args: argparse.Namespace
     custom_nodes = os.path.join(folders.base, "custom_nodes")
     nodes_py = os.path.join(folders.install, "nodes.py")
     imports = [(0.0, os.path.join(custom_nodes, "websocket_image_save.py"), True)]
+    imports += _import_packs(custom_nodes, {pack for pack, _ in knobs.failed_custom_nodes})
     for pack, error_line in knobs.failed_custom_nodes:
         module_path = os.path.join(custom_nodes, pack)
         kind, sep, message = error_line.partition(": ")

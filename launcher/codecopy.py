@@ -1,0 +1,526 @@
+"""A copy of ComfyUI's code on the container's own disk, so that its start costs bytes, not round trips.
+
+ComfyUI's start imports thousands of modules from its venv, itself and its custom nodes; Python
+stats and opens many paths for each (most of them missing), and on a network volume every one
+of those calls is a round trip. Here, before ComfyUI starts, the code it imports (the ComfyUI
+install without models/, input/, output/, user/, temp/ and .git, and its venv) is brought to
+CODE_COPY_DIR on the container's disk, and ComfyUI runs from there:
+
+- what is already there (the container's disk survived a restart) is checked against the
+  volume, entry by entry in parallel (one lstat each), and only what changed is copied again:
+  a changed volume is never served stale, and nothing is trusted that was not checked now;
+- a fresh container reads the list of entries from a manifest some worker kept on the volume
+  (VOLUME/.comfy-worker/code/<worker id>.json, each worker writing only its own) instead of
+  walking the tree, checks it the same way, and copies every file in parallel;
+- the copy's `models` is a link to the volume's models (models are read where they lie);
+- the venv's scripts name the copy's path, and Python bytecode is compiled into the copy once
+  (ComfyUI's user cannot write there, nor to the volume).
+
+The volume stays the source of truth: this only reads it, except for this worker's own
+manifest file. A copy larger than CODE_COPY_DISK_BUDGET_MB, a volume as fast as local disk, a
+volume whose client caches look-ups when this disk has no copy yet (measured: ComfyUI's imports
+then cost far fewer calls than a first copy), or CODE_COPY=false runs ComfyUI from the volume.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import functools
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from worker_common.layout import Layout, inside
+from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_path, env_str
+
+MB = 1_000_000
+# Never copied: the volume's data, and the worker's own manifests.
+SKIPPED_TOP = frozenset({"models", "input", "output", "user", "temp", ".git", ".comfy-worker"})
+LOCAL_MANIFEST = ".comfy-worker-copy.json"
+MANIFEST_VERSION = 1
+PROBE_CALLS = 16
+CHUNK = 8 << 20
+BATCH = 32  # entries of one folder per task
+T = TypeVar("T")
+
+# One entry: kind ("f" file, "d" folder, "l" link), mode, size, mtime in ns, and a link's target.
+Entry = tuple[str, int, int, int, str]
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    copy_dir: Path
+    disk_budget_bytes: int
+    threads: int
+    min_call_ms: float
+    check: str = "files"  # or "folders": only folders are looked at (their mtime changes when entries come or go)
+
+    @classmethod
+    def load(cls, layout: Layout) -> Settings:
+        copy_dir = env_path("CODE_COPY_DIR", layout.data_dir / "code")
+        if inside(layout.comfyui_dir, copy_dir.absolute()):
+            raise ConfigError(f"CODE_COPY_DIR={copy_dir} is inside the ComfyUI install: put it on the container's disk")
+        return cls(
+            enabled=env_bool("CODE_COPY", True),
+            copy_dir=copy_dir,
+            disk_budget_bytes=env_int("CODE_COPY_DISK_BUDGET_MB", default_disk_budget_mb(copy_dir), minimum=0) * MB,
+            threads=env_int("CODE_COPY_THREADS", 32, minimum=1, maximum=256),
+            min_call_ms=env_float("CODE_COPY_MIN_CALL_MS", 0.5, minimum=0),
+            check=check_mode(),
+        )
+
+
+def check_mode() -> str:
+    value = env_str("CODE_COPY_CHECK", "files").lower()
+    if value not in ("files", "folders"):
+        raise ConfigError(f"CODE_COPY_CHECK={value!r}: use files (every entry checked) or folders (only folders)")
+    return value
+
+
+def default_disk_budget_mb(copy_dir: Path) -> int:
+    """Half the free space of the disk the copy goes to (its nearest existing folder)."""
+    folder = copy_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free // 2 // MB
+
+
+@dataclass
+class Result:
+    """What one sync did; `comfyui_dir`/`venv` are what ComfyUI runs from (the volume's when not copied)."""
+
+    comfyui_dir: Path
+    venv: Path
+    copied: bool
+    reason: str
+    entries: int = 0
+    files_copied: int = 0
+    bytes_copied: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def record(self, path: Path, started_at: float) -> None:
+        """Leave what this start did for the sidecar's metrics (best effort: never stops ComfyUI's start)."""
+        data = {
+            "code_ready_after_start_s": time.time() - started_at if started_at else None,
+            "from_copy": self.copied,
+            "reason": self.reason,
+            "entries_checked": self.entries,
+            "files_copied": self.files_copied,
+            "bytes_copied": self.bytes_copied,
+            "removed": self.removed,
+            "duration_s": self.seconds,
+        }
+        with contextlib.suppress(OSError):
+            write_atomically(path, json.dumps(data))
+
+    def describe(self) -> str:
+        if not self.copied:
+            return f"ComfyUI runs from the volume ({self.reason})"
+        took = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.phases.items())
+        return (
+            f"ComfyUI's code copied to {self.comfyui_dir.parent} in {self.seconds:.2f} s ({self.reason}): "
+            f"{self.entries} entries checked, {self.files_copied} files ({self.bytes_copied / MB:.1f} MB) copied, "
+            f"{self.removed} removed; {took}"
+        )
+
+
+class Tree:
+    """The code on the volume: the ComfyUI install and its venv, named relative to the install."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.root = layout.comfyui_dir
+        self.venv_inside = inside(layout.comfyui_dir, layout.venv)
+        # A venv outside the install is copied beside it, as "<copy>/venv".
+        self.venv_rel = os.path.relpath(layout.venv, layout.comfyui_dir) if self.venv_inside else None
+        self.venv = layout.venv
+
+    def volume_path(self, rel: str) -> str:
+        if not self.venv_inside and (rel == "@venv" or rel.startswith("@venv/")):
+            return str(self.venv) + rel[len("@venv") :]
+        return os.path.join(self.root, rel) if rel else str(self.root)
+
+    def tops(self) -> list[str]:
+        return [""] if self.venv_inside else ["", "@venv"]
+
+    def skipped(self, rel: str) -> bool:
+        return "/" not in rel and rel in SKIPPED_TOP
+
+
+class Syncer:
+    def __init__(self, tree: Tree, settings: Settings, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        self.tree = tree
+        self.settings = settings
+        self.pool = pool
+        self.dest = settings.copy_dir / "ComfyUI"
+
+    def local_path(self, rel: str) -> str:
+        if rel == "@venv" or rel.startswith("@venv/"):
+            return str(self.settings.copy_dir / "venv") + rel[len("@venv") :]
+        return os.path.join(self.dest, rel) if rel else str(self.dest)
+
+    # -- reading the volume -------------------------------------------------------------
+
+    def lstat(self, rel: str) -> Entry | None:
+        try:
+            st = os.lstat(self.tree.volume_path(rel))
+        except FileNotFoundError:
+            return None
+        return entry_of(st, lambda: os.readlink(self.tree.volume_path(rel)))
+
+    def in_folder(self, parent: str, names: list[str], work: Callable[[int, str], T]) -> list[T | None]:
+        """`work(folder fd, name)` for names in one folder: the folder's path is resolved once, each
+        name alone after (a network volume's client resolves every component of a path, each a
+        round trip). None for a name that is gone, or all of them when the folder is."""
+        try:
+            fd = os.open(self.tree.volume_path(parent), os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            return [None] * len(names)
+        try:
+            return [_or_none(work, fd, name) for name in names]
+        finally:
+            os.close(fd)
+
+    def scan(self, rel: str) -> dict[str, Entry]:
+        """One folder's children, with their attributes (one look-up each, relative to the folder)."""
+        try:
+            fd = os.open(self.tree.volume_path(rel), os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        children: dict[str, Entry] = {}
+        try:
+            with os.scandir(fd) as listing:
+                for item in listing:
+                    child = f"{rel}/{item.name}" if rel else item.name
+                    if not self.tree.skipped(child):
+                        name = item.name
+                        link = functools.partial(os.readlink, name, dir_fd=fd)
+                        children[child] = entry_of(item.stat(follow_symlinks=False), link)
+        finally:
+            os.close(fd)
+        return children
+
+    def walk(self, folders: Iterable[str]) -> dict[str, Entry]:
+        """Every entry below `folders`, each folder listed in parallel."""
+        found: dict[str, Entry] = {}
+        pending = {self.pool.submit(self.scan, rel) for rel in folders}
+        while pending:
+            done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                children = future.result()
+                found.update(children)
+                pending |= {self.pool.submit(self.scan, rel) for rel, entry in children.items() if entry[0] == "d"}
+        return found
+
+    def check(self, known: dict[str, Entry]) -> dict[str, Entry]:
+        """The volume now: every known entry looked at again in parallel; changed folders listed again."""
+        tops = [rel for rel in self.tree.tops() if rel in known]
+        current = {rel: entry for rel in tops if (entry := self.lstat(rel))}
+        folders_only = self.settings.check == "folders"
+        batches = by_folder(
+            rel for rel, entry in known.items() if rel not in tops and (entry[0] == "d" or not folders_only)
+        )
+
+        def stat_batch(batch: tuple[str, list[str]]) -> list[tuple[str, Entry | None]]:
+            parent, names = batch
+            found = self.in_folder(parent, names, stat_at)
+            return [(join(parent, name), entry) for name, entry in zip(names, found, strict=True)]
+
+        for pairs in self.pool.map(stat_batch, batches):
+            current.update((rel, entry) for rel, entry in pairs if entry)
+        changed = [rel for rel, entry in current.items() if entry[0] == "d" and entry != known.get(rel)]
+        for children in self.pool.map(self.scan, changed):
+            current.update(children)
+        if folders_only:  # a folder's files stand as they were while the folder is unchanged
+            same = {rel for rel, entry in current.items() if entry[0] == "d" and entry == known.get(rel)}
+            current |= {
+                rel: entry for rel, entry in known.items() if entry[0] != "d" and rel.rpartition("/")[0] in same
+            }
+        new_folders = [rel for rel, entry in current.items() if entry[0] == "d" and rel not in known]
+        return current | self.walk(new_folders)
+
+    # -- writing the copy ---------------------------------------------------------------
+
+    def copy_files(self, parent: str, names: list[str], entries: list[Entry]) -> int:
+        """Copy files of one folder in large reads, atomically, mode and mtime kept (bytecode checks the mtime)."""
+        by_name = dict(zip(names, entries, strict=True))
+
+        def copy(fd: int, name: str) -> int:
+            entry, target = by_name[name], self.local_path(join(parent, name))
+            partial = f"{target}.partial-{os.getpid()}"
+            copied = 0
+            with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=fd), "rb") as reader, open(partial, "wb") as writer:
+                while chunk := reader.read(CHUNK):
+                    writer.write(chunk)
+                    copied += len(chunk)
+            os.chmod(partial, stat.S_IMODE(entry[1]))
+            os.utime(partial, ns=(entry[3], entry[3]))
+            os.replace(partial, target)
+            return copied
+
+        copied = self.in_folder(parent, names, copy)
+        if None in copied:  # changed under us: the next start checks it again (no manifest is written)
+            raise FileNotFoundError(f"a file of {self.tree.volume_path(parent)} went away while it was copied")
+        return sum(size or 0 for size in copied)
+
+    def place(self, current: dict[str, Entry], have: dict[str, Entry]) -> tuple[list[str], int, int]:
+        """Make the copy match `current`: (the files copied, bytes copied, entries removed)."""
+        removed = [rel for rel in have if rel not in current or current[rel][0] != have[rel][0]]
+        for rel in sorted(removed, reverse=True):  # children before their folders
+            remove(self.local_path(rel))
+        for top in self.tree.tops():
+            Path(self.local_path(top)).mkdir(parents=True, exist_ok=True)
+        for rel in sorted(rel for rel, entry in current.items() if entry[0] == "d"):
+            Path(self.local_path(rel)).mkdir(exist_ok=True)
+        for rel, entry in current.items():
+            if entry[0] == "l" and have.get(rel) != entry:
+                remove(self.local_path(rel))
+                os.symlink(entry[4], self.local_path(rel))
+        stale = [(rel, entry) for rel, entry in current.items() if entry[0] == "f" and have.get(rel) != entry]
+        batches = by_folder(rel for rel, _ in stale)
+
+        def copy_batch(batch: tuple[str, list[str]]) -> int:
+            parent, names = batch
+            return self.copy_files(parent, names, [current[join(parent, name)] for name in names])
+
+        sizes = list(self.pool.map(copy_batch, batches))
+        for rel, entry in current.items():
+            if entry[0] == "d":
+                os.chmod(self.local_path(rel), stat.S_IMODE(entry[1]))
+        return [rel for rel, _ in stale], sum(sizes), len(removed)
+
+
+def entry_of(st: os.stat_result, link: Callable[[], str]) -> Entry:
+    if stat.S_ISLNK(st.st_mode):
+        return ("l", st.st_mode, 0, st.st_mtime_ns, link())
+    kind = "d" if stat.S_ISDIR(st.st_mode) else "f"
+    return (kind, st.st_mode, st.st_size if kind == "f" else 0, st.st_mtime_ns, "")
+
+
+def stat_at(fd: int, name: str) -> Entry:
+    return entry_of(os.stat(name, dir_fd=fd, follow_symlinks=False), functools.partial(os.readlink, name, dir_fd=fd))
+
+
+def _or_none(work: Callable[[int, str], T], fd: int, name: str) -> T | None:
+    try:
+        return work(fd, name)
+    except FileNotFoundError:
+        return None
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def by_folder(rels: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Entries grouped by folder, in batches of at most BATCH names (each batch one task)."""
+    folders: dict[str, list[str]] = {}
+    for rel in rels:
+        parent, _, name = rel.rpartition("/")
+        folders.setdefault(parent, []).append(name)
+    return [(parent, names[i : i + BATCH]) for parent, names in folders.items() for i in range(0, len(names), BATCH)]
+
+
+def remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+# -- the manifests ----------------------------------------------------------------------
+
+
+def read_manifest(path: Path, tree: Tree) -> dict[str, Entry]:
+    """The entries a manifest lists, if it is one for this install and venv (else none)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("version") != MANIFEST_VERSION or data.get("source") != [str(tree.root), str(tree.venv)]:
+        return {}
+    return {rel: tuple(entry) for rel, entry in data["entries"].items()}  # type: ignore[misc]
+
+
+def write_manifest(path: Path, tree: Tree, entries: dict[str, Entry]) -> None:
+    """Write atomically (a reader sees the old file or the new one, never a part)."""
+    data = {"version": MANIFEST_VERSION, "source": [str(tree.root), str(tree.venv)], "entries": entries}
+    write_atomically(path, json.dumps(data, separators=(",", ":")))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def volume_manifests(tree: Tree) -> Path:
+    return tree.root / ".comfy-worker" / "code"
+
+
+def newest_volume_manifest(tree: Tree) -> dict[str, Entry]:
+    """The newest manifest any worker kept on the volume (one listing and a stat per worker's file)."""
+    try:
+        paths = sorted(volume_manifests(tree).glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    except OSError:
+        return {}
+    return next((entries for entries in map(lambda path: read_manifest(path, tree), paths) if entries), {})
+
+
+# -- one sync ---------------------------------------------------------------------------
+
+
+def call_ms(root: Path, repeated: bool = False) -> float:
+    """The volume's time per look-up, the median of several: of names never asked before (a round trip
+    each), or with `repeated` of the install's own folder again and again (none when the client caches)."""
+    times = []
+    os.path.lexists(root)
+    for index in range(PROBE_CALLS):
+        path = root if repeated else root / f".comfy-worker-probe-{os.getpid()}-{index}"
+        started = time.perf_counter()
+        os.path.lexists(path)
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
+def sync(layout: Layout, settings: Settings) -> Result:
+    """Bring the copy up to date with the volume; says what ComfyUI runs from."""
+    started = time.monotonic()
+    on_volume = Result(layout.comfyui_dir, layout.venv, copied=False, reason="")
+    if not settings.enabled:
+        on_volume.reason = "CODE_COPY=false"
+        return on_volume
+    probe_ms = call_ms(layout.comfyui_dir)
+    if probe_ms < settings.min_call_ms:
+        on_volume.reason = f"the volume answers in {probe_ms:.2f} ms per call, below CODE_COPY_MIN_CALL_MS"
+        return on_volume
+    repeat_ms = call_ms(layout.comfyui_dir, repeated=True)
+    if repeat_ms < settings.min_call_ms and not (settings.copy_dir / LOCAL_MANIFEST).is_file():
+        on_volume.reason = (
+            f"the volume's client caches look-ups ({repeat_ms:.2f} ms for a repeated one) and this disk has no copy "
+            "yet: ComfyUI's imports cost fewer calls than a first copy"
+        )
+        return on_volume
+    tree = Tree(layout)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(settings.threads, thread_name_prefix="codecopy") as pool:
+            return Copier(tree, settings, pool, started).run(layout.worker_id, probe_ms)
+    except OSError as error:  # no install yet, an unreadable file: the launch checks say what is wrong
+        on_volume.reason = f"the copy failed: {error}"
+        return on_volume
+
+
+class Copier(Syncer):
+    def __init__(self, tree: Tree, settings: Settings, pool: concurrent.futures.ThreadPoolExecutor, started: float):
+        super().__init__(tree, settings, pool)
+        self.started = started
+        self.phases: dict[str, float] = {}
+        self.mark = started
+
+    def phase(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = now - self.mark
+        self.mark = now
+
+    def run(self, worker_id: str, probe_ms: float) -> Result:
+        local_manifest = self.settings.copy_dir / LOCAL_MANIFEST
+        have = read_manifest(local_manifest, self.tree)
+        from_volume = {} if have else newest_volume_manifest(self.tree)
+        known = have or from_volume
+        self.phase("manifest")
+        current = self.check(known) if known else self.walk_all()
+        self.phase("check" if known else "walk")
+        size = sum(entry[2] for entry in current.values())
+        venv_copy = Path(self.local_path(self.tree.venv_rel or "@venv"))
+        result = Result(self.dest, venv_copy, copied=True, reason=f"{probe_ms:.2f} ms per call", entries=len(current))
+        if size > self.settings.disk_budget_bytes:
+            budget = self.settings.disk_budget_bytes // MB
+            return Result(
+                self.tree.root,
+                self.tree.venv,
+                False,
+                f"the code is {size // MB} MB, over CODE_COPY_DISK_BUDGET_MB={budget}",
+            )
+        if not have:  # whatever a copy cut short left goes: only what was checked now is served
+            for top in self.tree.tops():
+                remove(self.local_path(top))
+        local_manifest.unlink(missing_ok=True)
+        copied, result.bytes_copied, result.removed = self.place(current, have)
+        result.files_copied = len(copied)
+        self.phase("copy")
+        self.fix_up(copied, venv_copy)
+        compile_bytecode(venv_copy / "bin" / "python", [self.local_path(rel) for rel in copied if rel.endswith(".py")])
+        self.phase("compile")
+        if current != from_volume:
+            self.keep_on_volume(worker_id, current)
+        write_manifest(local_manifest, self.tree, current)
+        result.seconds, result.phases = time.monotonic() - self.started, self.phases
+        return result
+
+    def walk_all(self) -> dict[str, Entry]:
+        tops = {top: self.lstat(top) for top in self.tree.tops()}
+        missing = [self.tree.volume_path(top) for top, entry in tops.items() if entry is None or entry[0] != "d"]
+        if missing:
+            raise FileNotFoundError(f"no folder {' '.join(missing)}")
+        return tops | self.walk(tops)  # type: ignore[operator]
+
+    def fix_up(self, copied: list[str], venv_copy: Path) -> None:
+        """The copy's models are the volume's; the venv's scripts name the copy's venv."""
+        models = self.dest / "models"
+        if not models.is_symlink() and (self.tree.root / "models").is_dir():
+            remove(str(models))
+            models.symlink_to(self.tree.root / "models")
+        bin_prefix = f"{self.tree.venv_rel or '@venv'}/bin/"
+        old, new = str(self.tree.venv).encode(), str(venv_copy).encode()
+        for rel in copied:
+            if rel.startswith(bin_prefix):
+                rewrite_script(Path(self.local_path(rel)), old, new)
+
+    def keep_on_volume(self, worker_id: str, current: dict[str, Entry]) -> None:
+        """This worker's own manifest on the volume, for the next fresh worker (best effort)."""
+        folder = volume_manifests(self.tree)
+        try:
+            if not folder.is_dir():
+                folder.mkdir(parents=True)
+                current[""] = self.lstat("") or current[""]  # the install's own folder changed: not the code
+            write_manifest(folder / f"{worker_id}.json", self.tree, current)
+        except OSError:
+            pass  # a read-only volume: the next worker walks the tree
+
+
+def rewrite_script(path: Path, old: bytes, new: bytes) -> None:
+    """A script whose #! line names the volume's venv gets the copy's (its mtime kept)."""
+    with open(path, "rb") as reader:
+        head = reader.read(2)
+    if head != b"#!":
+        return
+    text = path.read_bytes()
+    if old in text:
+        st = path.stat()
+        path.write_bytes(text.replace(old, new))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def compile_bytecode(python: Path, files: list[str]) -> None:
+    """Bytecode for the copied modules, by the venv's own Python (its version's tag); what is current is kept."""
+    if not files or not os.access(python, os.X_OK):
+        return
+    subprocess.run(
+        [str(python), "-m", "compileall", "-q", "-j", "0", "-i", "-"],
+        input="\n".join(files),
+        text=True,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )

@@ -1,0 +1,61 @@
+"""The whole stack with the code copy on: ComfyUI runs from the container's disk, the volume is only read.
+
+The stand-in ComfyUI and a small venv (its packages the test venv's, through a .pth file) are
+the "volume"; CODE_COPY_MIN_CALL_MS=0 makes the worker copy them as from a slow volume.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.stack import REPO, VENV, Stack
+from tests.test_stack import assert_job_returns_png
+
+
+def small_venv(folder: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    site = next((folder / "lib").glob("python3*/site-packages"))
+    (site / "test-venv.pth").write_text(f"{next((VENV / 'lib').glob('python3*/site-packages'))}\n")
+    return folder
+
+
+def tree_state(root: Path) -> dict[Path, int]:
+    return {path: path.lstat().st_mtime_ns for path in root.rglob("*")}
+
+
+def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    comfy = volume / "ComfyUI"
+    shutil.copytree(REPO / "standin" / "ComfyUI", comfy, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = small_venv(volume / "venv")
+    before = tree_state(volume)
+    env = {"COMFYUI_VENV": str(venv), "CODE_COPY_MIN_CALL_MS": "0", "CODE_COPY_DIR": str(tmp_path / "code")}
+    stack = Stack(tmp_path / "stack", env, comfyui_dir=comfy)
+    try:
+        stack.start()
+        stack.wait_accepting_jobs(120)
+        assert_job_returns_png(stack)
+        copied = stack.wait_line("ComfyUI's code copied to")
+        assert "0 removed" in copied
+        argv = psutil.Process(stack.pid_of("comfyui")).cmdline()
+        assert argv[0] == str(tmp_path / "code" / "venv" / "bin" / "python")
+        assert psutil.Process(stack.pid_of("comfyui")).cwd() == str(tmp_path / "code" / "ComfyUI")
+        metrics = requests.get(f"{stack.sidecar_url}/metrics", timeout=10).text
+        assert "comfy_worker_code_from_copy 1.0" in metrics
+        assert "comfy_worker_code_copy_files_copied" in metrics
+        assert "comfy_worker_startup_code_ready_seconds" in metrics
+        command = [str(stack.home / "bin" / "comfy-worker"), "status"]
+        status = subprocess.run(command, env=stack.env, capture_output=True, text=True, timeout=60)
+        assert "code        ComfyUI's code from a copy on the container's disk, ready" in status.stdout, status.stdout
+    finally:
+        stack.stop()
+        stack.kill_everything()
+    changed = {path for path, mtime in tree_state(volume).items() if before.get(path) != mtime}
+    kept = comfy / ".comfy-worker" / "code"
+    assert changed == {comfy, kept.parent, kept, *kept.iterdir()}, "only the worker's own manifest is written"
