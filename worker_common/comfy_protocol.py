@@ -253,11 +253,6 @@ class Frame:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, text: bytes) -> Frame:
-        """The frame of a text message (decode_message)."""
-        return cls.from_message(decode_message(text))
-
-    @classmethod
     def from_message(cls, message: Any) -> Frame:
         """The frame of a decoded message; ACTIVITY for anything but a JSON object."""
         if not isinstance(message, dict):
