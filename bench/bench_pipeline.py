@@ -1,6 +1,13 @@
-"""Benchmark of throughput under a backlog (issue 15): JOB_PIPELINE_DEPTH 1 against the default, side by side.
+"""Benchmark of throughput under a backlog (issues 15, 22): JOB_PIPELINE_DEPTH values side by side.
 
-    .venv/bin/python bench/bench_pipeline.py [--jobs 40] [--exec-s 1] [--depths 1,2,3] [--rtt-ms 50] [--rtt-sweep]
+    .venv/bin/python bench/bench_pipeline.py [--jobs 40] [--exec-s 1] [--depths 1,2,auto] [--rtt-ms 50] [--rtt-sweep]
+    .venv/bin/python bench/bench_pipeline.py --sweep [--jobs 20] [--depths 2,auto]
+
+--sweep runs job lengths 0.2, 0.5, 1 and 3 s x round trips 0, 50 and 200 ms (base64), each at
+every --depths value (2: the fixed depth before issue 22; auto: the default now), and prints
+one table: share of ideal, GPU idle between jobs, the depth reached, single-job latency. Each
+backlog is --jobs jobs, or --sweep-backlog-s of execution if that is more jobs (the fixed cost of
+a backlog's first take and last result weighs the same on every job length).
 
 Everything is real and on loopback, as on RunPod: the real `python -m handler` with
 RUNPOD_WEBHOOK_GET_JOB set, so the runpod SDK's own job-take loop fetches the jobs, from a fake
@@ -17,6 +24,8 @@ For each delivery and depth the handler is started afresh, warmed up with two jo
   arrival to the last result, and as a share of the ideal (the sum of ComfyUI's execution
   times, from each prompt's /history execution_start / execution_success timestamps; the
   handler runs with CLEANUP_HISTORY=false to keep them);
+- the most jobs the worker held at once (handed out, result not yet posted), and for
+  JOB_PIPELINE_DEPTH=auto the depths it chose (its log);
 - GPU idle: ComfyUI's idle time between one prompt's end and the next one's start (p50, max),
   with where it comes from: how long before ComfyUI went idle the next job was handed out
   ("taken ahead"; negative, or "taken late", when it came after), the time from a result
@@ -34,6 +43,7 @@ import itertools
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -49,7 +59,7 @@ from PIL import Image  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
 
-from handler.config import DEFAULT_PIPELINE_DEPTH  # noqa: E402
+from handler.config import PIPELINE_AUTO  # noqa: E402
 from tests.fake_runpod import FakeRunPod, Request  # noqa: E402
 from tests.handler_harness import PYTHON, MotoServer, Rig  # noqa: E402
 from tests.processes import Process  # noqa: E402
@@ -57,6 +67,10 @@ from tests.processes import Process  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 BUCKET = "bench-pipeline"
 TARGET = 0.95
+SWEEP_EXEC_S = (0.2, 0.5, 1.0, 3.0)
+SWEEP_RTT_MS = (0.0, 50.0, 200.0)
+TARGET_FROM_EXEC_S = 0.5  # the target holds for jobs this long and longer
+DEPTH_LINE = re.compile(r"taking (\d+) jobs at once")
 PHASES = ("validating", "staging_inputs", "queue_wait", "executing", "collecting", "delivering")
 PHASE_SECONDS = "comfy_worker_job_phase_duration_seconds"
 
@@ -138,8 +152,9 @@ def timeline(rig: Rig, fake: FakeRunPod, result: Request, clock: Clock) -> Timel
 @dataclass(frozen=True)
 class Series:
     delivery: str
-    depth: int
+    depth: str  # JOB_PIPELINE_DEPTH: a number, or auto
     rtt_ms: float
+    exec_s: float
 
 
 class Worker:
@@ -153,7 +168,7 @@ class Worker:
         env = {
             **self.fake.env(),
             **extra_env,
-            "JOB_PIPELINE_DEPTH": str(series.depth),
+            "JOB_PIPELINE_DEPTH": series.depth,
             "CLEANUP_HISTORY": "false",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
@@ -198,35 +213,54 @@ class Worker:
                     sums[phase][1] += sample.value
         return {phase: (total, count) for phase, (total, count) in sums.items()}
 
+    def depths_chosen(self) -> list[int]:
+        """The depths JOB_PIPELINE_DEPTH=auto changed to, in order (the handler's log)."""
+        return [int(m[1]) for line in self.handler.lines if (m := DEPTH_LINE.search(line))]
+
     def stop(self) -> None:
         self.handler.stop()
         self.fake.close()
 
 
 def measure(rig: Rig, series: Series, extra_env: dict[str, str], args: argparse.Namespace, tmp: Path) -> dict:
-    label = f"{series.delivery}-d{series.depth}-rtt{series.rtt_ms:g}"
+    label = f"{series.delivery}-d{series.depth}-rtt{series.rtt_ms:g}-exec{series.exec_s:g}"
     worker = Worker(rig, series, extra_env, tmp / f"metrics-{label}")
     load_before = os.getloadavg()[0]
     try:
         worker.wait_idle()
-        worker.run_jobs([make_job(f"warm{i}", args.side, args.exec_s, 900 + i) for i in range(2)], 120)
+        worker.run_jobs([make_job(f"warm{i}", args.side, series.exec_s, 900 + i) for i in range(2)], 120)
         latencies = []
         for index in range(args.latency_runs):
             worker.wait_idle()
-            [one] = worker.run_jobs([make_job(f"one{index}", args.side, args.exec_s, 800 + index)], 120)
+            [one] = worker.run_jobs([make_job(f"one{index}", args.side, series.exec_s, 800 + index)], 120)
             latencies.append(one)
         worker.wait_idle()
         phases_before = worker.phase_sums()
-        jobs = [make_job(f"job{i}", args.side, args.exec_s, i) for i in range(args.jobs)]
-        backlog = worker.run_jobs(jobs, timeout_s=args.jobs * args.exec_s * 10 + 120)
+        depths_before = len(worker.depths_chosen())
+        count = max(args.jobs, round(args.sweep_backlog_s / series.exec_s)) if args.sweep else args.jobs
+        jobs = [make_job(f"job{i}", args.side, series.exec_s, i) for i in range(count)]
+        backlog = worker.run_jobs(jobs, timeout_s=count * series.exec_s * 10 + 120)
         phases = _phase_means(phases_before, worker.phase_sums())
         takes = worker.fake.of_kind("take", "take-batch")
+        held = most_in_flight(worker.fake, {job.job_id for job in backlog})
+        chosen = worker.depths_chosen()
     finally:
         worker.stop()
     figures = backlog_figures(backlog, takes)
+    figures.update(most_in_flight=held, depths_chosen=chosen, depth_changes_in_backlog=len(chosen) - depths_before)
     figures.update(latency_figures(latencies), phases_ms=phases, load=[load_before, os.getloadavg()[0]])
-    figures.update(delivery=series.delivery, depth=series.depth, rtt_ms=series.rtt_ms)
+    figures.update(delivery=series.delivery, depth=series.depth, rtt_ms=series.rtt_ms, exec_s=series.exec_s)
     return figures
+
+
+def most_in_flight(fake: FakeRunPod, ids: set[str]) -> int:
+    """The most of these jobs the worker held at once: handed out, result not yet posted."""
+    held, most = 0, 0
+    for request in sorted(fake.of_kind("take", "take-batch", "result"), key=lambda r: r.at):
+        count = len(ids.intersection(request.job_ids))
+        held += -count if request.kind == "result" else count
+        most = max(most, held)
+    return most
 
 
 def _phase_means(before: dict, after: dict) -> dict[str, float]:
@@ -308,8 +342,16 @@ def _p50(values: list[float]) -> float:
 # -- the run ------------------------------------------------------------------------------------
 
 
-def depths(value: str) -> list[int]:
-    return sorted({int(part) for part in value.replace("default", str(DEFAULT_PIPELINE_DEPTH)).split(",")})
+def depths(value: str) -> list[str]:
+    """JOB_PIPELINE_DEPTH values: numbers, auto (or default), in the order given."""
+    chosen = []
+    for part in value.replace("default", PIPELINE_AUTO).split(","):
+        part = part.strip().lower()
+        if part != PIPELINE_AUTO and not part.isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r} is neither a depth nor {PIPELINE_AUTO}")
+        if part not in chosen:
+            chosen.append(part)
+    return chosen
 
 
 def main() -> None:
@@ -317,18 +359,24 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40, help="jobs in the backlog (default 40)")
     parser.add_argument("--exec-s", type=float, default=1.0, help="StandinSleep's seconds per job (default 1)")
     parser.add_argument("--side", type=int, default=256, help="side of each job's noisy PNG (default 256)")
-    parser.add_argument("--depths", type=depths, default=depths("1,default,3"), help="JOB_PIPELINE_DEPTH values")
+    parser.add_argument("--depths", type=depths, help="JOB_PIPELINE_DEPTH values (1,2,auto; --sweep: 2,auto)")
+    parser.add_argument("--sweep", action="store_true", help="job lengths x round trips (base64 only), see above")
+    parser.add_argument("--sweep-backlog-s", type=float, default=20.0, help="--sweep: least execution per backlog")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="round trip added to every RunPod request")
     parser.add_argument("--rtt-sweep", action="store_true", help="also at 0 and 200 ms (base64 only)")
     parser.add_argument("--latency-runs", type=int, default=9, help="single jobs on an idle worker per series")
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument(
-        "--results", default="pipeline.json", help="file name under bench/results/ (run_all reads pipeline.json)"
+        "--results", default=None, help="file name under bench/results/ (pipeline.json, --sweep: pipeline-sweep.json)"
     )
     args = parser.parse_args()
+    args.depths = args.depths or depths("2,auto" if args.sweep else "1,2,auto")
+    args.results = args.results or ("pipeline-sweep.json" if args.sweep else "pipeline.json")
     started = time.monotonic()
     report: dict[str, Any] = {
-        "default_depth": DEFAULT_PIPELINE_DEPTH,
+        "default_depth": PIPELINE_AUTO,
+        "sweep": args.sweep,
+        "sweep_backlog_s": args.sweep_backlog_s,
         "jobs": args.jobs,
         "exec_s": args.exec_s,
         "side": args.side,
@@ -338,14 +386,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         rig = Rig(Path(tmp) / "rig").start_without_handler()
-        moto = None if args.skip_s3 else MotoServer()
+        moto = None if args.skip_s3 or args.sweep else MotoServer()
         try:
             rig.wait_for(lambda: _comfy_up(rig), 60, what="the stand-in ComfyUI")
-            deliveries = {"base64": {}} if moto is None else {"base64": {}, "s3": _s3_env(moto)}
-            plan = [(Series(d, depth, args.rtt_ms), env) for d, env in deliveries.items() for depth in args.depths]
-            if args.rtt_sweep:
-                plan += [(Series("base64", depth, rtt), {}) for rtt in (0.0, 200.0) for depth in args.depths]
-            for series, env in plan:
+            for series, env in plan(args, moto):
                 figures = measure(rig, series, env, args, Path(tmp))
                 report["series"].append(figures)
                 print_series(figures, flush=True)
@@ -357,6 +401,18 @@ def main() -> None:
     print_report(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / args.results).write_text(json.dumps(report, indent=1) + "\n")
+
+
+def plan(args: argparse.Namespace, moto: MotoServer | None) -> list[tuple[Series, dict[str, str]]]:
+    if args.sweep:
+        cells = itertools.product(SWEEP_EXEC_S, SWEEP_RTT_MS, args.depths)
+        return [(Series("base64", depth, rtt, exec_s), {}) for exec_s, rtt, depth in cells]
+    deliveries = {"base64": {}} if moto is None else {"base64": {}, "s3": _s3_env(moto)}
+    cells = itertools.product(deliveries.items(), args.depths)
+    series = [(Series(d, depth, args.rtt_ms, args.exec_s), env) for (d, env), depth in cells]
+    if args.rtt_sweep:
+        series += [(Series("base64", depth, rtt, args.exec_s), {}) for rtt in (0.0, 200.0) for depth in args.depths]
+    return series
 
 
 def _comfy_up(rig: Rig) -> bool:
@@ -382,15 +438,20 @@ def _s3_env(moto: MotoServer) -> dict[str, str]:
 
 def print_series(f: dict[str, Any], flush: bool = False) -> None:
     print(
-        f"  {f['delivery']:6} depth {f['depth']} rtt {f['rtt_ms']:g} ms: {f['ideal_ratio']:.3f} of ideal "
-        f"({f['jobs_per_s']:.3f} jobs/s), GPU idle p50 {f['idle_p50_ms']:.0f} ms, load {f['load'][0]:.1f}",
+        f"  {f['delivery']:6} {f['exec_s']:g} s jobs, depth {f['depth']} (held {f['most_in_flight']}), "
+        f"rtt {f['rtt_ms']:g} ms: {f['ideal_ratio']:.3f} of ideal ({f['jobs_per_s']:.3f} jobs/s), "
+        f"GPU idle p50 {f['idle_p50_ms']:.0f} ms, {f['idle_total_s']:.2f} s in all, "
+        f"1 job {_latency(f)}, load {f['load'][0]:.1f}",
         flush=flush,
     )
 
 
 COLUMNS = [
     ("delivery", lambda f: f["delivery"]),
+    ("job", lambda f: f"{f['exec_s']:g} s"),
     ("depth", lambda f: str(f["depth"])),
+    ("held", lambda f: str(f["most_in_flight"])),
+    ("auto's depths", lambda f: ",".join(map(str, f["depths_chosen"])) or "-"),
     ("rtt", lambda f: f"{f['rtt_ms']:g} ms"),
     ("jobs/s", lambda f: f"{f['jobs_per_s']:.3f}"),
     ("ideal", lambda f: f"{f['ideal_jobs_per_s']:.3f}"),
@@ -402,6 +463,7 @@ COLUMNS = [
     ("taken ahead p50/min", lambda f: f"{f['taken_ahead_p50_ms']:.0f}/{f['taken_ahead_min_ms']:.0f} ms"),
     ("result->take p50/max", lambda f: f"{f['result_to_next_take_p50_ms']:.0f}/{f['result_to_next_take_max_ms']:.0f}"),
     ("end->result p50", lambda f: f"{f['ended_to_result_p50_ms']:.0f} ms"),
+    ("first start/last result", lambda f: f"{f['first_start_ms']:.0f}/{f['last_result_ms']:.0f} ms"),
     ("1 job latency p50", lambda f: _latency(f)),
     ("load", lambda f: "{:.1f}-{:.1f}".format(*f["load"])),
 ]
@@ -416,16 +478,17 @@ def _latency(f: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     rows = [[fmt(f) for _, fmt in COLUMNS] for f in report["series"]]
     print(
-        f"\n{report['jobs']} jobs in the backlog, each LoadImage + StandinSleep {report['exec_s']:g} s + SaveImage "
+        f"\n{_backlog(report)} in the backlog, each LoadImage + StandinSleep (job) + SaveImage "
         f"of a {report['side']}² noisy PNG; default JOB_PIPELINE_DEPTH={report['default_depth']}; "
         f"{report['cpus']} CPUs; {report['elapsed_s']:.0f} s in all"
     )
     print_table([name for name, _ in COLUMNS], rows)
     print("\nhandler's mean time per phase of the backlog's jobs (ms):")
     print_table(
-        ["delivery", "depth", "rtt", *PHASES],
+        ["delivery", "job", "depth", "rtt", *PHASES],
         [
-            [f["delivery"], str(f["depth"]), f"{f['rtt_ms']:g} ms", *(f"{f['phases_ms'][p]:.1f}" for p in PHASES)]
+            [f["delivery"], f"{f['exec_s']:g} s", f["depth"], f"{f['rtt_ms']:g} ms"]
+            + [f"{f['phases_ms'][p]:.1f}" for p in PHASES]
             for f in report["series"]
         ],
     )
@@ -433,11 +496,20 @@ def print_report(report: dict[str, Any]) -> None:
     posts = sum(f["progress_posts"] for f in report["series"])
     print(f"\nprogress posts after their job's result: {sum(f['progress_after_result'] for f in late)} of {posts}")
     for f in report["series"]:
-        if f["depth"] == report["default_depth"] and f["rtt_ms"] == report["rtt_ms"]:
+        if f["depth"] != report["default_depth"] or f["exec_s"] < TARGET_FROM_EXEC_S:
+            continue
+        if report["sweep"] or f["rtt_ms"] == report["rtt_ms"]:
             verdict = "met" if f["ideal_ratio"] >= TARGET else "NOT met"
             print(
-                f"target >= {TARGET} of ideal at the default depth, {f['delivery']}: {f['ideal_ratio']:.3f}, {verdict}"
+                f"target >= {TARGET} of ideal at the default depth, {f['delivery']}, {f['exec_s']:g} s jobs, "
+                f"rtt {f['rtt_ms']:g} ms: {f['ideal_ratio']:.3f}, {verdict}"
             )
+
+
+def _backlog(report: dict[str, Any]) -> str:
+    if report["sweep"]:
+        return f"at least {report['jobs']} jobs and {report['sweep_backlog_s']:g} s of execution"
+    return f"{report['jobs']} jobs"
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

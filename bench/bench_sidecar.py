@@ -33,8 +33,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.sidecar_world import MiniSupervisor, Sidecar, short_tmp, wait_until  # noqa: E402
 from tests.stack import free_port  # noqa: E402
-from tests.test_sidecar_support import MiniSupervisor, Sidecar, short_tmp, wait_until  # noqa: E402
 
 BOOT_DELAY_S = "0.3"
 GUI_LINE = b"To see the GUI go to"

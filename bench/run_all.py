@@ -23,7 +23,7 @@ QUICK = {
     "bench_sidecar.py": ["--boots", "2", "--quiet-s", "3", "--scrapes", "100"],
     "bench_handler.py": ["--runs", "6", "--big-side", "512", "--ready-tries", "1"],
     "bench_soak.py": ["--jobs", "60", "--big-count", "2", "--big-side", "512"],
-    "bench_pipeline.py": ["--jobs", "4", "--exec-s", "0.3", "--latency-runs", "1", "--depths", "1,default"],
+    "bench_pipeline.py": ["--jobs", "4", "--exec-s", "0.3", "--latency-runs", "1", "--depths", "1,auto"],
     "bench_layout.py": ["--runs", "3", "--warmup", "1"],
     "bench_image.py": ["--runs", "1"],
     "bench_coldstart.py": ["--model-gb", "0.5", "--models", "1", "--modules", "50", "--settings", "kinder"],
@@ -40,18 +40,19 @@ def large(d: dict) -> str:
     return f"{d['peak_increment_mb']:.0f} MB{ratio} ({d['images']} x {d['side']}²)"
 
 
-def pipeline_series(d: dict, delivery: str, depth: int | None = None) -> dict:
-    """bench_pipeline's figures for one delivery and depth (the default one) at its main round trip."""
+def pipeline_series(d: dict, delivery: str, depth: str | None = None) -> dict:
+    """bench_pipeline's figures for one delivery and depth (the default one) at its main round trip and job."""
     depth = d["default_depth"] if depth is None else depth
     for series in d["series"]:
-        if (series["delivery"], series["depth"], series["rtt_ms"]) == (delivery, depth, d["rtt_ms"]):
+        key = (series["delivery"], series["depth"], series["rtt_ms"], series["exec_s"])
+        if key == (delivery, depth, d["rtt_ms"], d["exec_s"]):
             return series
     raise KeyError(f"{delivery} at depth {depth}")
 
 
 def of_ideal(delivery: str):
     def value(d: dict) -> str:
-        one, default = pipeline_series(d, delivery, 1), pipeline_series(d, delivery)
+        one, default = pipeline_series(d, delivery, "1"), pipeline_series(d, delivery)
         return f"{one['ideal_ratio']:.3f} / {default['ideal_ratio']:.3f} (depth {d['default_depth']})"
 
     return value
@@ -63,7 +64,7 @@ def gpu_idle(d: dict) -> str:
 
 
 def idle_latency(d: dict) -> str:
-    one, default = pipeline_series(d, "base64", 1), pipeline_series(d, "base64")
+    one, default = pipeline_series(d, "base64", "1"), pipeline_series(d, "base64")
     return f"{one['latency_p50_ms']:.0f} / {default['latency_p50_ms']:.0f} ms"
 
 

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import runpod
 import websocket
 
-from worker_common.contract import ExitCode
+from worker_common.contract import PROGRAM_HANDLER, ExitCode
 from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
 from . import config as handler_config
@@ -40,15 +40,15 @@ log = logging.getLogger("handler")
 def main() -> None:
     logs.configure()
     test_input = _test_input_given()
-    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not test_input
     try:
         config = handler_config.load()
+        on_runpod = config.on_runpod and not test_input
         if not on_runpod and not test_input:
             _check_free(config.local_api_host, config.local_api_port)
         rt = Runtime.build(config)
     except ConfigError as error:
         log.error("configuration error: %s", error)
-        sys.exit(record_config_error("handler", error))
+        sys.exit(record_config_error(PROGRAM_HANDLER, error))
     for line in handler_config.ignored_settings():
         log.warning(line)
     if config.ws_trace:
@@ -93,9 +93,9 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool, stack_handler: bool = True) -
     if stack_handler:
         clear_leftovers(rt.comfy, rt.cleaner)
     log.info(
-        "ComfyUI is ready %.2f s after the container's start; accepting jobs (%d at a time; files in %s)",
+        "ComfyUI is ready %.2f s after the container's start; accepting jobs (%s at a time; files in %s)",
         time.time() - config.started_at,
-        config.pipeline_depth,
+        config.pipeline_depth or f"up to {config.pipeline_max_depth}, as measured,",
         config.layout.data_dir,
     )
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from worker_common import layout, settings
+from worker_common import contract, layout, settings
 from worker_common.layout import Layout
 from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_str, first_env
 
 MB = 1_000_000
-# Jobs a worker takes at once: one running in ComfyUI, the next already queued behind it
-# (docs/handler.md, "Throughput under a backlog", has the figures behind the default).
-DEFAULT_PIPELINE_DEPTH = 2
+# How many jobs a worker takes at once (docs/handler.md, "Jobs in flight together", has the figures
+# behind the defaults): by default it follows what the worker measures (handler/pipeline.py), at
+# most JOB_PIPELINE_MAX_DEPTH jobs and JOB_PIPELINE_MAX_WAIT_S of measured work waiting.
+PIPELINE_AUTO = "auto"
+DEFAULT_PIPELINE_MAX_DEPTH = 8
+DEFAULT_PIPELINE_MAX_WAIT_S = 2.0
+PIPELINE_DEPTH_LIMIT = 32
 S3_UPLOAD_MODES = ("always", "oversize")
 S3_ADDRESSING_STYLES = ("auto", "path", "virtual")
 # worker-comfyui settings that have no meaning here: named once at start, then ignored.
@@ -47,13 +52,17 @@ class S3Config:
 class Config:
     comfy_port: int
     layout: Layout
+    run_dir: Path  # WORKER_RUN_DIR: the sidecar's records and this stack's identity
+    on_runpod: bool  # RUNPOD_WEBHOOK_GET_JOB set: RunPod hands out the jobs
     sidecar_port: int
     started_at: float
     ready_timeout_s: float
     job_ready_wait_s: float
     job_timeout_s: float
     interrupt_grace_s: float
-    pipeline_depth: int
+    pipeline_depth: int | None  # JOB_PIPELINE_DEPTH when fixed; None: it follows what the worker measures
+    pipeline_max_depth: int
+    pipeline_max_wait_s: float
     ws_reconnect_attempts: int
     ws_reconnect_delay_s: float
     ws_receive_timeout_s: float
@@ -83,13 +92,21 @@ def load() -> Config:
     return Config(
         comfy_port=settings.comfy_port(),
         layout=layout.load(),
+        run_dir=settings.run_dir(),
+        on_runpod=bool(env_str("RUNPOD_WEBHOOK_GET_JOB")),
         sidecar_port=settings.sidecar_port(),
         started_at=settings.started_at() or time.time(),
         ready_timeout_s=settings.ready_timeout_s(),
         job_ready_wait_s=env_float("JOB_READY_WAIT_S", 30.0, minimum=0.0),
         job_timeout_s=env_float("JOB_TIMEOUT_S", 600.0, minimum=0.1),
         interrupt_grace_s=env_float("COMFY_INTERRUPT_GRACE_S", 5.0, minimum=0.0, maximum=300.0),
-        pipeline_depth=env_int("JOB_PIPELINE_DEPTH", DEFAULT_PIPELINE_DEPTH, minimum=1, maximum=8),
+        pipeline_depth=fixed_pipeline_depth(),
+        pipeline_max_depth=env_int(
+            "JOB_PIPELINE_MAX_DEPTH", DEFAULT_PIPELINE_MAX_DEPTH, minimum=1, maximum=PIPELINE_DEPTH_LIMIT
+        ),
+        pipeline_max_wait_s=env_float(
+            "JOB_PIPELINE_MAX_WAIT_S", DEFAULT_PIPELINE_MAX_WAIT_S, minimum=0.0, maximum=600.0
+        ),
         ws_reconnect_attempts=env_int("WEBSOCKET_RECONNECT_ATTEMPTS", 5, minimum=0, maximum=100),
         ws_reconnect_delay_s=env_float("WEBSOCKET_RECONNECT_DELAY_S", 3.0, minimum=0.0, maximum=300.0),
         ws_receive_timeout_s=env_float("WEBSOCKET_RECEIVE_TIMEOUT_S", 15.0, minimum=0.1),
@@ -103,10 +120,23 @@ def load() -> Config:
         refresh_worker=env_bool("REFRESH_WORKER"),
         progress_url_set=bool(env_str("RUNPOD_WEBHOOK_POST_OUTPUT")),
         local_api_host="0.0.0.0" if env_bool("SERVE_API_LOCALLY") else env_str("LOCAL_API_HOST", "127.0.0.1"),
-        local_api_port=env_int("LOCAL_API_PORT", 8000, minimum=1, maximum=65535),
+        local_api_port=env_int("LOCAL_API_PORT", contract.DEFAULT_LOCAL_API_PORT, minimum=1, maximum=65535),
         s3=load_s3(),
         budgets=load_budgets(),
         download_policy=load_download_policy(),
+    )
+
+
+def fixed_pipeline_depth() -> int | None:
+    """JOB_PIPELINE_DEPTH: a whole number fixes the depth; `auto` (the default) lets it follow the measures."""
+    value = env_str("JOB_PIPELINE_DEPTH", "auto").strip().lower()
+    if value == PIPELINE_AUTO:
+        return None
+    if value.isdigit() and 1 <= int(value) <= PIPELINE_DEPTH_LIMIT:
+        return int(value)
+    raise ConfigError(
+        f"JOB_PIPELINE_DEPTH={value!r} is neither {PIPELINE_AUTO} nor a whole number "
+        f"from 1 to {PIPELINE_DEPTH_LIMIT}; use {PIPELINE_AUTO} (the default) or a fixed depth such as 2"
     )
 
 

@@ -8,7 +8,7 @@ import threading
 import xmlrpc.client
 from dataclasses import dataclass, field
 
-from worker_common import custom_nodes, settings
+from worker_common import custom_nodes
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
 from worker_common.comfy_protocol import Features
 from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI, stack_identity
@@ -53,7 +53,7 @@ class Runtime:
         return cls(
             config=config,
             comfy=comfy,
-            gate=Gate(config.sidecar_port, stack_identity(settings.run_dir())),
+            gate=Gate(config.sidecar_port, stack_identity(config.run_dir)),
             sockets=SocketPool(comfy),
             catalog=Catalogs(comfy),
             s3=S3Uploader(config.s3) if config.s3 else None,
@@ -78,7 +78,7 @@ class Runtime:
 
     def pack_failures(self) -> list[custom_nodes.FailedPack]:
         """Custom node packs that failed to import in the running ComfyUI (read by the sidecar)."""
-        return custom_nodes.read_failures(settings.run_dir())
+        return custom_nodes.read_failures(self.config.run_dir)
 
     def comfy_failure(self, error: ComfyError, doing: str) -> JobError:
         """The JobError for ComfyUI failing while `doing`, with the sidecar's view of why."""

@@ -7,9 +7,9 @@ cancellation through only once the job's thread has ended (its prompt stopped in
 so a cancelled job never runs on beside the next one. That takes at most the stop sequence's
 bounds (context.py).
 
-How many jobs runpod hands out at once is JOB_PIPELINE_DEPTH, through the SDK's
-`concurrency_modifier`: with 2, the next job is validated, staged and queued in ComfyUI while
-the current one runs, so ComfyUI starts it the moment the current one ends.
+How many jobs runpod hands out at once is the Pipeline's depth (pipeline.py), through the SDK's
+`concurrency_modifier`: the next jobs are validated, staged and queued in ComfyUI while the
+current one runs, so ComfyUI starts each the moment the one before ends.
 
 Every failure ends as {"error": "<message>", "details": {...}}; a broken job never takes the
 worker down.
@@ -24,6 +24,7 @@ from typing import Any
 from . import job, metrics
 from .context import JobContext
 from .errors import Reason
+from .pipeline import Bounds, Pipeline
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,12 @@ class Result(dict):
 class Worker:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        config = rt.config
+        self.pipeline = Pipeline(Bounds(config.pipeline_depth, config.pipeline_max_depth, config.pipeline_max_wait_s))
 
-    def concurrency(self, _current: int) -> int:
+    def concurrency(self, current: int) -> int:
         """runpod's concurrency_modifier: how many jobs this worker takes at once."""
-        return self.rt.config.pipeline_depth
+        return self.pipeline.concurrency(current)
 
     async def handler(self, job_request: dict[str, Any]) -> dict[str, Any]:
         """The function given to runpod.serverless.start."""
@@ -70,10 +73,13 @@ class Worker:
         """Run one job in this thread; always returns a result, never raises."""
         log.info("job %s started", ctx.job_id)
         metrics.IN_PROGRESS.inc()
+        self.pipeline.started()
+        outcome = None
         try:
             outcome = job.run(self.rt, ctx)
         finally:
             metrics.IN_PROGRESS.dec()
+            self.pipeline.ended(outcome.phases if outcome else {}, ctx.elapsed_s())
         succeeded = outcome.reason is Reason.NONE
         metrics.record(outcome.reason, ctx.elapsed_s(), outcome.phases)
         if succeeded:

@@ -15,8 +15,8 @@ import threading
 
 
 def _serve(_args: argparse.Namespace) -> int:
-    from worker_common.contract import CODE_COPY_RECORD
-    from worker_common.settings import ConfigError, cannot_listen, record_config_error, run_dir
+    from worker_common.contract import CODE_COPY_RECORD, PROGRAM_SIDECAR
+    from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
     from .config import SidecarConfig, environ_without_multiproc
 
@@ -26,7 +26,7 @@ def _serve(_args: argparse.Namespace) -> int:
         config = SidecarConfig.from_env()
     except ConfigError as error:
         log.error("configuration error: %s", error)
-        return record_config_error("sidecar", error)
+        return record_config_error(PROGRAM_SIDECAR, error)
     environ_without_multiproc()
 
     from . import run_record
@@ -37,7 +37,7 @@ def _serve(_args: argparse.Namespace) -> int:
     monitor = Monitor(config)
     connections = ConnectionStats()
     registry = build_registry(
-        lambda: monitor.store.current, config.multiproc_dir, connections, run_dir() / CODE_COPY_RECORD
+        lambda: monitor.store.current, config.multiproc_dir, connections, config.run_dir / CODE_COPY_RECORD
     )
     try:
         server = SidecarServer(
@@ -50,10 +50,9 @@ def _serve(_args: argparse.Namespace) -> int:
             stats=connections,
         )
     except OSError as error:
-        setting = "PORT_HEALTH" if os.environ.get("PORT_HEALTH") else "SIDECAR_PORT"
-        problem = cannot_listen(config.host, config.port, setting, error)
+        problem = cannot_listen(config.host, config.port, config.port_setting, error)
         log.error("configuration error: %s", problem)
-        return record_config_error("sidecar", problem)
+        return record_config_error(PROGRAM_SIDECAR, problem)
     run_record.write(config.run_dir, run_record.SidecarRecord(config.local_url, os.getpid(), config.comfy_port))
     monitor.start()
     pusher = None

@@ -17,13 +17,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from worker_common.contract import METRIC_PREFIX
+
 from .probe import SUPERVISOR_STATES
 from .server import ConnectionStats
 from .snapshot import Snapshot
 from .state import State
 
 log = logging.getLogger(__name__)
-P = "comfy_worker_"
+P = METRIC_PREFIX
 
 
 class SidecarCollector(Collector):

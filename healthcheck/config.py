@@ -1,7 +1,9 @@
 """The sidecar's settings: read from the environment once, validated, then passed around.
 
-Nothing else in the package reads `os.environ`, so every setting is visible here with its
+Nothing else in the sidecar reads the environment, so every setting is visible here with its
 default, and a bad value stops the sidecar at start with one line naming the variable.
+(`probe` and `status` in status.py are a person's commands, not the sidecar: they find the
+stack through its run dir and read only the shared settings of worker_common.settings.)
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class SidecarConfig:
     run_dir: Path
     client_timeout_s: float = 10.0
     max_connections: int = 256
+    port_setting: str = "SIDECAR_PORT"  # the variable `port` came from, for error messages
 
     @property
     def comfy_host(self) -> str:
@@ -100,6 +103,7 @@ class SidecarConfig:
             run_dir=settings.run_dir(),
             client_timeout_s=env_float("SIDECAR_CLIENT_TIMEOUT_S", 10.0, minimum=0.1, maximum=600.0),
             max_connections=env_int("SIDECAR_MAX_CONNECTIONS", 256, minimum=8, maximum=10000),
+            port_setting="PORT_HEALTH" if env_str("PORT_HEALTH") else "SIDECAR_PORT",
         )
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 from prometheus_client.multiprocess import mark_process_dead
 
+from worker_common.contract import PROGRAM_HANDLER
+
 from .probe import ProgramStatus
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ _LIVE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 
 
 class HandlerMetricsReaper:
-    def __init__(self, path: Path | None, programs: Iterable[str] = ("handler",)) -> None:
+    def __init__(self, path: Path | None, programs: Iterable[str] = (PROGRAM_HANDLER,)) -> None:
         self.path = path
         self.programs = tuple(programs)
         self._pids: dict[str, int] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from worker_common import custom_nodes, layout
 from worker_common.comfy_client import ComfyClient
-from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.contract import PROGRAM_COMFYUI, ExitCode, config_error_file_name, stack_identity
 from worker_common.custom_nodes import FailedPack
 
 from .config import SidecarConfig
@@ -86,6 +86,7 @@ class Monitor:
                 window_s=config.ready_timeout_s,
                 window_left_s=self.machine.window_left_s(),
                 tick_at=monotonic(),
+                stack=stack_identity(config.run_dir),
             )
         )
         self._wake = threading.Event()
@@ -182,6 +183,7 @@ class Monitor:
             Snapshot(
                 state=self.machine.state,
                 since=self.machine.since,
+                stack=stack_identity(self.config.run_dir),
                 reason=reason,
                 started_at=self.config.started_at,
                 window_s=self.config.ready_timeout_s,
@@ -286,7 +288,7 @@ class Monitor:
     def _config_error(self) -> str | None:
         """The launch check's message for an exit with code 78 (services/comfyui writes it)."""
         try:
-            text = (self.config.run_dir / f"{PROGRAM_COMFYUI}-config-error").read_text().strip()
+            text = (self.config.run_dir / config_error_file_name(PROGRAM_COMFYUI)).read_text().strip()
         except OSError:
             return None
         return f"launch check: {text[:MAX_LINE_CHARS]}" if text else None
@@ -303,7 +305,7 @@ class Monitor:
             # The newest life that ended: supervisord may have spawned the next one since it answered.
             ended = next((life for life in reversed(lives.get(comfy.name, [])) if life.ending), None)
             ending = ended.ending if ended else None
-            detail = self._config_error() if ending and ending.code == 78 else None
+            detail = self._config_error() if ending and ending.code == ExitCode.CONFIG else None
             return down_reason(
                 comfy.name,
                 comfy.statename,

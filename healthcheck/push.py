@@ -30,6 +30,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import basic_auth_handler, default_handler, delete_from_gateway, push_to_gateway
 from prometheus_client.registry import CollectorRegistry
 
+from worker_common.contract import METRIC_PREFIX
+
 from .config import PushSettings
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ class Pusher:
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
-            "comfy_worker_push_failures",
+            METRIC_PREFIX + "push_failures",
             "Pushes of /metrics to the Pushgateway (PUSHGATEWAY_URL) that failed.",
             value=self.failures,
         )

@@ -1,4 +1,4 @@
-"""The sidecar's HTTP API: /livez, /readyz[?wait=S], /ping, /metrics (docs/design.md), GET and HEAD.
+"""The sidecar's HTTP API: /livez, /readyz[?wait=S], /ping, /status, /metrics (docs/design.md), GET and HEAD.
 
 It may listen on a public address (RunPod), so no client can tie it up:
 
@@ -162,6 +162,7 @@ class SidecarServer:
             "/livez": self._livez,
             "/readyz": self._readyz,
             "/ping": self._ping,
+            "/status": self._status,
             "/metrics": self._metrics,
         }
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -391,6 +392,11 @@ class SidecarServer:
         if state is State.STARTING:
             return Reply(HTTPStatus.NO_CONTENT, b"", None)
         return Reply(HTTPStatus.SERVICE_UNAVAILABLE, str(state).encode(), TEXT)
+
+    async def _status(self, _request: Request, _connection: _Connection) -> Reply:
+        """The latest snapshot's figures for `comfy-worker status` (the state /metrics renders)."""
+        snap = self.store.current
+        return json_reply(HTTPStatus.OK, snap.status(self.monotonic() - snap.tick_at).to_body())
 
     async def _metrics(self, _request: Request, _connection: _Connection) -> Reply:
         # The classic 0.0.4 text format: every Prometheus version parses it, and all our names

@@ -11,8 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker_common import settings
-from worker_common.contract import Readiness, stack_identity
+from worker_common.contract import GpuStatus, Readiness, SidecarStatus
 from worker_common.custom_nodes import FailedPack
 
 from .gpu import GpuReading
@@ -42,6 +41,7 @@ class Snapshot:
     comfyui_version: str | None = None  # from /system_stats
     custom_node_failures: tuple[FailedPack, ...] | None = None  # None: ComfyUI's report not read
     tick_at: float = 0.0  # monotonic time of the probe loop's last pass
+    stack: str = ""  # this stack's identity (contract.stack_identity), served in /readyz
 
     @property
     def ready(self) -> bool:
@@ -58,7 +58,32 @@ class Snapshot:
             comfyui_pid=self.comfyui_pid,
             comfyui_state=self.comfyui_statename,
             comfyui_restarts=self.comfyui_restarts,
-            stack=stack_identity(settings.run_dir()),
+            stack=self.stack,
+        )
+
+    def status(self, loop_age_s: float) -> SidecarStatus:
+        """The `/status` body (worker_common.contract): what `comfy-worker status` shows."""
+        return SidecarStatus(
+            readiness=self.readiness(),
+            loop_age_s=loop_age_s,
+            startup_duration_s=self.startup_duration_s,
+            comfyui_version=self.comfyui_version,
+            queue_running=self.queue_running,
+            queue_pending=self.queue_pending,
+            restarts={program.name: program.restarts for program in self.programs or ()},
+            gpus=tuple(
+                GpuStatus(
+                    gpu=gpu.gpu,
+                    name=gpu.name,
+                    source=gpu.source,
+                    used_bytes=gpu.memory_used_bytes,
+                    total_bytes=gpu.memory_total_bytes,
+                    utilization_ratio=gpu.utilization_ratio,
+                    temperature_celsius=gpu.temperature_celsius,
+                    power_watts=gpu.power_watts,
+                )
+                for gpu in self.gpu.gpus
+            ),
         )
 
 

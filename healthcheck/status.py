@@ -2,9 +2,10 @@
 
 Both find their own stack: the sidecar of this checkout or container records where it
 listens in the run dir (run_record.py), so the calling shell's SIDECAR_PORT plays no part;
-`--url` still wins. `status` asks the sidecar first (readiness, reason, restarts, GPUs,
-queue) and supervisord second (each program's state and uptime, how its processes ended,
-the last error line each one logged in its own life). When the sidecar does not answer it
+`--url` still wins. `status` asks the sidecar first (its `/status`: readiness, reason,
+restarts, GPUs, queue, the state its /metrics renders, as JSON) and supervisord second (each
+program's state and uptime, how its processes ended, the last error line each one logged in
+its own life). When the sidecar does not answer it
 says so and reads what it can itself: GPUs through NVML or ComfyUI's /system_stats, the
 queue from ComfyUI, programs from supervisord. The log lines shown are a person's to read
 in the Pod; the sidecar never serves them.
@@ -12,6 +13,7 @@ in the Pod; the sidecar never serves them.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import time
@@ -23,13 +25,18 @@ from urllib.parse import urlsplit
 from worker_common import settings
 from worker_common.comfy_client import ComfyClient, ComfyError
 from worker_common.comfy_protocol import QueueState
-from worker_common.contract import PROGRAM_COMFYUI
+from worker_common.contract import (
+    CODE_COPY_RECORD,
+    CRITICAL_PROGRAMS,
+    EXIT_REASON_FILE,
+    PROGRAM_COMFYUI,
+    SidecarStatus,
+)
 from worker_common.settings import ConfigError
 
 from . import run_record
 
 LOG_TAIL_BYTES = 64 * 1024  # of a program's log, for its last error line
-P = "comfy_worker_"
 
 
 def find_sidecar(url: str | None) -> tuple[str | None, int | None, str]:
@@ -90,9 +97,7 @@ class Report:
     now: float
     sidecar_error: str = ""
     comfy_port: int | None = None
-    readyz: dict[str, Any] | None = None
-    loop_age_s: float | None = None
-    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+    sidecar: SidecarStatus | None = None  # its `/status`; None when it did not answer
     supervisor_error: str = ""
     programs: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -101,34 +106,14 @@ class Report:
     queue: tuple[int, int] | None = None
     version: str | None = None
     custom_nodes: list[Any] | None = None  # FailedPack; None: ComfyUI's report not recorded
+    code_copy: dict[str, Any] | None = None  # the launcher's CODE_COPY_RECORD; None: none readable
     exit_reason: str = ""
-
-
-def _parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def _value(report: Report, name: str, **labels: str) -> float | None:
-    for sample_labels, value in report.samples.get(name, []):
-        if all(sample_labels.get(k) == v for k, v in labels.items()):
-            return value
-    return None
 
 
 def _read_sidecar(report: Report, timeout_s: float) -> None:
     try:
-        _status, body = get(report.url, "/readyz", timeout_s)
-        report.readyz = json.loads(body)
-        _status, body = get(report.url, "/livez", timeout_s)
-        report.loop_age_s = json.loads(body).get("loop_age_s")
-        _status, body = get(report.url, "/metrics", timeout_s)
-        report.samples = _parse_metrics(body.decode())
+        _status, body = get(report.url, "/status", timeout_s)
+        report.sidecar = SidecarStatus.from_body(json.loads(body))
     except (OSError, ValueError) as error:
         report.sidecar_error = str(error) or type(error).__name__
 
@@ -181,27 +166,25 @@ def _last_error_of_life(info: dict[str, Any], history: list) -> str | None:
 
 
 def _read_figures(report: Report) -> None:
-    """GPUs and queue: from the sidecar's metrics, else straight from NVML and ComfyUI."""
-    if report.samples:
-        for labels, _ in report.samples.get("comfy_worker_gpu_info", []):
-            gpu, source = labels.get("gpu", "?"), labels.get("source", "")
+    """GPUs and queue: from the sidecar's state, else straight from NVML and ComfyUI."""
+    sidecar = report.sidecar
+    if sidecar is not None:
+        for gpu in sidecar.gpus:
             report.gpus.append(
                 {
-                    "gpu": gpu,
-                    "name": labels.get("name", ""),
-                    "source": source,
-                    "used": _value(report, "comfy_worker_gpu_memory_used_bytes", gpu=gpu, source=source),
-                    "total": _value(report, "comfy_worker_gpu_memory_total_bytes", gpu=gpu, source=source),
-                    "util": _value(report, "comfy_worker_gpu_utilization_ratio", gpu=gpu),
-                    "temp": _value(report, "comfy_worker_gpu_temperature_celsius", gpu=gpu),
-                    "power": _value(report, "comfy_worker_gpu_power_watts", gpu=gpu),
+                    "gpu": gpu.gpu,
+                    "name": gpu.name,
+                    "source": gpu.source,
+                    "used": gpu.used_bytes,
+                    "total": gpu.total_bytes,
+                    "util": gpu.utilization_ratio,
+                    "temp": gpu.temperature_celsius,
+                    "power": gpu.power_watts,
                 }
             )
-        running = _value(report, "comfy_worker_queue_running")
-        pending = _value(report, "comfy_worker_queue_pending")
-        if running is not None and pending is not None:
-            report.queue = (int(running), int(pending))
-        report.version = next((labels.get("version") for labels, _ in report.samples.get(P + "comfyui_info", [])), None)
+        if sidecar.queue_running is not None and sidecar.queue_pending is not None:
+            report.queue = (sidecar.queue_running, sidecar.queue_pending)
+        report.version = sidecar.comfyui_version
         return
     from .gpu import GpuReader
     from .probe import comfyui_version
@@ -240,17 +223,20 @@ def _read_figures(report: Report) -> None:
 
 
 def _read_run_dir(report: Report) -> None:
-    """What the programs left in the run dir: the watchdog's exit reason, ComfyUI's failed packs."""
+    """What the programs left in the run dir: the watchdog's exit reason, ComfyUI's failed packs, the code copy."""
     from worker_common import custom_nodes
 
     try:
         run_dir = settings.run_dir()
-        reason = run_dir / "exit-reason"
+        reason = run_dir / EXIT_REASON_FILE
         report.exit_reason = reason.read_text().strip() if reason.is_file() else ""
     except (OSError, ConfigError):
         return
     if (run_dir / custom_nodes.FILE_NAME).is_file():
         report.custom_nodes = custom_nodes.read_failures(run_dir)
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads((run_dir / CODE_COPY_RECORD).read_text())
+        report.code_copy = record if isinstance(record, dict) else None
 
 
 def gather(url: str | None = None, timeout_s: float = 3.0) -> Report:
@@ -309,18 +295,16 @@ def render(report: Report) -> str:
     elif report.sidecar_error:
         lines.append(f"sidecar     DOWN: no answer at {report.url} ({report.sidecar_error})")
         lines.append("readiness   unknown (the sidecar decides it); figures below are read directly")
-    elif report.readyz is not None:
-        age = f", probe loop ticked {report.loop_age_s:.1f}s ago" if report.loop_age_s is not None else ""
-        lines.append(f"sidecar     answering at {report.url}{age}")
-        ready = report.readyz
-        since = ready.get("since") or report.now
-        state = str(ready.get("state", "?")).upper()
-        lines.append(f"readiness   {state} for {_duration(report.now - since)}: {ready.get('reason', '')}")
-        startup = _value(report, "comfy_worker_startup_duration_seconds")
+    elif report.sidecar is not None:
+        lines.append(f"sidecar     answering at {report.url}, probe loop ticked {report.sidecar.loop_age_s:.1f}s ago")
+        ready = report.sidecar.readiness
+        since = ready.since or report.now
+        lines.append(f"readiness   {ready.state.upper()} for {_duration(report.now - since)}: {ready.reason}")
+        startup = report.sidecar.startup_duration_s
         if startup is not None:
             lines.append(f"start-up    ready {startup:.1f}s after the container started")
-        elif ready.get("state") == "starting":
-            lines.append(f"start-up    {ready.get('startup_window_left_s', 0):.0f}s left of the start-up window")
+        elif ready.state == "starting":
+            lines.append(f"start-up    {ready.startup_window_left_s:.0f}s left of the start-up window")
         lines += _code_lines(report)
     if report.version:
         lines.append(f"version     ComfyUI {report.version}")
@@ -330,12 +314,12 @@ def render(report: Report) -> str:
         lines.append(f"supervisord does not answer: {report.supervisor_error}")
     else:
         rows = []
-        order = {name: index for index, name in enumerate(("comfyui", "sidecar", "handler"))}
+        order = {name: index for index, name in enumerate(CRITICAL_PROGRAMS)}
         for info in sorted(report.programs, key=lambda i: (order.get(i.get("name", ""), 9), i.get("name", ""))):
             name = info.get("name", "?")
             running = info.get("statename") in ("RUNNING", "STARTING") and info.get("start")
             uptime = _duration(info.get("now", report.now) - info["start"]) if running else "-"
-            restarts = _value(report, "comfy_worker_program_restarts_total", program=name)
+            restarts = report.sidecar.restarts.get(name) if report.sidecar else None
             exit_text = str(info.get("exitstatus")) if info.get("statename") in ("EXITED", "BACKOFF", "FATAL") else ""
             if info.get("spawnerr"):
                 exit_text = info["spawnerr"]
@@ -345,7 +329,7 @@ def render(report: Report) -> str:
                     info.get("statename", "?"),
                     str(info.get("pid") or "-"),
                     uptime,
-                    "?" if restarts is None else str(int(restarts)),
+                    "?" if restarts is None else str(restarts),
                     exit_text,
                 ]
             )
@@ -390,15 +374,16 @@ def render(report: Report) -> str:
 
 
 def _code_lines(report: Report) -> list[str]:
-    """Where ComfyUI's code came from at its last start (launcher/codecopy.py), from the sidecar's metrics."""
-    from_copy = _value(report, P + "code_from_copy")
-    if from_copy is None:
+    """Where ComfyUI's code came from at its last start: the launcher's record (launcher/codecopy.py)."""
+    record = report.code_copy
+    if record is None or "from_copy" not in record:
         return []
+    from_copy = bool(record["from_copy"])
     where = "a copy on the container's disk" if from_copy else "the network volume"
-    ready = _value(report, P + "startup_code_ready_seconds")
+    ready = record.get("code_ready_after_start_s")
     when = f", ready {ready:.1f}s after the container started" if ready is not None else ""
-    files, copied = _value(report, P + "code_copy_files_copied"), _value(report, P + "code_copy_bytes_copied")
-    what = f"; {int(files or 0)} files ({_bytes(copied)}) copied from the volume" if from_copy else ""
+    files, copied = record.get("files_copied") or 0, record.get("bytes_copied") or 0
+    what = f"; {int(files)} files ({_bytes(copied)}) copied from the volume" if from_copy else ""
     return [f"code        ComfyUI's code from {where}{when}{what}"]
 
 
@@ -418,4 +403,4 @@ def print_status(url: str | None, timeout_s: float) -> int:
     """Print the table; exit 0 when ready, 1 otherwise (handy in scripts)."""
     report = gather(url, timeout_s)
     print(render(report))
-    return 0 if report.readyz and report.readyz.get("ready") else 1
+    return 0 if report.sidecar and report.sidecar.readiness.ready else 1

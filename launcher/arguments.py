@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from launcher.config import LauncherConfig
 from launcher.flags import FlagTable
 from launcher.version import ComfyVersion
 from worker_common.contract import COMFY_HOST
 from worker_common.layout import Layout
-from worker_common.settings import ConfigError, env_bool, env_str
+from worker_common.settings import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # --verbose levels every supported release takes
 FOLDER_FLAGS = ("--input-directory", "--output-directory", "--temp-directory", "--user-directory", "--base-directory")
@@ -120,25 +121,24 @@ def _resolve_or_explain(token: str, table: FlagTable, version: ComfyVersion) -> 
         ) from None
 
 
-def comfyui_args(layout: Layout, port: int, table: FlagTable, version: ComfyVersion) -> list[str]:
+def comfyui_args(layout: Layout, config: LauncherConfig, table: FlagTable, version: ComfyVersion) -> list[str]:
     """ComfyUI's command line after `python`: the worker's own flags, then COMFY_EXTRA_ARGS, checked."""
-    args = ["main.py", "--listen", COMFY_HOST, "--port", str(port)]
+    args = ["main.py", "--listen", COMFY_HOST, "--port", str(config.comfy_port)]
     if table.has("--disable-auto-launch"):
         args.append("--disable-auto-launch")  # there is no browser to open
     args += layout.comfy_args()
-    if table.has("--disable-assets") and not env_bool("COMFY_ENABLE_ASSETS", False):
+    if table.has("--disable-assets") and not config.enable_assets:
         args.append("--disable-assets")  # a worker has no use for the asset database, and it scans the volume
-    args += log_level_args(table, version)
-    # Split on whitespace on purpose: it holds ComfyUI flags, not shell words.
-    return args + checked_extra_args(env_str("COMFY_EXTRA_ARGS").split(), table, version, layout)
+    args += log_level_args(config.log_level, table, version)
+    return args + checked_extra_args(list(config.extra_args), table, version, layout)
 
 
-def log_level_args(table: FlagTable, version: ComfyVersion) -> list[str]:
-    """`--verbose LEVEL` for COMFY_LOG_LEVEL, checked against the levels the release's --verbose takes."""
-    level = env_str("COMFY_LOG_LEVEL").upper()
+def log_level_args(given: str, table: FlagTable, version: ComfyVersion) -> list[str]:
+    """`--verbose LEVEL` for COMFY_LOG_LEVEL (`given`), checked against the levels the release's --verbose takes."""
+    level = given.upper()
     levels = table.choices.get("--verbose") or LOG_LEVELS
     if level and level not in levels:
-        raise ConfigError(f"COMFY_LOG_LEVEL={env_str('COMFY_LOG_LEVEL')!r} is not one of {', '.join(levels)}")
+        raise ConfigError(f"COMFY_LOG_LEVEL={given!r} is not one of {', '.join(levels)}")
     if level and not table.has("--verbose"):
         raise ConfigError(
             f"COMFY_LOG_LEVEL={level} needs ComfyUI's --verbose, which {release_checked(version, table)} does not "

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from worker_common.layout import Layout, inside
-from worker_common.settings import ConfigError, env_bool, env_float, env_int, env_path, env_str
 
 MB = 1_000_000
 # Never copied: the volume's data, and the worker's own manifests.
@@ -63,35 +62,6 @@ class Settings:
     threads: int
     min_call_ms: float
     check: str = "files"  # or "folders": only folders are looked at (their mtime changes when entries come or go)
-
-    @classmethod
-    def load(cls, layout: Layout) -> Settings:
-        copy_dir = env_path("CODE_COPY_DIR", layout.data_dir / "code")
-        if inside(layout.comfyui_dir, copy_dir.absolute()):
-            raise ConfigError(f"CODE_COPY_DIR={copy_dir} is inside the ComfyUI install: put it on the container's disk")
-        return cls(
-            enabled=env_bool("CODE_COPY", True),
-            copy_dir=copy_dir,
-            disk_budget_bytes=env_int("CODE_COPY_DISK_BUDGET_MB", default_disk_budget_mb(copy_dir), minimum=0) * MB,
-            threads=env_int("CODE_COPY_THREADS", 32, minimum=1, maximum=256),
-            min_call_ms=env_float("CODE_COPY_MIN_CALL_MS", 0.5, minimum=0),
-            check=check_mode(),
-        )
-
-
-def check_mode() -> str:
-    value = env_str("CODE_COPY_CHECK", "files").lower()
-    if value not in ("files", "folders"):
-        raise ConfigError(f"CODE_COPY_CHECK={value!r}: use files (every entry checked) or folders (only folders)")
-    return value
-
-
-def default_disk_budget_mb(copy_dir: Path) -> int:
-    """Half the free space of the disk the copy goes to (its nearest existing folder)."""
-    folder = copy_dir
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return shutil.disk_usage(folder).free // 2 // MB
 
 
 @dataclass

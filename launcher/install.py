@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.config import LauncherConfig
 from launcher.user import ComfyUser, can, why_not
 from launcher.version import ComfyVersion, installed_version
 from worker_common.layout import Layout, volume_mounts
-from worker_common.settings import ConfigError, env_str
+from worker_common.settings import ConfigError
 
 PROBE_TIMEOUT_S = 120  # a cold network volume can take long to list a venv's site-packages
 # Run by the volume venv's Python (any Python 3): find_spec locates a module without importing it
@@ -54,10 +55,11 @@ class Install:
     version: ComfyVersion
 
 
-def check_install(layout: Layout, user: ComfyUser, env: Mapping[str, str]) -> Install:
+def check_install(layout: Layout, user: ComfyUser, env: Mapping[str, str], config: LauncherConfig) -> Install:
     """Every launch check in order; `env` is ComfyUI's environment, which the probe runs with."""
     comfyui_dir = layout.comfyui_dir
-    _check_volume()
+    if not config.comfyui_dir_set:
+        _check_volume()
     if not comfyui_dir.is_dir():
         raise LaunchError(
             f"no ComfyUI at {comfyui_dir}. Install ComfyUI there on the network volume (git clone "
@@ -70,14 +72,14 @@ def check_install(layout: Layout, user: ComfyUser, env: Mapping[str, str]) -> In
         )
     python = _check_venv(layout)
     _check_access(user, comfyui_dir, python)
-    found = probe(python, layout, user, env)
+    found = probe(python, layout, user, env, config.required_modules)
     return Install(comfyui_dir, layout.venv, python, found["python"], installed_version(comfyui_dir, found["version"]))
 
 
 def _check_volume() -> None:
     """COMFYUI_DIR unset: the volume must be mounted at one of VOLUME_MOUNTS."""
     mounts = volume_mounts()
-    if not env_str("COMFYUI_DIR") and not any(mount.is_dir() for mount in mounts):
+    if not any(mount.is_dir() for mount in mounts):
         raise LaunchError(
             f"no network volume: none of {' '.join(map(str, mounts))} is mounted. Attach the network volume "
             "that holds ComfyUI to this endpoint, or set COMFYUI_DIR to a ComfyUI install."
@@ -119,9 +121,8 @@ def _check_access(user: ComfyUser, comfyui_dir: Path, python: Path) -> None:
         raise LaunchError(f"COMFYUI_USER={user.name} cannot run {python}{why_not(user, python.resolve())}. {fix}")
 
 
-def probe(python: Path, layout: Layout, user: ComfyUser, env: Mapping[str, str]) -> dict:
+def probe(python: Path, layout: Layout, user: ComfyUser, env: Mapping[str, str], modules: tuple[str, ...]) -> dict:
     """Ask the venv's Python, as ComfyUI's user in COMFYUI_DIR: missing modules, ComfyUI's version."""
-    modules = env_str("COMFY_VENV_REQUIRED_MODULES", "torch").split()
     cannot_run = f"{python} cannot run ({venv_wants(layout.venv)} expected by its pyvenv.cfg)."
     try:
         done = subprocess.run(

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from launcher import codecopy
+from launcher import config as launcher_config
 from launcher.arguments import comfyui_args, release_checked
 from launcher.install import LaunchError, check_install
 from launcher.installed_flags import installed_flags
-from launcher.memory import memory_plan
+from launcher.memory import container_limit, memory_plan
 from launcher.user import ComfyUser, become, comfyui_user
 from worker_common import settings
 from worker_common.contract import CODE_COPY_RECORD, PROGRAM_COMFYUI
@@ -81,17 +82,19 @@ def launch() -> int:
     """Check, then exec ComfyUI; returns only on a configuration error, with its exit code (78)."""
     try:
         layout = load()
-        user = comfyui_user()
+        config = launcher_config.load()
+        user = comfyui_user(config.comfyui_user)
         env = comfyui_environment(user, layout)
-        code = codecopy.sync(layout, codecopy.Settings.load(layout))
+        code = codecopy.sync(layout, launcher_config.code_copy(layout))
         print(code.describe(), flush=True)
         code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
-        install = check_install(dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv), user, env)
+        copied = dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv)
+        install = check_install(copied, user, env, config)
         check_folders(layout)
         flags = installed_flags(install.comfyui_dir, install.version)
         table = flags.table
-        args = comfyui_args(layout, settings.comfy_port(), table, install.version)
-        memory = memory_plan(install.comfyui_dir, env)
+        args = comfyui_args(layout, config, table, install.version)
+        memory = memory_plan(install.comfyui_dir, env, container_limit(config.cgroup_dir))
     except ConfigError as error:
         print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)
         return settings.record_config_error(PROGRAM_COMFYUI, error)

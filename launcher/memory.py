@@ -26,8 +26,6 @@ from pathlib import Path
 
 import psutil
 
-from worker_common.settings import env_str
-
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 SITE = Path(__file__).resolve().parent / "comfy_site"
@@ -84,9 +82,8 @@ def own_cgroup_dirs(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -
     return dirs
 
 
-def container_limit(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> Limit | None:
-    """The limit that binds: COMFY_CGROUP_DIR's, else the smallest of this process's cgroups."""
-    configured = env_str("COMFY_CGROUP_DIR")
+def container_limit(configured: str, proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> Limit | None:
+    """The limit that binds: COMFY_CGROUP_DIR's (`configured`), else the smallest of this process's cgroups."""
     if configured:
         return limit_in(Path(configured))
     limits = [limit for d in own_cgroup_dirs(proc_cgroup, root) if (limit := limit_in(d)) is not None]
@@ -101,9 +98,8 @@ def clamps_itself(comfyui_dir: Path) -> bool:
         return False
 
 
-def memory_plan(comfyui_dir: Path, env: dict[str, str], limit: Limit | None = None) -> MemoryPlan:
-    """How ComfyUI is started so its caches stay within the container; `env` is ComfyUI's environment."""
-    limit = limit if limit is not None else container_limit()
+def memory_plan(comfyui_dir: Path, env: dict[str, str], limit: Limit | None) -> MemoryPlan:
+    """How ComfyUI is started so its caches stay within `limit`; `env` is ComfyUI's environment."""
     machine = psutil.virtual_memory().total
     if limit is None or limit.bytes >= machine:
         found = "no container memory limit" if limit is None else f"a container limit of {_gb(limit.bytes)}"

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 
+from launcher import config as launcher_config
+from launcher.config import LauncherConfig
 from launcher.install import check_install
 from launcher.launch import comfyui_environment
 from launcher.user import ComfyUser, can, comfyui_user, hand_over, why_not
 from worker_common import volume_report
 from worker_common.layout import Layout, load
-from worker_common.settings import ConfigError, env_bool
+from worker_common.settings import ConfigError
 
 # Every stdout line names its program: these are the entrypoint's.
 LOG_PREFIX = "[entrypoint] "
@@ -25,7 +27,8 @@ LOG_PREFIX = "[entrypoint] "
 
 def prepare() -> None:
     layout = load()
-    user = comfyui_user()
+    config = launcher_config.load()
+    user = comfyui_user(config.comfyui_user)
     try:
         layout.prepare()
         hand_over(user, layout.comfyui_folders())
@@ -34,7 +37,7 @@ def prepare() -> None:
             f"cannot prepare the worker's folders under WORKER_DATA_DIR={layout.data_dir}: {error}"
         ) from None
     check_reachable(user, layout)
-    for line in report(user, layout):
+    for line in report(user, layout, config):
         print(f"{LOG_PREFIX}{line}", flush=True)
 
 
@@ -47,16 +50,16 @@ def check_reachable(user: ComfyUser, layout: Layout) -> None:
             )
 
 
-def report(user: ComfyUser, layout: Layout) -> list[str]:
+def report(user: ComfyUser, layout: Layout, config: LauncherConfig) -> list[str]:
     """The volume report; a report that fails is one line, and never stops the worker."""
     try:
-        install = check_install(layout, user, comfyui_environment(user, layout))
+        install = check_install(layout, user, comfyui_environment(user, layout), config)
         version = install.version
         source = f" (from {version.source})" if version.text else ""
         comfyui = f"{version.describe()}{source}, venv Python {install.python_version}"
     except ConfigError:
         comfyui = "ComfyUI not checked yet (the comfyui program's launch check says what is wrong)"
     try:
-        return volume_report.report(layout, comfyui, env_bool("NETWORK_VOLUME_DEBUG", False))
+        return volume_report.report(layout, comfyui, config.network_volume_debug)
     except OSError as error:
         return [f"volume report failed: {error}"]

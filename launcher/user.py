@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker_common.settings import ConfigError, env_str
+from worker_common.settings import ConfigError
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,8 @@ class ComfyUser:
         return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
 
 
-def comfyui_user() -> ComfyUser:
-    """COMFYUI_USER, or the user running the stack when unset."""
-    name = env_str("COMFYUI_USER")
+def comfyui_user(name: str) -> ComfyUser:
+    """COMFYUI_USER (`name`), or the user running the stack when it is empty."""
     if not name:
         return _current_user()
     try:

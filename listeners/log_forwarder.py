@@ -15,6 +15,8 @@ from typing import TextIO
 
 from supervisor import childutils
 
+from worker_common.contract import LISTENERS
+
 _STATE_PREFIX = "PROCESS_STATE_"
 
 
@@ -49,7 +51,7 @@ def handle(joiner: LineJoiner, headers: dict, payload: str) -> None:
     elif event.startswith(_STATE_PREFIX):
         header_line, _, _ = payload.partition("\n")
         fields = childutils.get_headers(header_line)
-        if fields["processname"] in ("log-forwarder", "watchdog"):
+        if fields["processname"] in LISTENERS:
             return
         joiner.state_change(fields["processname"], fields["from_state"], event[len(_STATE_PREFIX) :])
 

@@ -20,7 +20,13 @@ from pathlib import Path
 from supervisor import childutils
 
 from worker_common import settings
-from worker_common.contract import CRITICAL_PROGRAMS, PROGRAM_HANDLER, ExitCode
+from worker_common.contract import (
+    CRITICAL_PROGRAMS,
+    EXIT_CODE_FILE,
+    EXIT_REASON_FILE,
+    PROGRAM_HANDLER,
+    ExitCode,
+)
 from worker_common.supervisor_rpc import supervisor_proxy
 
 LOG_TAIL_BYTES = 4096
@@ -60,7 +66,7 @@ def decide(rpc, event: str, program: str) -> tuple[int, str] | None:
     if verdict is None and event == "PROCESS_STATE_FATAL":
         verdict = fatal_verdict(rpc, program)
     if verdict is None and program == PROGRAM_HANDLER and _exit_status(rpc, program) == ExitCode.NOT_READY:
-        verdict = ExitCode.NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, 'handler')}"
+        verdict = ExitCode.NOT_READY, f"ComfyUI did not become ready in time: {last_log_line(rpc, PROGRAM_HANDLER)}"
     return verdict
 
 
@@ -69,8 +75,8 @@ def _exit_status(rpc, program: str) -> int | None:
 
 
 def bring_down(rpc, code: int, cause: str, run_dir: Path) -> None:
-    (run_dir / "exit-reason").write_text(cause + "\n")
-    (run_dir / "exit-code").write_text(f"{code}\n")
+    (run_dir / EXIT_REASON_FILE).write_text(cause + "\n")
+    (run_dir / EXIT_CODE_FILE).write_text(f"{code}\n")
     sys.stderr.write(f"[watchdog] stopping the container with exit code {code}: {cause}\n")
     sys.stderr.flush()
     rpc.supervisor.shutdown()

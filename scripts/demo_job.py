@@ -25,12 +25,13 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker_common import contract  # noqa: E402
 from worker_common.supervisor_rpc import supervisor_proxy  # noqa: E402
 
 REQUEST = ROOT / "examples" / "requests" / "empty-image.json"
 OUTPUT_DIR = ROOT / ".run" / "demo-output"
-SOCKET = ROOT / ".run" / "supervisor.sock"
-PORT = int(os.environ.get("LOCAL_API_PORT", "8000"))
+SOCKET = ROOT / ".run" / contract.SUPERVISOR_SOCKET_FILE
+PORT = int(os.environ.get("LOCAL_API_PORT", contract.DEFAULT_LOCAL_API_PORT))
 API = f"http://127.0.0.1:{PORT}"
 
 
@@ -44,7 +45,7 @@ def our_handler_pid(stack_pid: int) -> int | None:
         rpc = supervisor_proxy(SOCKET, 2.0).supervisor
         if psutil.Process(rpc.getPID()).ppid() != stack_pid:
             return None  # another stack of this checkout: its entrypoint refuses to start this one
-        return rpc.getProcessInfo("handler")["pid"] or None
+        return rpc.getProcessInfo(contract.PROGRAM_HANDLER)["pid"] or None
     except (OSError, psutil.Error, xmlrpc.client.Error):  # the socket is not up yet, or answers a fault
         return None
 
@@ -81,7 +82,7 @@ def save_outputs(output: dict) -> list[Path]:
 
 
 def run(stack_pid: int) -> None:
-    wait_for_our_api(stack_pid, float(os.environ.get("COMFY_READY_TIMEOUT_S", "300")) + 30)
+    wait_for_our_api(stack_pid, float(os.environ.get("COMFY_READY_TIMEOUT_S", contract.DEFAULT_READY_TIMEOUT_S)) + 30)
     print(f"[demo] sending {REQUEST.relative_to(ROOT)} to {API}/runsync", flush=True)
     started = time.monotonic()
     try:

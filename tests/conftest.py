@@ -1,4 +1,11 @@
-"""Shared fixtures: a real worker stack per test, always torn down."""
+"""Shared fixtures, one per kind of stack, each always torn down.
+
+- `rig` (module): tests/handler_harness.py's Rig, the stand-in ComfyUI, the sidecar and the
+  handler without supervisord. A module shapes it by overriding `rig_shape`.
+- `make_stack` / `stack` (test): tests/stack.py's Stack, the whole worker under supervisord.
+- `world` (test): tests/sidecar_world.py's World, the sidecar's pieces one by one.
+- `moto` (module): an S3 server with the module's BUCKET.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,34 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.handler_harness import MotoServer
+from tests.handler_harness import MotoServer, Rig, RigShape
+from tests.sidecar_world import World
 from tests.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def rig_shape() -> RigShape:
+    """The default: the handler started with the harness's own settings. A module overrides it."""
+    return RigShape()
+
+
+@pytest.fixture(scope="module")
+def rig(rig_shape: RigShape, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    running = Rig(tmp_path_factory.mktemp("rig"), rig_shape.comfy_env, rig_shape.shared_env)
+    rig_shape.prepare(running)
+    if rig_shape.handler_env is None:
+        running.start_without_handler()
+    else:
+        running.start(rig_shape.handler_env)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    made = World()
+    yield made
+    made.close()
 
 
 @pytest.fixture

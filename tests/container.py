@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import requests
 
-from tests.processes import free_port
+from tests.processes import OnLoopback, answers_200, free_port, wait_until
 from tests.stack import declare_flags
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,7 +134,7 @@ def bridge_address(image: str) -> str:
     return podman("run", *options, timeout_s=300).stdout.split()[0]
 
 
-class Container:
+class Container(OnLoopback):
     """One container of the worker's image, named, with its API and sidecar published on loopback."""
 
     def __init__(self, name: str, image: str, api_port: int, sidecar_port: int) -> None:
@@ -225,35 +224,17 @@ class Container:
 
     # -- talking to it -----------------------------------------------------------------
 
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def sidecar_url(self) -> str:
-        return f"http://127.0.0.1:{self.sidecar_port}"
-
     def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 120, what: str = "") -> Any:
         """Poll `predicate` until it is true; fail with the container's log should it exit or time run out."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            if not self.running():
-                raise AssertionError(f"{self.name} exited waiting for {what}:\n{self.logs()[-6000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}:\n{self.logs()[-6000:]}")
+
+        def exited() -> str | None:
+            return None if self.running() else f"{self.name} exited"
+
+        return wait_until(predicate, timeout_s, what, interval_s=0.1, ended=exited, context=lambda: self.logs()[-6000:])
 
     def wait_accepting_jobs(self, timeout_s: float = 120) -> None:
         """Until the runpod local API answers (SERVE_API_LOCALLY=true), which the handler serves once ready."""
-
-        def answering() -> bool:
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{self.api_url}/", timeout=1).status_code == 200
-            return False
-
-        self.wait_for(answering, timeout_s, "the local API")
+        self.wait_for(lambda: answers_200(f"{self.api_url}/"), timeout_s, "the local API")
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         """Until the sidecar's /readyz answers 200 (through the published port)."""

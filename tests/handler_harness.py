@@ -15,13 +15,15 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.processes import Process, free_port
+from tests.processes import OnLoopback, Process, answers_200, free_port, wait_until
 from worker_common.layout import Layout, worker_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +39,17 @@ def base_env() -> dict[str, str]:
     return env
 
 
-class Rig:
+@dataclass(frozen=True)
+class RigShape:
+    """How a test module wants its `rig`: its settings, and whether the handler starts with it."""
+
+    comfy_env: dict[str, str] = field(default_factory=dict)  # the stand-in's (STANDIN_COMFYUI_VERSION, say)
+    shared_env: dict[str, str] = field(default_factory=dict)  # the sidecar's and the handler's
+    handler_env: dict[str, str] | None = field(default_factory=dict)  # None: the test starts the handler
+    prepare: Callable[[Rig], None] = lambda _rig: None  # files the rig needs before it starts
+
+
+class Rig(OnLoopback):
     """Stand-in ComfyUI + sidecar + handler, all real, on loopback."""
 
     def __init__(
@@ -148,35 +160,25 @@ class Rig:
     # -- waiting -----------------------------------------------------------------
 
     def wait_for(self, predicate, timeout_s: float = 30, interval_s: float = 0.05, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            time.sleep(interval_s)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{self.output()}")
+        return wait_until(predicate, timeout_s, what, interval_s=interval_s, context=self.output)
 
     def wait_accepting_jobs(self, timeout_s: float = 60) -> None:
-        def answering() -> bool:
-            assert self.handler is not None
-            if not self.handler.alive():
-                raise AssertionError(f"the handler exited ({self.handler.popen.returncode})\n{self.output()}")
-            try:
-                return requests.get(f"{self.api_url}/", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
+        handler = self.handler
+        assert handler is not None
 
-        self.wait_for(answering, timeout_s, what="the handler's local API")
+        def handler_exited() -> str | None:
+            return None if handler.alive() else f"the handler exited ({handler.popen.returncode})"
+
+        wait_until(
+            lambda: answers_200(f"{self.api_url}/"),
+            timeout_s,
+            "the handler's local API",
+            interval_s=0.05,
+            ended=handler_exited,
+            context=self.output,
+        )
 
     # -- talking to the parts ----------------------------------------------------
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def comfy_url(self) -> str:
-        return f"http://127.0.0.1:{self.comfy_port}"
 
     def runsync(self, job_input: Any, timeout_s: float = 60) -> dict[str, Any]:
         response = self.session.post(f"{self.api_url}/runsync", json={"input": job_input}, timeout=timeout_s)
@@ -225,6 +227,20 @@ class Recorder:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def s3_env(
+    endpoint: str, bucket: str, access_key: str = "test", secret_key: str = "test-secret-key", **extra: str
+) -> dict[str, str]:
+    """The worker's S3 settings for `bucket` at `endpoint` (moto, or a broken stand-in for S3)."""
+    return {
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_BUCKET_NAME": bucket,
+        "S3_BUCKET_CREDS_ACCESS_KEY_ID": access_key,
+        "S3_BUCKET_CREDS_SECRET_ACCESS_KEY": secret_key,
+        "S3_REGION": "us-east-1",
+        **extra,
+    }
 
 
 class MotoServer:

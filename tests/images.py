@@ -49,6 +49,16 @@ def many_frame_gif(side: int, frames: int) -> bytes:
     return encoded(images[0], "GIF", save_all=True, append_images=images[1:])
 
 
+def png_bytes(size: int | tuple[int, int] = 8, color: tuple[int, int, int] = (200, 30, 90), text: bytes = b"") -> bytes:
+    """A PNG of one colour, `size` pixels square or (width, height); `text` in a tEXt chunk named "secret"."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    if text:
+        info.add_text("secret", text.decode())
+    return encoded(Image.new("RGB", size if isinstance(size, tuple) else (size, size), color), "PNG", pnginfo=info)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

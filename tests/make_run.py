@@ -14,12 +14,11 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import psutil
 
-from tests.processes import free_port
+from tests.processes import first_line_with, free_port, wait_until
 from tests.stack import REPO, VENV, copy_project
 
 README = REPO / "README.md"
@@ -70,16 +69,20 @@ class MakeRun:
             lines.append(line.rstrip("\n"))
 
     def wait_line(self, text: str, timeout_s: float = 240) -> str:
-        assert self.popen
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            found = next((line for line in self.lines if text in line), None)
-            if found:
-                return found
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line with {text!r}:\n{self.output()}")
+        popen = self.popen
+        assert popen
+
+        def exited() -> str | None:
+            return None if popen.poll() is None else f"make exited ({popen.returncode})"
+
+        return wait_until(
+            lambda: first_line_with(self.lines, text),
+            timeout_s,
+            f"a line with {text!r}",
+            interval_s=0.05,
+            ended=exited,
+            context=self.output,
+        )
 
     def interrupt(self) -> None:
         """Ctrl-C: SIGINT to every process of the terminal's foreground group."""

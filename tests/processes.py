@@ -1,4 +1,9 @@
-"""Child processes for tests: free loopback ports, and a process whose output lines are kept."""
+"""Child processes for tests: free loopback ports, a process whose output lines are kept, and the waits.
+
+Every harness (tests/handler_harness.py's Rig, tests/stack.py's Stack, tests/container.py's
+Container, tests/sidecar_world.py's World) waits through `wait_until`, each adding what to show
+when the wait fails and how to tell that what it waits on has ended.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,13 @@ import signal
 import socket
 import subprocess
 import threading
+import time
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
+
+import requests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,6 +45,65 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout_s: float = 30.0,
+    what: str = "",
+    *,
+    interval_s: float = 0.02,
+    ended: Callable[[], str | None] = lambda: None,
+    context: Callable[[], str] = lambda: "",
+) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    `ended()` names why waiting is over (the process waited on exited) or returns None; the
+    failure shows `context()` (the processes' output). The timeout is the test's own limit,
+    never a threshold it checks.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        why = ended()
+        if why:
+            raise AssertionError(f"{why} waiting for {what or predicate}:\n{context()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}:\n{context()}")
+        time.sleep(interval_s)
+
+
+def first_line_with(lines: Iterable[str], text: str) -> str | None:
+    return next((line for line in lines if text in line), None)
+
+
+def answers_200(url: str) -> bool:
+    """Whether GET `url` answers 200 within a second (runpod's local API once the handler is ready)."""
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(url, timeout=1).status_code == 200
+    return False
+
+
+class OnLoopback:
+    """The URLs of a stack's parts from their loopback ports (each harness sets the ports it has)."""
+
+    api_port: int
+    sidecar_port: int
+    comfy_port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://127.0.0.1:{self.sidecar_port}"
+
+    @property
+    def comfy_url(self) -> str:
+        return f"http://127.0.0.1:{self.comfy_port}"
 
 
 class Process:

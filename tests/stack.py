@@ -21,7 +21,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import psutil
 import requests
 
-from tests.processes import Process, free_port
+from tests.processes import OnLoopback, Process, answers_200, first_line_with, free_port, wait_until
 from worker_common.layout import Layout, worker_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,7 +114,7 @@ def declare_flags(comfyui_dir: Path, version: str) -> None:
     )
 
 
-class Stack:
+class Stack(OnLoopback):
     """One running worker stack, with helpers to talk to each of its parts."""
 
     def __init__(
@@ -251,26 +250,16 @@ class Stack:
     # -- waiting -------------------------------------------------------------------
 
     def wait_for(self, predicate, timeout_s: float = 60, interval_s: float = 0.05, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            if self.process and self.process.poll() is not None:
-                raise AssertionError(f"stack exited ({self.process.returncode}) waiting for {what}:\n{self.output()}")
-            time.sleep(interval_s)
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}:\n{self.output()}")
+        return wait_until(predicate, timeout_s, what, interval_s=interval_s, ended=self._exited, context=self.output)
+
+    def _exited(self) -> str | None:
+        if self.process and self.process.poll() is not None:
+            return f"stack exited ({self.process.returncode})"
+        return None
 
     def wait_accepting_jobs(self, timeout_s: float = 60) -> None:
         """Until the runpod local API answers, which the handler starts only after readiness."""
-
-        def answering() -> bool:
-            try:
-                return requests.get(f"{self.api_url}/", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        self.wait_for(answering, timeout_s, what="the handler's local API")
+        self.wait_for(lambda: answers_200(f"{self.api_url}/"), timeout_s, what="the handler's local API")
 
     def wait_running(
         self, programs: tuple[str, ...] = ("comfyui", "sidecar", "handler"), timeout_s: float = 60
@@ -284,21 +273,9 @@ class Stack:
         self.wait_for(running, timeout_s, 0.2, what=f"{programs} RUNNING")
 
     def wait_line(self, text: str, timeout_s: float = 60) -> str:
-        return self.wait_for(lambda: next((ln for ln in self.lines if text in ln), None), timeout_s, what=text)
+        return self.wait_for(lambda: first_line_with(self.lines, text), timeout_s, what=text)
 
     # -- talking to the parts ----------------------------------------------------
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def sidecar_url(self) -> str:
-        return f"http://127.0.0.1:{self.sidecar_port}"
-
-    @property
-    def comfy_url(self) -> str:
-        return f"http://127.0.0.1:{self.comfy_port}"
 
     def runsync(self, job_input: dict, timeout_s: float = 120) -> dict:
         response = requests.post(f"{self.api_url}/runsync", json={"input": job_input}, timeout=timeout_s)

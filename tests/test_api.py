@@ -14,7 +14,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.fake_runpod import FakeRunPod
-from tests.handler_harness import PYTHON, Process, Rig
+from tests.handler_harness import PYTHON, Process, Rig, RigShape
 from tests.images import decoded
 from tests.workflows import completed, failed, in_background
 
@@ -69,16 +68,16 @@ def pixel(output: dict[str, Any]) -> tuple[int, int, int]:
     return decoded(image).convert("RGB").getpixel((0, 0))
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(tmp_path_factory.mktemp("api"))
-    checkpoint = running.comfy_dir / "models" / "checkpoints" / "sd" / "tiny.safetensors"
+def with_model_and_workflow(rig: Rig) -> None:
+    checkpoint = rig.comfy_dir / "models" / "checkpoints" / "sd" / "tiny.safetensors"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(CHECKPOINT)
-    write_workflow(running.comfy_dir / "workflows_api", "portrait", PORTRAIT)
-    running.start()
-    yield running
-    running.stop()
+    write_workflow(rig.comfy_dir / "workflows_api", "portrait", PORTRAIT)
+
+
+@pytest.fixture(scope="module")
+def rig_shape() -> RigShape:
+    return RigShape(prepare=with_model_and_workflow)
 
 
 def prompts_posted(rig: Rig) -> int:

@@ -8,14 +8,12 @@ allowed, while one naming any other loopback endpoint is refused by the download
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
-from tests.handler_harness import MotoServer, Rig, free_port
+from tests.handler_harness import MotoServer, Rig, RigShape, free_port, s3_env
 from tests.test_api import colour_workflow
-from tests.test_handler_s3 import s3_env
 from tests.workflows import completed, failed
 
 BUCKET = "outputs"  # the worker's own (created by the moto fixture)
@@ -24,11 +22,9 @@ CLIENT_SECRET = "client-secret-key-never-logged"
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[Rig]:
+def rig_shape(moto: MotoServer) -> RigShape:
     moto.client().create_bucket(Bucket=CLIENT_BUCKET)
-    running = Rig(tmp_path_factory.mktemp("api-s3")).start(s3_env(moto))
-    yield running
-    running.stop()
+    return RigShape(handler_env=s3_env(moto.url, BUCKET, S3_PREFIX="runs/"))
 
 
 def own_destination(moto: MotoServer, **extra: str) -> dict[str, str]:

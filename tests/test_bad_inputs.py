@@ -30,7 +30,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.images import many_frame_gif, png_header, square_png
+from tests.images import b64, many_frame_gif, png_bytes, png_header, square_png
 from tests.processes import QuietHandler
 from tests.stack import Stack, free_port
 
@@ -69,16 +69,6 @@ def load_cases() -> list[dict[str, Any]]:
 
 
 CASES = load_cases()
-
-
-def png_bytes(side: int = 8, color: tuple[int, int, int] = (200, 30, 90)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (side, side), color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 # -- a loopback file server whose paths misbehave ------------------------------------------------

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.handler_harness import PYTHON, FileServer, Process, Rig
-from tests.images import many_frame_gif, square_png
+from tests.images import b64, many_frame_gif, square_png
 
 MB = 1024 * 1024
 UNMOVED_BYTES = 16 * MB  # what the sidecar's probes and a refused request may cost ComfyUI at most
@@ -51,10 +51,6 @@ def load_job(*sources: str) -> dict[str, Any]:
     return {"workflow": workflow, "images": images}
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 @dataclass(frozen=True)
 class ComfyState:
     """What a request that reached ComfyUI would change."""
@@ -76,13 +72,6 @@ class ComfyState:
             prompts=frozenset(rig.comfy_get("/history")),
             inputs=tuple(rig.files("input")),
         )
-
-
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(tmp_path_factory.mktemp("budgets")).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from launcher.cli_args_reader import UnreadableFlags, read_declared_flags
 from launcher.installed_flags import installed_flags
 from launcher.version import ComfyVersion
 from tests.cli_args_files import ODD_FORMS, RELEASE_9_0_0, RELEASES, argparse_parser, write_install
-from tests.test_launcher import layout_in
+from tests.test_launcher import launcher_config, layout_in
 from worker_common.settings import ConfigError
 
 
@@ -193,7 +193,7 @@ def test_comfyui_gets_only_flags_its_file_declares(tmp_path: Path, monkeypatch, 
     install = write_install(tmp_path / "ComfyUI", release, RELEASES[release])
     flags = installed_flags(install, version(release))
     assert flags.log_line.startswith(f"ComfyUI's flags: read from {install / 'comfy' / 'cli_args.py'} (")
-    argv = comfyui_args(layout_in(tmp_path), 8188, flags.table, version(release))
+    argv = comfyui_args(layout_in(tmp_path), launcher_config(), flags.table, version(release))
     argparse_parser(install / "comfy" / "cli_args.py").parse_args(argv[1:])  # exit 2 would fail the test
     assert ("--disable-assets" in argv) is (release != "0.3.64")
     assert argv[-3:] == ["--highvram", "--cache-lru", "4"]
@@ -207,7 +207,7 @@ def test_a_release_never_seen_starts_with_exactly_what_it_accepts(tmp_path: Path
     install = write_install(tmp_path / "ComfyUI", "9.0.0", RELEASE_9_0_0)
     parser = argparse_parser(install / "comfy" / "cli_args.py")
     flags = installed_flags(install, version("9.0.0"))
-    argv = comfyui_args(layout_in(tmp_path), 8188, flags.table, version("9.0.0"))
+    argv = comfyui_args(layout_in(tmp_path), launcher_config(), flags.table, version("9.0.0"))
     parsed = parser.parse_args(argv[1:])
     assert (parsed.listen, parsed.port, parsed.gpu_budget, parsed.assets, parsed.verbose) == (
         "127.0.0.1",
@@ -226,11 +226,11 @@ def test_a_release_never_seen_starts_with_exactly_what_it_accepts(tmp_path: Path
     }.items():
         monkeypatch.setenv("COMFY_EXTRA_ARGS", refused)
         with pytest.raises(ConfigError, match=why):
-            comfyui_args(layout_in(tmp_path), 8188, flags.table, version("9.0.0"))
+            comfyui_args(layout_in(tmp_path), launcher_config(), flags.table, version("9.0.0"))
     monkeypatch.setenv("COMFY_LOG_LEVEL", "CRITICAL")
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "")
     with pytest.raises(ConfigError, match=r"COMFY_LOG_LEVEL='CRITICAL' is not one of DEBUG, INFO, WARNING, ERROR$"):
-        comfyui_args(layout_in(tmp_path), 8188, flags.table, version("9.0.0"))
+        comfyui_args(layout_in(tmp_path), launcher_config(), flags.table, version("9.0.0"))
 
     # The tables alone would have passed what 9.0.0 dropped, and refused what it added.
     (install / "comfy" / "cli_args.py").unlink()
@@ -238,10 +238,11 @@ def test_a_release_never_seen_starts_with_exactly_what_it_accepts(tmp_path: Path
     assert fallback.log_line.startswith(f"ComfyUI's flags: {install / 'comfy' / 'cli_args.py'} could not be read")
     assert fallback.log_line.endswith("using the worker's table, the flags of 0.38.1")
     monkeypatch.setenv("COMFY_LOG_LEVEL", "")
-    assert "--disable-auto-launch" in comfyui_args(layout_in(tmp_path), 8188, fallback.table, version("9.0.0"))
+    argv = comfyui_args(layout_in(tmp_path), launcher_config(), fallback.table, version("9.0.0"))
+    assert "--disable-auto-launch" in argv
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "--gpu-budget 12")
     with pytest.raises(ConfigError, match=r"--gpu-budget, a flag ComfyUI 9\.0\.0 \(checked against the flags of"):
-        comfyui_args(layout_in(tmp_path), 8188, fallback.table, version("9.0.0"))
+        comfyui_args(layout_in(tmp_path), launcher_config(), fallback.table, version("9.0.0"))
 
 
 def test_a_flag_declared_under_a_condition_counts_for_prefixes_and_is_never_chosen(tmp_path: Path, monkeypatch) -> None:
@@ -257,12 +258,12 @@ def test_a_flag_declared_under_a_condition_counts_for_prefixes_and_is_never_chos
     assert not flags.table.has("--high-ram-mode") and "--high-ram-mode" in flags.table.flags
     monkeypatch.delenv("COMFY_ENABLE_ASSETS", raising=False)
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "")
-    assert "--disable-assets" not in comfyui_args(layout_in(tmp_path), 8188, flags.table, version("9.1.0"))
+    assert "--disable-assets" not in comfyui_args(layout_in(tmp_path), launcher_config(), flags.table, version("9.1.0"))
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "--high-r")  # argparse where the condition holds: ambiguous, exit 2
     with pytest.raises(ConfigError, match="could read as any of --high-ram, --high-ram-mode"):
-        comfyui_args(layout_in(tmp_path), 8188, flags.table, version("9.1.0"))
+        comfyui_args(layout_in(tmp_path), launcher_config(), flags.table, version("9.1.0"))
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "--high-ram-mode")  # named in full by the user: theirs to know
-    assert comfyui_args(layout_in(tmp_path), 8188, flags.table, version("9.1.0"))[-1] == "--high-ram-mode"
+    assert comfyui_args(layout_in(tmp_path), launcher_config(), flags.table, version("9.1.0"))[-1] == "--high-ram-mode"
 
 
 def test_a_file_without_the_flags_the_worker_needs_falls_back_to_the_tables(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import requests
 import yaml
 from PIL import Image
 
-from tests.handler_harness import PYTHON, REPO, FileServer, MotoServer, Rig
+from tests.handler_harness import PYTHON, REPO, FileServer, MotoServer, Rig, RigShape, s3_env
 from tests.stack import Stack
 from tests.test_examples import model_free_workflows
 
@@ -121,12 +121,13 @@ def png(path: Path) -> Image.Image:
 # --------------------------------------------------------------------------- fixtures
 
 
+def with_example_input(rig: Rig) -> None:
+    shutil.copy(EXAMPLE_PNG, rig.comfy_dir / "input")  # ComfyUI ships it in input/
+
+
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(tmp_path_factory.mktemp("compat")).start_without_handler()
-    shutil.copy(EXAMPLE_PNG, running.comfy_dir / "input")  # ComfyUI ships it in input/
-    yield running
-    running.stop()
+def rig_shape() -> RigShape:
+    return RigShape(handler_env=None, prepare=with_example_input)  # each test starts its handler
 
 
 _handler_env: dict[int, dict[str, str]] = {}  # id(rig) -> the extra settings of its running handler
@@ -144,16 +145,6 @@ def handler_with(rig: Rig, env: dict[str, str] | None = None) -> Rig:
 @pytest.fixture
 def base64_rig(rig: Rig) -> Rig:
     return handler_with(rig)
-
-
-def s3_env(moto: MotoServer) -> dict[str, str]:
-    return {
-        "S3_ENDPOINT_URL": moto.url,
-        "S3_BUCKET_NAME": BUCKET,
-        "S3_BUCKET_CREDS_ACCESS_KEY_ID": "test",
-        "S3_BUCKET_CREDS_SECRET_ACCESS_KEY": "test-secret",
-        "S3_REGION": "us-east-1",
-    }
 
 
 # --------------------------------------------------------------------------- the upstream client, unchanged
@@ -178,7 +169,7 @@ def test_upstream_client_uploads_and_gets_the_inverted_image(base64_rig: Rig, tm
 
 
 def test_upstream_client_gets_s3_urls(rig: Rig, moto: MotoServer, tmp_path: Path) -> None:
-    handler_with(rig, s3_env(moto))
+    handler_with(rig, s3_env(moto.url, BUCKET))
     [empty] = upstream_client(rig.api_url, request_body("empty-image.json"), tmp_path)
     [inverted] = upstream_client(rig.api_url, request_body("invert-upload.json"), tmp_path)
     assert png(empty).getpixel((0, 0)) == (0x33, 0x66, 0x99)
@@ -227,7 +218,7 @@ def test_our_responses_have_upstream_shape(rig: Rig, moto: MotoServer) -> None:
     failed = runsync_raw(rig, broken)
     assert failed["status"] == "FAILED"
     assert_upstream_shape(failed, UPSTREAM_FAILED)
-    handler_with(rig, s3_env(moto))
+    handler_with(rig, s3_env(moto.url, BUCKET))
     ours = runsync_raw(rig, request_body("invert-upload.json"))
     assert_upstream_shape(ours, UPSTREAM_S3)
     assert ours["output"]["images"][0]["type"] == "s3_url"

@@ -20,6 +20,7 @@ import psutil
 import pytest
 import requests
 
+from launcher.config import load as load_launcher_config
 from launcher.memory import SITE, Limit, container_limit, limit_in, memory_plan, own_cgroup_dirs
 from tests.stack import Stack
 
@@ -64,13 +65,14 @@ def test_the_cgroup_is_found_through_proc_self_cgroup(tmp_path: Path, monkeypatc
     cgroup_files(root / limit_at / "ctr", memory_max="max")  # a child without a limit of its own
     cgroup_files(root / "unified" if hybrid else root, memory_max="99999999999")  # a looser one above
     (tmp_path / "cgroup-file").write_text(proc)
-    assert container_limit(tmp_path / "cgroup-file", root).directory == directory
+    assert container_limit("", tmp_path / "cgroup-file", root).directory == directory
     assert own_cgroup_dirs(tmp_path / "cgroup-file", root)[0].is_relative_to(root)
 
 
 def test_comfy_cgroup_dir_names_the_folder(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COMFY_CGROUP_DIR", str(cgroup_files(tmp_path / "c", memory_max="1073741824")))
-    assert container_limit(tmp_path / "no-such-proc-file", tmp_path / "nowhere").bytes == 1 << 30
+    configured = load_launcher_config().cgroup_dir
+    assert container_limit(configured, tmp_path / "no-such-proc-file", tmp_path / "nowhere").bytes == 1 << 30
 
 
 def test_the_plan_says_what_was_found_and_what_was_done(tmp_path: Path) -> None:

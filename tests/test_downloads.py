@@ -28,23 +28,13 @@ from handler import config
 from handler.config import DownloadPolicy
 from handler.download import fetch, refusal
 from handler.errors import JobError, Reason
-from tests.handler_harness import Rig
+from tests.handler_harness import Rig, RigShape
+from tests.images import png_bytes
 from tests.processes import QuietHandler
 from worker_common.settings import ConfigError
 
 SECRET_TEXT = b"another job's output: the-secret-pixels"
 FIELD = "input.images[0].image"
-
-
-def png_bytes(side: int = 8, color: tuple[int, int, int] = (200, 30, 90), text: bytes = b"") -> bytes:
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    if text:
-        info.add_text("secret", text.decode())
-    buffer = io.BytesIO()
-    Image.new("RGB", (side, side), color).save(buffer, "PNG", pnginfo=info)
-    return buffer.getvalue()
 
 
 SECRET_PNG = png_bytes(text=SECRET_TEXT)
@@ -410,10 +400,8 @@ def test_https_is_verified_against_the_host_name_while_connecting_to_the_checked
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(tmp_path_factory.mktemp("downloads")).start({"IMAGE_DOWNLOAD_ALLOWED_HOSTS": ""})
-    yield running
-    running.stop()
+def rig_shape() -> RigShape:
+    return RigShape(handler_env={"IMAGE_DOWNLOAD_ALLOWED_HOSTS": ""})
 
 
 def load_job(url: str) -> dict[str, Any]:

@@ -9,9 +9,7 @@ during start-up (FATAL, exit 4) and never becoming ready (exit 3), in tests/test
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import re
 import signal
 import subprocess
@@ -25,18 +23,13 @@ from typing import Any
 import psutil
 import pytest
 import requests
-from PIL import Image
 
 from handler.context import STOP_REQUEST_TIMEOUT_S
+from tests.images import decoded
 from tests.stack import Stack
-from tests.workflows import image_chain
+from tests.workflows import completed, failed, image_chain
 
 # -- helpers shared with tests/test_faults_s3.py ---------------------------------------------
-
-
-def image_job(*middle: tuple[str, dict], prefix: str = "fault", side: int = 16, color: int = 0x3366CC) -> dict:
-    """EmptyImage -> the given nodes, chained -> SaveImage."""
-    return image_chain(*middle, prefix=prefix, side=side, color=color)
 
 
 def sleeping(seconds: float) -> tuple[str, dict]:
@@ -44,24 +37,9 @@ def sleeping(seconds: float) -> tuple[str, dict]:
     return ("StandinSleep", {"seconds": seconds, "steps": max(1, round(seconds * 10))})
 
 
-def completed(result: dict) -> dict:
-    assert result["status"] == "COMPLETED", result
-    return result["output"]
-
-
-def failed(result: dict) -> str:
-    assert result["status"] == "FAILED", result
-    return result["error"]
-
-
-def decoded(item: dict) -> Image.Image:
-    assert item["type"] == "base64", item
-    return Image.open(io.BytesIO(base64.b64decode(item["data"])))
-
-
 def assert_next_job_succeeds(stack: Stack, prefix: str = "next") -> None:
     """One job, straight away (no retry): the worker must take it."""
-    [item] = completed(stack.runsync(image_job(prefix=prefix, color=0x00FF00)))["images"]
+    [item] = completed(stack.runsync(image_chain(prefix=prefix, color=0x00FF00)))["images"]
     assert decoded(item).convert("RGB").getpixel((0, 0)) == (0, 255, 0)
 
 
@@ -168,7 +146,7 @@ def assert_readiness_went(stack: Stack, *transitions: str) -> None:
 
 def test_comfyui_sigkilled_mid_job_fails_the_job_fast_and_the_next_one_succeeds(make_stack) -> None:
     stack = started(make_stack, JOB_TIMEOUT_S="120")
-    with ReadyzRecorder(stack) as recorder, in_background(lambda: stack.runsync(image_job(sleeping(60)))) as job:
+    with ReadyzRecorder(stack) as recorder, in_background(lambda: stack.runsync(image_chain(sleeping(60)))) as job:
         wait_running_prompt(stack)
         old_pid = stack.pid_of("comfyui")
         killed_at = time.monotonic()
@@ -199,7 +177,7 @@ def test_comfyui_frozen_mid_job_fails_it_at_the_deadline_and_is_restarted(make_s
     deadline_s, grace_s = 4, 2
     stack = started(make_stack, JOB_TIMEOUT_S=str(deadline_s), COMFY_INTERRUPT_GRACE_S=str(grace_s))
     comfy = psutil.Process(stack.pid_of("comfyui"))
-    with in_background(lambda: timed_runsync(stack, image_job(sleeping(60)))) as job:
+    with in_background(lambda: timed_runsync(stack, image_chain(sleeping(60)))) as job:
         wait_running_prompt(stack)
         comfy.suspend()  # SIGSTOP: the process is there, its port accepts, nothing answers
         try:
@@ -249,7 +227,7 @@ def test_sidecar_sigkilled_during_a_job_is_restarted_and_the_job_completes(make_
     stack = started(make_stack)
     stack.wait_running()
     old_pid = stack.pid_of("sidecar")
-    with in_background(lambda: stack.runsync(image_job(sleeping(2), color=0xFF0000))) as job:
+    with in_background(lambda: stack.runsync(image_chain(sleeping(2), color=0xFF0000))) as job:
         wait_running_prompt(stack)
         psutil.Process(old_pid).kill()
         result = job.result(timeout=60)
@@ -279,7 +257,7 @@ def test_handler_sigkilled_between_jobs_refuses_connections_then_serves_again(ma
     stack.wait_for(lambda: not old.is_running(), 10, what="the handler to die")
     # Sent while no handler listens (a new one needs seconds to import runpod and start its API).
     with pytest.raises(requests.ConnectionError, match="Connection refused"):
-        stack.runsync(image_job(sleeping(1), prefix="lost"))
+        stack.runsync(image_chain(sleeping(1), prefix="lost"))
     stack.wait_accepting_jobs(timeout_s=60)
     new_pid = stack.pid_of("handler")
     assert new_pid != old.pid
@@ -300,7 +278,7 @@ def _files(folder: Path) -> list[str]:
 def test_sigterm_during_a_job_drains_it_then_stops_in_order(make_stack) -> None:
     stack = started(make_stack)
     stack.wait_running()
-    with in_background(lambda: stack.runsync(image_job(sleeping(3), color=0x0000FF))) as job:
+    with in_background(lambda: stack.runsync(image_chain(sleeping(3), color=0x0000FF))) as job:
         wait_running_prompt(stack)
         stop_asked = time.monotonic()
         code = stack.stop(signal.SIGTERM, timeout_s=60)
@@ -355,7 +333,7 @@ def test_websocket_closed_by_comfyui_mid_job_and_a_history_500_still_complete_th
 
 def test_a_half_open_websocket_is_detected_and_the_job_completes_through_history(make_stack) -> None:
     stack = started(make_stack, STANDIN_WS_SILENT_AFTER_S="0.5", WEBSOCKET_RECEIVE_TIMEOUT_S="1", JOB_TIMEOUT_S="120")
-    result, took = timed_runsync(stack, image_job(sleeping(2), color=0xFFFF00))
+    result, took = timed_runsync(stack, image_chain(sleeping(2), color=0xFFFF00))
     [item] = completed(result)["images"]
     assert decoded(item).convert("RGB").getpixel((0, 0)) == (255, 255, 0)
     # Bounded by the receive timeout (a ping, then a reconnect), not by the job's 120 s deadline.
@@ -363,7 +341,7 @@ def test_a_half_open_websocket_is_detected_and_the_job_completes_through_history
     stack.wait_line("the WebSocket went silent (no frame and no answer to a ping for 1 s); reconnecting")
     assert readyz(stack)["ready"]
     # The next job starts on the kept socket, silent by now: it too is finished through /history.
-    result, took = timed_runsync(stack, image_job(prefix="next", color=0x00FF00))
+    result, took = timed_runsync(stack, image_chain(prefix="next", color=0x00FF00))
     completed(result)
     assert took < 4 * 1 + 5, f"the next job took {took:.1f} s"
 

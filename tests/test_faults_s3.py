@@ -16,25 +16,19 @@ from urllib.parse import urlsplit
 import requests
 from PIL import Image
 
-from tests.handler_harness import MotoServer, free_port
+from tests.handler_harness import MotoServer, free_port, s3_env
 from tests.stack import Stack
-from tests.test_faults import failed, image_job, log_files, readyz, started
+from tests.test_faults import log_files, readyz, started
+from tests.workflows import failed, image_chain
 
 BUCKET = "fault-outputs"
 ACCESS_KEY = "AKIAFAULTMATRIX00001"
 SECRET_KEY = "faultMatrixSecret/0123456789abcdefghijklmn"
 
 
-def s3_env(endpoint: str, **extra: str) -> dict[str, str]:
-    return {
-        "S3_ENDPOINT_URL": endpoint,
-        "S3_BUCKET_NAME": BUCKET,
-        "S3_BUCKET_CREDS_ACCESS_KEY_ID": ACCESS_KEY,
-        "S3_BUCKET_CREDS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "S3_REGION": "us-east-1",
-        "S3_MAX_ATTEMPTS": "1",
-        **extra,
-    }
+def faults_s3_env(endpoint: str) -> dict[str, str]:
+    """This matrix's S3 settings: its own keys (looked for in every log) and no retries."""
+    return s3_env(endpoint, BUCKET, ACCESS_KEY, SECRET_KEY, S3_MAX_ATTEMPTS="1")
 
 
 class FakeS3:
@@ -120,8 +114,8 @@ def assert_no_secrets(stack: Stack, *texts: str) -> None:
 
 def test_s3_endpoint_down_fails_the_job_naming_the_file_and_keeps_it(make_stack) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    stack = started(make_stack, **s3_env(closed))
-    result = stack.runsync(image_job(prefix="s3fault"))
+    stack = started(make_stack, **faults_s3_env(closed))
+    result = stack.runsync(image_chain(prefix="s3fault"))
     error = failed(result)
     assert_upload_failure(stack, error, re.escape(f'Could not connect to the endpoint URL: "{closed}/{BUCKET}/'))
     stack.wait_line("failed (upload)")
@@ -131,8 +125,8 @@ def test_s3_endpoint_down_fails_the_job_naming_the_file_and_keeps_it(make_stack)
 
 def test_s3_endpoint_refusing_with_403_fails_the_job_naming_the_file_and_keeps_it(make_stack) -> None:
     with fake_s3((403, ACCESS_DENIED)) as server:
-        stack = started(make_stack, **s3_env(server.url))
-        result = stack.runsync(image_job(prefix="s3fault"))
+        stack = started(make_stack, **faults_s3_env(server.url))
+        result = stack.runsync(image_chain(prefix="s3fault"))
         error = failed(result)
         assert_upload_failure(stack, error, r"AccessDenied: Access Denied")
         assert [method for method, _ in server.requests] == ["PUT"], "a 403 is not retried"
@@ -144,9 +138,9 @@ def test_s3_endpoint_refusing_with_403_fails_the_job_naming_the_file_and_keeps_i
 def test_s3_endpoint_that_never_answers_fails_the_job_within_its_deadline(make_stack) -> None:
     deadline_s = 8
     with fake_s3(None) as server:
-        stack = started(make_stack, **s3_env(server.url), JOB_TIMEOUT_S=str(deadline_s))
+        stack = started(make_stack, **faults_s3_env(server.url), JOB_TIMEOUT_S=str(deadline_s))
         began = time.monotonic()
-        result = stack.runsync(image_job(prefix="s3fault"), timeout_s=300)
+        result = stack.runsync(image_chain(prefix="s3fault"), timeout_s=300)
         took = time.monotonic() - began
         error = failed(result)
         assert_upload_failure(stack, error, r"(?i)time ?out|time limit")
@@ -162,8 +156,8 @@ def test_s3_endpoint_that_never_answers_fails_the_job_within_its_deadline(make_s
 
 
 def test_presigned_urls_from_a_custom_endpoint_point_at_it_and_serve_the_bytes(make_stack, moto: MotoServer) -> None:
-    stack = started(make_stack, **s3_env(moto.url))
-    result = stack.runsync(image_job(prefix="s3ok", color=0x123456, side=24))
+    stack = started(make_stack, **faults_s3_env(moto.url))
+    result = stack.runsync(image_chain(prefix="s3ok", color=0x123456, side=24))
     assert result["status"] == "COMPLETED", result
     [item] = result["output"]["images"]
     assert item["type"] == "s3_url"
@@ -184,6 +178,6 @@ def test_presigned_urls_from_a_custom_endpoint_point_at_it_and_serve_the_bytes(m
 
 
 def assert_next_job_succeeds_on_s3(stack: Stack) -> None:
-    result = stack.runsync(image_job(prefix="s3next"))
+    result = stack.runsync(image_chain(prefix="s3next"))
     assert result["status"] == "COMPLETED", result
     assert [item["type"] for item in result["output"]["images"]] == ["s3_url"]

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageOps
 
-from tests.handler_harness import FileServer, Rig
+from tests.handler_harness import FileServer, Rig, RigShape
 from tests.images import b64, decoded, noise_png
 from tests.releases import RELEASES
 
 
 @pytest.fixture(scope="module", params=RELEASES)
-def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rig_shape(request: pytest.FixtureRequest) -> RigShape:
     """The handler against the stand-in playing each supported ComfyUI release (docs/comfyui-versions.md)."""
-    running = Rig(tmp_path_factory.mktemp("jobs"), {"STANDIN_COMFYUI_VERSION": request.param}).start()
-    yield running
-    running.stop()
+    return RigShape(comfy_env={"STANDIN_COMFYUI_VERSION": request.param})
 
 
 def invert_job(name: str = "in.png", data: bytes | None = None) -> dict:

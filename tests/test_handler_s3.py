@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import pytest
 import requests
 from PIL import Image
 
-from tests.handler_harness import MotoServer, Rig, free_port
+from tests.handler_harness import MotoServer, Rig, RigShape, free_port, s3_env
 
 BUCKET = "outputs"
+PREFIX = "runs/"
 COLOR = 0x112233
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(tmp_path_factory.mktemp("s3")).start_without_handler()
-    yield running
-    running.stop()
+def rig_shape() -> RigShape:
+    return RigShape(handler_env=None)  # each test starts the handler with its S3 settings
 
 
-def s3_env(moto: MotoServer, **extra: str) -> dict[str, str]:
-    return {
-        "S3_ENDPOINT_URL": moto.url,
-        "S3_BUCKET_NAME": BUCKET,
-        "S3_BUCKET_CREDS_ACCESS_KEY_ID": "test",
-        "S3_BUCKET_CREDS_SECRET_ACCESS_KEY": "test-secret-key",
-        "S3_REGION": "us-east-1",
-        "S3_PREFIX": "runs/",
-        **extra,
-    }
-
-
-def image_job() -> dict:
+def image_and_audio_job() -> dict:
     return {
         "workflow": {
             "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": COLOR}},
@@ -55,8 +41,8 @@ def noise_job(side: int) -> dict:
 
 
 def test_outputs_are_uploaded_and_served_through_presigned_urls(rig: Rig, moto: MotoServer) -> None:
-    rig.start_handler(s3_env(moto))
-    result = rig.runsync(image_job())
+    rig.start_handler(s3_env(moto.url, BUCKET, S3_PREFIX=PREFIX))
+    result = rig.runsync(image_and_audio_job())
     assert result["status"] == "COMPLETED", result
     output = result["output"]
     [image], [audio] = output["images"], output["audio"]
@@ -76,8 +62,9 @@ def test_outputs_are_uploaded_and_served_through_presigned_urls(rig: Rig, moto: 
 
 
 def test_with_oversize_mode_only_a_response_over_the_limit_goes_to_s3(rig: Rig, moto: MotoServer) -> None:
-    rig.start_handler(s3_env(moto, S3_UPLOAD_MODE="oversize", RESPONSE_SIZE_LIMIT_BYTES="100000"))
-    small = rig.runsync(image_job())
+    oversize = {"S3_UPLOAD_MODE": "oversize", "RESPONSE_SIZE_LIMIT_BYTES": "100000"}
+    rig.start_handler(s3_env(moto.url, BUCKET, S3_PREFIX=PREFIX, **oversize))
+    small = rig.runsync(image_and_audio_job())
     assert small["status"] == "COMPLETED", small
     assert {item["type"] for item in small["output"]["images"]} == {"base64"}
     big = rig.runsync(noise_job(256))
@@ -88,8 +75,8 @@ def test_with_oversize_mode_only_a_response_over_the_limit_goes_to_s3(rig: Rig, 
 
 
 def test_a_failed_upload_is_reported_per_file_and_its_files_go_with_the_job(rig: Rig, moto: MotoServer) -> None:
-    rig.start_handler(s3_env(moto, S3_BUCKET_NAME="no-such-bucket"))
-    result = rig.runsync(image_job())
+    rig.start_handler(s3_env(moto.url, BUCKET, S3_PREFIX=PREFIX, S3_BUCKET_NAME="no-such-bucket"))
+    result = rig.runsync(image_and_audio_job())
     assert result["status"] == "FAILED", result
     error = result["error"]
     assert error.startswith("S3 upload failed for 2 of 2 outputs:")
@@ -100,8 +87,8 @@ def test_a_failed_upload_is_reported_per_file_and_its_files_go_with_the_job(rig:
 
 def test_an_unreachable_endpoint_is_retried_then_reported(rig: Rig, moto: MotoServer) -> None:
     down = f"http://127.0.0.1:{free_port()}"
-    rig.start_handler(s3_env(moto, S3_ENDPOINT_URL=down, S3_MAX_ATTEMPTS="2"))
-    result = rig.runsync(image_job())
+    rig.start_handler(s3_env(moto.url, BUCKET, S3_PREFIX=PREFIX, S3_ENDPOINT_URL=down, S3_MAX_ATTEMPTS="2"))
+    result = rig.runsync(image_and_audio_job())
     assert result["status"] == "FAILED", result
     assert "S3 upload failed for 2 of 2 outputs:" in result["error"]
     assert "Could not connect to the endpoint URL" in result["error"]

@@ -6,22 +6,18 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.handler_harness import PYTHON, FileServer, Process, Recorder, Rig
+from tests.handler_harness import PYTHON, FileServer, Process, Recorder, Rig, RigShape
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    root = tmp_path_factory.mktemp("settings")
-    (root / "metrics").mkdir()
-    running = Rig(root, shared_env={"PROMETHEUS_MULTIPROC_DIR": str(root / "metrics")}).start_without_handler()
-    yield running
-    running.stop()
+def rig_shape(tmp_path_factory: pytest.TempPathFactory) -> RigShape:
+    metrics = tmp_path_factory.mktemp("metrics")
+    return RigShape(shared_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)}, handler_env=None)
 
 
 def save_job(prefix: str = "set", side: int = 8) -> dict:

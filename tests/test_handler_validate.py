@@ -3,7 +3,6 @@ image formats and the input budgets."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -17,7 +16,7 @@ from PIL import EpsImagePlugin, Image
 from handler.config import InputBudgets
 from handler.errors import JobError, Reason
 from handler.validate import JobInput, check_download, parse
-from tests.images import encoded, png_header
+from tests.images import b64, encoded, png_bytes, png_header
 
 LIMIT = 1_000_000
 BUDGETS = InputBudgets(
@@ -29,13 +28,8 @@ WORKFLOW = {
 }
 
 
-def png_bytes(size: tuple[int, int] = (4, 3), color: tuple[int, int, int] = (10, 20, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-PNG_B64 = base64.b64encode(png_bytes()).decode()
+SMALL_PNG = png_bytes((4, 3), (10, 20, 30))
+PNG_B64 = b64(SMALL_PNG)
 
 
 def problem(raw: object) -> str:
@@ -50,7 +44,7 @@ def test_a_valid_input_is_parsed_and_its_image_decoded_once() -> None:
     assert isinstance(job, JobInput)
     assert job.workflow == WORKFLOW
     [image] = job.images
-    assert (image.name, image.data, image.mime, image.url) == ("in.png", png_bytes(), "image/png", None)
+    assert (image.name, image.data, image.mime, image.url) == ("in.png", SMALL_PNG, "image/png", None)
     assert job.api_key is None
 
 
@@ -76,7 +70,7 @@ def test_data_uri_and_line_wrapped_base64_are_accepted() -> None:
         },
         BUDGETS,
     )
-    assert [image.data for image in job.images] == [png_bytes(), png_bytes()]
+    assert [image.data for image in job.images] == [SMALL_PNG, SMALL_PNG]
 
 
 def test_url_images_are_left_for_download() -> None:
@@ -129,7 +123,7 @@ def images_problem(images: object) -> str:
         ([{"name": "a.png", "image": "!!!notbase64!!!"}], "input.images[0].image ('a.png') is not valid base64"),
         ([{"name": "a.png", "image": ""}], "input.images[0].image is missing"),
         ([{"name": "a.png", "image": "data:image/png;base64,"}], "is empty (0 bytes)"),
-        ([{"name": "a.png", "image": base64.b64encode(b"hello world").decode()}], "is not an image"),
+        ([{"name": "a.png", "image": b64(b"hello world")}], "is not an image"),
         ([{"name": "a.png", "image": "data:image/png,abc"}], "is a data URI but not a base64 one"),
         ([{"name": "a.png", "image": "file:///etc/passwd"}], "other URL schemes are not fetched"),
         (
@@ -143,14 +137,14 @@ def test_image_problems_name_the_field(images: object, expected: str) -> None:
 
 
 def test_a_truncated_image_is_named_as_such() -> None:
-    broken = base64.b64encode(png_bytes()[:40]).decode()
+    broken = b64(SMALL_PNG[:40])
     message = images_problem([{"name": "a.png", "image": broken}])
     assert "input.images[0].image ('a.png') is not an image: it starts like a PNG, but its header" in message
     assert "damaged or cut short" in message
 
 
 def test_an_image_over_the_size_limit_is_refused_before_decoding() -> None:
-    big = base64.b64encode(png_bytes((800, 800))).decode()
+    big = b64(png_bytes((800, 800), (10, 20, 30)))
     message = problem_with_limit({"workflow": WORKFLOW, "images": [{"name": "big.png", "image": big}]}, 100)
     assert "IMAGE_MAX_BYTES" in message
     assert "big.png" in message
@@ -219,7 +213,7 @@ def test_base64_problems_say_what_is_wrong_in_words(text: str, expected: str) ->
 
 
 def test_truncated_base64_from_issue_14_says_it_looks_truncated() -> None:
-    text = base64.b64encode(bytes(8300)).decode()[:11041]
+    text = b64(bytes(8300))[:11041]
     message = images_problem([{"name": "a.png", "image": text}])
     assert "looks truncated: its 11,041 base64 characters are one more than a multiple of 4" in message
 
@@ -264,7 +258,7 @@ def test_the_formats_comfyui_loads_are_accepted(image_format: str, mime: str) ->
     ],
 )
 def test_other_formats_are_refused_by_name(data: bytes, expected: str) -> None:
-    assert expected in images_problem([{"name": "a.png", "image": base64.b64encode(data).decode()}])
+    assert expected in images_problem([{"name": "a.png", "image": b64(data)}])
 
 
 @pytest.fixture
@@ -281,7 +275,7 @@ def fake_ghostscript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_eps_is_refused_without_running_ghostscript(fake_ghostscript: Path) -> None:
-    message = images_problem([{"name": "a.png", "image": base64.b64encode(EPS).decode()}])
+    message = images_problem([{"name": "a.png", "image": b64(EPS)}])
     assert "Ghostscript" in message
     assert not fake_ghostscript.exists()
     # The fake is what Pillow would run: reading the EPS's pixels does run it.
@@ -292,18 +286,18 @@ def test_eps_is_refused_without_running_ghostscript(fake_ghostscript: Path) -> N
 
 def test_errors_about_bytes_never_quote_them() -> None:
     """Bytes may come from a download (another job's output, a private service): errors give format facts only."""
-    png = png_bytes()
+    png = SMALL_PNG
     iend = png.rindex(b"IEND") - 4
     corrupt = png[:iend] + struct.pack(">I", 4) + b"sEcR" + b"data" + b"\0\0\0\0" + png[iend:]
     text = b"SECRET-OUTPUT-OF-ANOTHER-JOB " * 4
     for data, expected in [(corrupt, "is a damaged PNG"), (text, "is not an image in a format the worker accepts")]:
-        message = images_problem([{"name": "a.png", "image": base64.b64encode(data).decode()}])
+        message = images_problem([{"name": "a.png", "image": b64(data)}])
         assert expected in message
         assert "sEcR" not in message and "SECRET" not in message and "b'" not in message, message
 
 
 def test_a_web_page_instead_of_an_image_gets_a_hint() -> None:
-    page = base64.b64encode(b"<!doctype html><html><body>sign in</body></html>").decode()
+    page = b64(b"<!doctype html><html><body>sign in</body></html>")
     message = images_problem([{"name": "a.png", "image": page}])
     assert "It looks like text (HTML or XML?)" in message and "sign in" not in message
 
@@ -317,7 +311,7 @@ def gif_bytes(side: int, frames: int) -> bytes:
 
 
 def b64_images(*blobs: bytes) -> list[dict[str, str]]:
-    return [{"name": f"{index}.png", "image": base64.b64encode(blob).decode()} for index, blob in enumerate(blobs)]
+    return [{"name": f"{index}.png", "image": b64(blob)} for index, blob in enumerate(blobs)]
 
 
 def test_an_image_over_the_pixel_budget_is_refused_from_its_header() -> None:

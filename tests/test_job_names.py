@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,6 @@ from worker_common.layout import Layout
 
 LONGEST_NAME = "é" * 125 + ".png"  # 254 bytes: legal on every file system
 ANNOTATED_NAMES = ("x.png [output]", "x.png [temp]")
-
-
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(tmp_path_factory.mktemp("names")).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

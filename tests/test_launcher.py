@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import pwd
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from launcher.arguments import ADDRESS_FLAGS, FOLDER_FLAGS, comfyui_args, resolve
+from launcher.config import LauncherConfig
+from launcher.config import load as load_launcher_config
 from launcher.flags import TABLES, table_for
 from launcher.install import LaunchError, check_install
 from launcher.launch import SECRETS, comfyui_environment
@@ -35,6 +38,11 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs 
 
 def layout_in(tmp_path: Path, comfyui_dir: Path | None = None) -> Layout:
     return Layout(comfyui_dir or tmp_path / "ComfyUI", Path(sys.prefix), tmp_path / "worker", "w1")
+
+
+def launcher_config(port: int = 8188) -> LauncherConfig:
+    """The launcher's settings from the (monkeypatched) environment, with ComfyUI on `port`."""
+    return dataclasses.replace(load_launcher_config(), comfy_port=port)
 
 
 def parser_of(table) -> argparse.ArgumentParser:
@@ -95,7 +103,7 @@ def test_the_launchers_own_flags_exist_in_every_release(tmp_path: Path, monkeypa
     for variable in ("COMFY_EXTRA_ARGS", "COMFY_LOG_LEVEL", "COMFY_ENABLE_ASSETS"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("COMFY_LOG_LEVEL", "debug")
-    args = comfyui_args(layout_in(tmp_path), 8188, TABLE_OF[release], KNOWN[release])
+    args = comfyui_args(layout_in(tmp_path), launcher_config(), TABLE_OF[release], KNOWN[release])
     flags = [arg for arg in args if arg.startswith("-")]
     assert set(flags) <= TABLE_OF[release].flags
     assert args[args.index("--verbose") + 1] == "DEBUG"
@@ -108,8 +116,8 @@ def test_comfyui_gets_the_worker_folders_and_assets_off_where_it_has_them(tmp_pa
     monkeypatch.delenv("COMFY_EXTRA_ARGS", raising=False)
     monkeypatch.delenv("COMFY_ENABLE_ASSETS", raising=False)
     layout = layout_in(tmp_path)
-    new = comfyui_args(layout, 8190, V0_38_1, KNOWN["0.38.1"])
-    old = comfyui_args(layout, 8190, V0_3_64, KNOWN["0.3.64"])
+    new = comfyui_args(layout, launcher_config(port=8190), V0_38_1, KNOWN["0.38.1"])
+    old = comfyui_args(layout, launcher_config(port=8190), V0_3_64, KNOWN["0.3.64"])
     assert new[:7] == [
         "main.py",
         "--listen",
@@ -126,12 +134,12 @@ def test_comfyui_gets_the_worker_folders_and_assets_off_where_it_has_them(tmp_pa
         assert Path(args[args.index("--temp-directory") + 1]) / "temp" == layout.temp
     assert "--disable-assets" in new and "--disable-assets" not in old
     monkeypatch.setenv("COMFY_ENABLE_ASSETS", "true")
-    assert "--disable-assets" not in comfyui_args(layout, 8190, V0_38_1, KNOWN["0.38.1"])
+    assert "--disable-assets" not in comfyui_args(layout, launcher_config(port=8190), V0_38_1, KNOWN["0.38.1"])
 
 
 def test_extra_flags_pass_under_their_full_names(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "--highv --preview-method none --reserve-vram -1 --cache-lru=4")
-    args = comfyui_args(layout_in(tmp_path), 8188, V0_3_64, KNOWN["0.3.64"])
+    args = comfyui_args(layout_in(tmp_path), launcher_config(), V0_3_64, KNOWN["0.3.64"])
     assert args[-6:] == ["--highvram", "--preview-method", "none", "--reserve-vram", "-1", "--cache-lru=4"]
     assert "--highv" not in args
 
@@ -139,7 +147,7 @@ def test_extra_flags_pass_under_their_full_names(tmp_path: Path, monkeypatch) ->
 def test_a_bad_log_level_is_a_config_error(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COMFY_LOG_LEVEL", "loud")
     with pytest.raises(ConfigError, match="COMFY_LOG_LEVEL='loud' is not one of DEBUG, INFO"):
-        comfyui_args(layout_in(tmp_path), 8188, V0_3_64, KNOWN["0.3.64"])
+        comfyui_args(layout_in(tmp_path), launcher_config(), V0_3_64, KNOWN["0.3.64"])
 
 
 @pytest.mark.parametrize("release", ["0.3.64", "0.38.1"])
@@ -165,7 +173,7 @@ def test_every_abbreviation_of_the_address_and_folder_flags_is_refused(
         for token in (f"{prefix} 0.0.0.0", f"{prefix}=0.0.0.0"):
             monkeypatch.setenv("COMFY_EXTRA_ARGS", token)
             with pytest.raises(ConfigError) as refusal:
-                comfyui_args(layout_in(tmp_path), 8188, TABLE_OF[release], KNOWN[release])
+                comfyui_args(layout_in(tmp_path), launcher_config(), TABLE_OF[release], KNOWN[release])
             message = str(refusal.value)
             assert message.startswith(f"COMFY_EXTRA_ARGS may not contain {token.split()[0]}") or (
                 "could read as any of" in message and flag in message
@@ -184,7 +192,7 @@ def test_refusals_say_why_and_what_to_set_instead(tmp_path: Path, monkeypatch) -
     for extra, expected in cases.items():
         monkeypatch.setenv("COMFY_EXTRA_ARGS", extra)
         with pytest.raises(ConfigError, match="COMFY_EXTRA_ARGS") as refusal:
-            comfyui_args(layout, 8188, V0_3_64, KNOWN["0.3.64"])
+            comfyui_args(layout, launcher_config(), V0_3_64, KNOWN["0.3.64"])
         assert expected in str(refusal.value)
 
 
@@ -203,12 +211,12 @@ def test_values_are_not_flags(token: str) -> None:
 def test_a_flag_the_release_does_not_know_names_the_flag_and_the_version(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "--highvram --normalvram")
     with pytest.raises(ConfigError) as refusal:
-        comfyui_args(layout_in(tmp_path), 8188, V0_38_1, KNOWN["0.38.1"])
+        comfyui_args(layout_in(tmp_path), launcher_config(), V0_38_1, KNOWN["0.38.1"])
     assert str(refusal.value).startswith("COMFY_EXTRA_ARGS has --normalvram, a flag ComfyUI 0.38.1 does not know:")
     unknown = ComfyVersion(None, "no comfyui_version.py, no version in pyproject.toml")
     monkeypatch.setenv("COMFY_EXTRA_ARGS", "--disable-assets")
     with pytest.raises(ConfigError) as refusal:
-        comfyui_args(layout_in(tmp_path), 8188, table_for(None), unknown)
+        comfyui_args(layout_in(tmp_path), launcher_config(), table_for(None), unknown)
     assert str(refusal.value).startswith(
         "COMFY_EXTRA_ARGS has --disable-assets, a flag ComfyUI of unknown version (no comfyui_version.py, no version "
         "in pyproject.toml; checked against the flags of 0.3.64) does not know:"
@@ -216,7 +224,7 @@ def test_a_flag_the_release_does_not_know_names_the_flag_and_the_version(tmp_pat
     for token in ("-x", "--", "-", "--no-such-flag"):
         monkeypatch.setenv("COMFY_EXTRA_ARGS", token)
         with pytest.raises(ConfigError, match=f"has {token},"):
-            comfyui_args(layout_in(tmp_path), 8188, V0_38_1, KNOWN["0.38.1"])
+            comfyui_args(layout_in(tmp_path), launcher_config(), V0_38_1, KNOWN["0.38.1"])
 
 
 # -- the installed version -----------------------------------------------------------------
@@ -235,8 +243,9 @@ def checked(tmp_path: Path, comfyui_dir: Path, monkeypatch, **env: str) -> Comfy
     monkeypatch.setenv("COMFYUI_DIR", str(comfyui_dir))
     monkeypatch.setenv("COMFY_VENV_REQUIRED_MODULES", "json")
     monkeypatch.delenv("COMFYUI_USER", raising=False)
-    user = comfyui_user()
-    return check_install(layout_in(tmp_path, comfyui_dir), user, {**os.environ, **env}).version
+    user = comfyui_user("")
+    config = launcher_config()
+    return check_install(layout_in(tmp_path, comfyui_dir), user, {**os.environ, **env}, config).version
 
 
 def test_the_version_is_imported_from_comfyui_version_py_with_the_volume_python(tmp_path: Path, monkeypatch) -> None:
@@ -268,7 +277,7 @@ def test_missing_modules_are_named_with_the_venv_python(tmp_path: Path, monkeypa
     monkeypatch.setenv("COMFY_VENV_REQUIRED_MODULES", "json no_such_module_x")
     monkeypatch.delenv("COMFYUI_USER", raising=False)
     with pytest.raises(LaunchError, match=r"cannot import: no_such_module_x\. Install ComfyUI's requirements"):
-        check_install(layout_in(tmp_path, comfyui_dir), comfyui_user(), dict(os.environ))
+        check_install(layout_in(tmp_path, comfyui_dir), comfyui_user(""), dict(os.environ), launcher_config())
 
 
 # -- ComfyUI's user and environment ----------------------------------------------------------
@@ -276,14 +285,14 @@ def test_missing_modules_are_named_with_the_venv_python(tmp_path: Path, monkeypa
 
 def test_comfyui_user_unset_is_whoever_runs_the_stack(monkeypatch) -> None:
     monkeypatch.delenv("COMFYUI_USER", raising=False)
-    user = comfyui_user()
+    user = comfyui_user(launcher_config().comfyui_user)
     assert user.uid == os.geteuid() and user.is_current
 
 
 def test_an_unknown_comfyui_user_is_a_config_error(monkeypatch) -> None:
     monkeypatch.setenv("COMFYUI_USER", "no-such-user-here")
     with pytest.raises(ConfigError, match="COMFYUI_USER='no-such-user-here': no such user in this container"):
-        comfyui_user()
+        comfyui_user(launcher_config().comfyui_user)
 
 
 def test_comfyui_gets_no_secret_and_a_home_of_its_own(tmp_path: Path, monkeypatch) -> None:
@@ -295,7 +304,8 @@ def test_comfyui_gets_no_secret_and_a_home_of_its_own(tmp_path: Path, monkeypatc
     assert not set(SECRETS) & set(env)
     assert env["HOME"] == str(layout.home) and env["USER"] == "nobody"
     monkeypatch.delenv("COMFYUI_USER", raising=False)
-    assert comfyui_environment(comfyui_user(), layout).get("HOME") == os.environ.get("HOME"), "a developer's HOME"
+    user = comfyui_user(launcher_config().comfyui_user)
+    assert comfyui_environment(user, layout).get("HOME") == os.environ.get("HOME"), "a developer's HOME"
 
 
 @pytest.fixture

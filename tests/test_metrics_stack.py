@@ -13,9 +13,9 @@ import requests
 from prometheus_client import REGISTRY
 
 from handler import metrics
+from tests.sidecar_world import wait_until
 from tests.stack import Stack
 from tests.test_sidecar_prometheus import query, query_value, start_prometheus
-from tests.test_sidecar_support import wait_until
 from tests.test_stack import EMPTY_IMAGE_JOB
 
 

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from healthcheck.config import PushSettings, push_settings
 from healthcheck.push import JOB, Pusher
 from tests.processes import Process, free_port
-from tests.test_sidecar_support import wait_until
+from tests.sidecar_world import wait_until
 from worker_common.layout import worker_id
 from worker_common.settings import ConfigError
 

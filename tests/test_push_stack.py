@@ -20,10 +20,10 @@ import requests
 import yaml
 
 from tests.processes import free_port
+from tests.sidecar_world import sample_value, wait_until
 from tests.stack import REPO, Stack
 from tests.test_push import PASSWORD, TOKEN, SilentGateway, basic_auth_web_config, pushgateway
 from tests.test_sidecar_prometheus import query_value, start_prometheus
-from tests.test_sidecar_support import sample_value, wait_until
 from tests.test_stack import EMPTY_IMAGE_JOB
 
 SCRAPE = REPO / "deploy" / "prometheus" / "scrape.yml"

@@ -11,7 +11,6 @@ one and with S3 pointed at moto on loopback, so uploads (and their failures) rea
 from __future__ import annotations
 
 import base64
-import io
 import re
 import threading
 from collections.abc import Iterator
@@ -21,10 +20,11 @@ from typing import Any
 import psutil
 import pytest
 import requests
-from PIL import Image
 
 from tests.handler_harness import MotoServer
+from tests.images import b64, png_bytes
 from tests.stack import Stack, free_port
+from tests.workflows import image_chain
 
 BUCKET = "secure-outputs"
 SECRETS = {
@@ -44,22 +44,6 @@ ALL_SECRETS = [*SECRETS.values(), INPUT_API_KEY, URL_PASSWORD, URL_TOKEN]
 PRESIGNED_CREDENTIAL = re.compile(r"X-Amz-Credential=[^&\"'\s]*")
 METHODS = ("POST", "PUT", "DELETE", "PATCH")
 SIDECAR_PATHS = ("/livez", "/readyz", "/readyz?wait=1", "/ping", "/metrics", "/", "/restart", "/shutdown", "/config")
-
-
-def image_job(prefix: str, color: int = 0x204060, **extra: Any) -> dict[str, Any]:
-    return {
-        "workflow": {
-            "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": color}},
-            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
-        },
-        **extra,
-    }
-
-
-def png_b64(color: tuple[int, int, int]) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), color).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 class Secure:
@@ -179,7 +163,8 @@ def test_a_jobs_uploads_land_exactly_in_input_and_are_removed_after(secure: Secu
         }
     workflow["wait"] = {"class_type": "StandinSleep", "inputs": {"seconds": 1.5, "steps": 15}}
     workflow["waitsave"] = {"class_type": "PreviewImage", "inputs": {"images": ["wait", 0]}}
-    job = {"workflow": workflow, "images": [{"name": n, "image": png_b64((9, 9, i))} for i, n in enumerate(names)]}
+    images = [{"name": n, "image": b64(png_bytes(8, (9, 9, i)))} for i, n in enumerate(names)]
+    job = {"workflow": workflow, "images": images}
 
     before = tree(stack.home)
     outcome: dict[str, Any] = {}
@@ -211,7 +196,7 @@ def test_a_jobs_uploads_land_exactly_in_input_and_are_removed_after(secure: Secu
 def test_a_workflow_cannot_read_files_outside_the_jobs_reach(secure: Secure, tmp_path: Path) -> None:
     stack = secure.stack
     outside = tmp_path / "outside.png"
-    outside.write_bytes(base64.b64decode(png_b64((1, 2, 3))))
+    outside.write_bytes(png_bytes(8, (1, 2, 3)))
     layout = stack.layout
     (layout.output / "other-job.png").write_bytes(outside.read_bytes())  # another job's output on this worker
     (layout.shared_input / "sneaky.png").symlink_to(outside)  # a link placed in the volume's input folder
@@ -248,11 +233,11 @@ def test_no_secret_in_any_log_response_or_metric(secure: Secure) -> None:
     stack = secure.stack
     # 1. Successful jobs, delivered to S3 (and fetched back through their presigned URLs).
     for index in range(3):
-        result = secure.runsync(image_job(f"ok{index}", color=0x101010 * (index + 1)))
+        result = secure.runsync(image_chain(prefix=f"ok{index}", color=0x101010 * (index + 1)))
         assert result["status"] == "COMPLETED", result
         assert result["output"]["images"][0]["type"] == "s3_url"
     # 2. A job with its own Comfy.org key: ComfyUI gets it, the caller never sees it back.
-    result = secure.runsync(image_job("keyed", comfy_org_api_key=INPUT_API_KEY))
+    result = secure.runsync({**image_chain(prefix="keyed"), "comfy_org_api_key": INPUT_API_KEY})
     assert result["status"] == "COMPLETED", result
     # 3. Failing jobs: an execution error, invalid input, an image URL carrying credentials, an upload failure.
     failing = {
@@ -267,14 +252,14 @@ def test_no_secret_in_any_log_response_or_metric(secure: Secure) -> None:
     result = secure.runsync({"workflow": 5, "comfy_org_api_key": INPUT_API_KEY})
     assert result["status"] == "FAILED", result
     url = f"http://alice:{URL_PASSWORD}@127.0.0.1:{free_port()}/in.png?X-Amz-Signature={URL_TOKEN}"
-    result = secure.runsync({**image_job("url"), "images": [{"name": "in.png", "image": url}]})
+    result = secure.runsync({**image_chain(prefix="url"), "images": [{"name": "in.png", "image": url}]})
     assert result["status"] == "FAILED" and "in.png" in result["error"], result
     s3 = secure.s3()
     for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         s3.delete_object(Bucket=BUCKET, Key=item["Key"])
     s3.delete_bucket(Bucket=BUCKET)
     try:
-        result = secure.runsync(image_job("nobucket"))
+        result = secure.runsync(image_chain(prefix="nobucket"))
         assert result["status"] == "FAILED" and "NoSuchBucket" in result["error"], result
     finally:
         s3.create_bucket(Bucket=BUCKET)

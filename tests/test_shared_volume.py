@@ -125,13 +125,6 @@ def test_a_worker_booting_while_another_serves_harms_nothing(make_stack: Callabl
 # -- one worker -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory):
-    running = Rig(tmp_path_factory.mktemp("one-worker")).start()
-    yield running
-    running.stop()
-
-
 def test_concurrent_jobs_on_one_worker_with_the_same_input_names_each_get_their_own(rig: Rig) -> None:
     seeds = [0x010101 * step for step in range(1, 9)]
     with ThreadPoolExecutor(len(seeds)) as pool:

@@ -26,9 +26,9 @@ from healthcheck.probe import ProgramStatus
 from healthcheck.server import SidecarServer
 from healthcheck.snapshot import Snapshot, SnapshotStore
 from healthcheck.state import State
-from tests.test_sidecar_support import promtool_check, sample_value
+from tests.sidecar_world import promtool_check, sample_value
 from worker_common import settings
-from worker_common.contract import stack_identity
+from worker_common.contract import GpuStatus, SidecarStatus, stack_identity
 
 NOW = 1_790_000_000.0
 
@@ -50,6 +50,7 @@ def snapshot(state: State = State.STARTING, **fields) -> Snapshot:
         window_s=300.0,
         window_left_s=290.0,
         tick_at=500.0,
+        stack=stack_identity(settings.run_dir()),
     )
     return replace(base, **fields)
 
@@ -213,6 +214,23 @@ def rich_snapshot() -> Snapshot:
         queue_pending=3,
         last_answer_at=NOW - 0.5,
     )
+
+
+def test_status_serves_the_snapshot_that_metrics_renders(served: Served) -> None:
+    """`comfy-worker status` reads this: the state itself, not the /metrics text parsed back."""
+    served.store.publish(rich_snapshot())
+    served.clock.now = 501.25
+    response = requests.get(served.url + "/status", timeout=5)
+    assert response.status_code == 200
+    status = SidecarStatus.from_body(response.json())
+    assert status.readiness == rich_snapshot().readiness()
+    assert status.loop_age_s == 1.25
+    assert (status.startup_duration_s, status.comfyui_version) == (5.51, None)
+    assert (status.queue_running, status.queue_pending) == (1, 3)
+    assert status.restarts == {"comfyui": 2, "sidecar": 0, "handler": 5, "log-forwarder": 0}
+    assert status.gpus[0] == GpuStatus("0", 'NVIDIA H100 80GB "HBM3"', "nvml", 1.2e9, 8.5e10, 0.37, 41.0, 71.5)
+    assert status.gpus[1] == GpuStatus("1", "NVIDIA H100\\80GB", "nvml", 0.0, 8.5e10)
+    assert "GET /system_stats" not in response.text.replace(status.readiness.reason, ""), "no log text"
 
 
 def test_metrics_pass_promtool_and_carry_the_snapshot(served: Served) -> None:

@@ -19,8 +19,8 @@ import requests
 from healthcheck.config import SidecarConfig
 from healthcheck.gpu import GpuReader, from_system_stats
 from healthcheck.probe import ProcessStats, ProgramTracker
+from tests.sidecar_world import World, wait_until
 from tests.stack import free_port
-from tests.test_sidecar_support import World, wait_until
 from worker_common.comfy_client import MAX_IDLE_CONNECTIONS, ComfyClient, ComfyError, ComfyHTTPError, ComfyUnavailable
 
 
@@ -84,13 +84,6 @@ def test_process_stats_of_a_live_and_a_gone_pid() -> None:
     assert usage is not None and usage[0] > 1e6 and usage[1] > 0
     assert not stats.alive(2**22 + 12345)
     assert stats.usage(2**22 + 12345) is None
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    w = World()
-    yield w
-    w.close()
 
 
 def _reason(call: Callable[[], Any]) -> str:

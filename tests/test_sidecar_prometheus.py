@@ -13,29 +13,20 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
 
 from tests.processes import Process
+from tests.sidecar_world import World, wait_until
 from tests.stack import free_port
-from tests.test_sidecar_support import World, wait_until
 
 HANDLER_LIKE = """
 import sys
 from prometheus_client import Counter
 Counter("comfy_worker_jobs", "Jobs.", ["outcome", "reason"]).labels("success", "none").inc(int(sys.argv[1]))
 """
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    w = World()
-    yield w
-    w.close()
 
 
 def start_prometheus(run_dir: Path, target: str, **job: object) -> tuple[str, Process]:

@@ -15,11 +15,10 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.stack import REPO, VENV, Stack
-from tests.test_sidecar_support import sample_value
+from tests.sidecar_world import sample_value
+from tests.stack import VENV, Stack
 from worker_common.custom_nodes import FILE_NAME
 
 FAILED_PACK_KNOB = "STANDIN_FAILED_CUSTOM_NODES"
@@ -82,12 +81,6 @@ def test_status_and_probe_in_each_checkout_find_their_own_stack(make_stack) -> N
     assert f"sidecar     answering at {second.sidecar_url}" in status.stdout and "STARTING" in status.stdout
 
 
-def standin_reports_failed_packs() -> bool:
-    knobs = REPO / "standin" / "ComfyUI" / "standin_server" / "knobs.py"
-    return FAILED_PACK_KNOB in knobs.read_text()
-
-
-@pytest.mark.skipif(not standin_reports_failed_packs(), reason=f"the stand-in has no {FAILED_PACK_KNOB} knob yet")
 def test_a_pack_that_failed_to_import_shows_in_status_metrics_the_log_and_the_run_dir(make_stack) -> None:
     error = "ModuleNotFoundError: No module named 'cv2'"
     stack = make_stack(**{FAILED_PACK_KNOB: f"comfyui_controlnet_aux={error}"}).start()

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from healthcheck.status import Report, render
-from tests.test_sidecar_support import REPO, World, base_env, wait_until
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    w = World()
-    yield w
-    w.close()
+from tests.sidecar_world import REPO, World, base_env, wait_until
+from worker_common.contract import Readiness, SidecarStatus
 
 
 def run_cli(world: World, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -127,7 +118,7 @@ def test_probe_follows_readiness(world: World) -> None:
 
 def test_render_without_supervisord_or_figures() -> None:
     report = Report(url="http://127.0.0.1:8081", now=1_790_000_000.0)
-    report.readyz = {
+    readiness = {
         "ready": False,
         "state": "unready",
         "since": 1_790_000_000.0 - 75,
@@ -135,7 +126,7 @@ def test_render_without_supervisord_or_figures() -> None:
         "comfyui": {"pid": None, "state": "UNKNOWN", "restarts": 0},
         "reason": "GET /system_stats: no answer in time (3 probes in a row)",
     }
-    report.loop_age_s = 0.4
+    report.sidecar = SidecarStatus(Readiness.from_body(readiness), loop_age_s=0.4)
     report.supervisor_error = "[Errno 2] No such file or directory"
     report.exit_reason = "comfyui went FATAL"
     text = render(report)

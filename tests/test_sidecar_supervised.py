@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ import requests
 
 from healthcheck.gpu import from_system_stats
 from tests.releases import NEWEST, RELEASES
-from tests.test_sidecar_support import (
+from tests.sidecar_world import (
     REPO,
     Sidecar,
     World,
@@ -34,13 +33,6 @@ from tests.test_sidecar_support import (
     sample_value,
     wait_until,
 )
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    w = World()
-    yield w
-    w.close()
 
 
 def log_lines(sidecar: Sidecar, text: str) -> list[str]:
@@ -297,15 +289,9 @@ def test_without_supervisord_readiness_comes_from_http_alone(world: World) -> No
     assert "comfy_worker_program_up" not in sidecar.metrics()
 
 
-def standin_plays(version: str) -> bool:
-    return version == "0.3.64" or (REPO / "standin" / "ComfyUI" / "standin_server" / "version.py").exists()
-
-
 @pytest.mark.parametrize("version", RELEASES)
 def test_the_version_is_reported_and_probes_start_no_asset_scan(world: World, version: str) -> None:
     """0.38.1 starts an asset scan on every /object_info; the probe asks /system_stats only."""
-    if not standin_plays(version):
-        pytest.skip(f"the stand-in cannot play ComfyUI {version} yet")
     world.standin("--database-url", "sqlite:///:memory:", STANDIN_COMFYUI_VERSION=version)
     frames: list[dict] = []
     socket = wait_until(lambda: _websocket(world.comfy_port), what="the stand-in's WebSocket")

@@ -32,7 +32,7 @@ import requests
 import websocket
 from PIL import Image
 
-from tests.processes import free_port
+from tests.processes import first_line_with, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 COMFY_DIR = REPO / "standin" / "ComfyUI"
@@ -135,11 +135,13 @@ class Standin:
         return code
 
     def wait_line(self, text: str, timeout_s: float = 10) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any(text in line for line in self.stdout):
-            assert time.monotonic() < deadline, f"no {text!r} in {self.stdout}"
-            assert self.proc.poll() is None or any(text in line for line in self.stdout), self.stdout
-            time.sleep(0.02)
+        def exited() -> str | None:
+            return None if self.proc.poll() is None else "the stand-in exited"
+
+        def context() -> str:
+            return str(self.stdout)
+
+        wait_until(lambda: first_line_with(self.stdout, text), timeout_s, repr(text), ended=exited, context=context)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

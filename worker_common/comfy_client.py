@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from worker_common.comfy_protocol import credential_auth
+from worker_common.contract import COMFY_HOST, DEFAULT_COMFY_PORT
 
 if TYPE_CHECKING:
     import requests
@@ -78,8 +79,8 @@ class ComfyClient:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 8188,
+        host: str = COMFY_HOST,
+        port: int = DEFAULT_COMFY_PORT,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         get_retries: int = 0,
     ):

@@ -1,9 +1,11 @@
 """What the worker's processes must agree on, each defined once.
 
-The entrypoint, supervisord.conf and the launch scripts are shell and repeat a few of these
-values; docs/design.md is the table a person reads. Everything written in Python imports them
-from here: exit codes, program names, ComfyUI's address, and the `/readyz` body the sidecar
-serves and the handler's gate reads.
+Everything written in Python imports them from here: exit codes, program names, the run
+folder's file names, the default ports and ready timeout, the metric prefix, ComfyUI's address,
+and the `/readyz` and `/status` bodies the sidecar serves (the handler's gate and
+`comfy-worker status` read them). The entrypoint, bin/ and supervisord.conf cannot import
+Python and repeat a few of these values; tests/test_contract.py fails when one of them differs
+from what is here. docs/design.md is the table a person reads.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import functools
 import hashlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,31 @@ PROGRAM_COMFYUI = "comfyui"
 PROGRAM_SIDECAR = "sidecar"
 PROGRAM_HANDLER = "handler"
 CRITICAL_PROGRAMS = (PROGRAM_COMFYUI, PROGRAM_SIDECAR, PROGRAM_HANDLER)
+# supervisord's event listeners (supervisord.conf): they serve the others and have no log of their own.
+LISTENER_LOG_FORWARDER = "log-forwarder"
+LISTENER_WATCHDOG = "watchdog"
+LISTENERS = (LISTENER_LOG_FORWARDER, LISTENER_WATCHDOG)
+
+# Files in the run folder ($WORKER_RUN_DIR) one process leaves for another.
+EXIT_CODE_FILE = "exit-code"  # the watchdog's verdict, the entrypoint's exit code
+EXIT_REASON_FILE = "exit-reason"  # its one line of cause
+CONFIG_ERROR_SUFFIX = "-config-error"  # <program>-config-error: a program's configuration error
+SUPERVISOR_SOCKET_FILE = "supervisor.sock"
+
+# Defaults every program and script shares (each overridden by the variable named beside it).
+DEFAULT_COMFY_PORT = 8188  # COMFY_PORT
+DEFAULT_SIDECAR_PORT = 8081  # SIDECAR_PORT
+DEFAULT_LOCAL_API_PORT = 8000  # LOCAL_API_PORT
+DEFAULT_READY_TIMEOUT_S = 300.0  # COMFY_READY_TIMEOUT_S
+
+# Every metric the worker exports starts with this (docs/design.md lists them).
+METRIC_PREFIX = "comfy_worker_"
+
+
+def config_error_file_name(program: str) -> str:
+    """The run folder's file where `program` leaves its configuration error for the watchdog."""
+    return f"{program}{CONFIG_ERROR_SUFFIX}"
+
 
 # In the run directory: what the launcher's code copy did at ComfyUI's last start (launcher/codecopy.py
 # writes it, the sidecar's /metrics and `comfy-worker status` read it).
@@ -109,3 +136,56 @@ class Readiness:
 
     def describe(self) -> str:
         return self.reason or f"ComfyUI is {self.state}"
+
+
+@dataclass(frozen=True)
+class GpuStatus:
+    """One GPU in the `/status` body (NVML's figures, else ComfyUI's own, as `source` says)."""
+
+    gpu: str
+    name: str
+    source: str
+    used_bytes: float | None = None
+    total_bytes: float | None = None
+    utilization_ratio: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+
+
+@dataclass(frozen=True)
+class SidecarStatus:
+    """The `/status` body: the sidecar's latest snapshot, which `comfy-worker status` shows.
+
+    The same figures /metrics exports, as one JSON object: no log text (the sidecar may listen
+    on a public address). `restarts` has a program only once supervisord has answered.
+    """
+
+    readiness: Readiness
+    loop_age_s: float
+    startup_duration_s: float | None = None
+    comfyui_version: str | None = None
+    queue_running: int | None = None
+    queue_pending: int | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
+    gpus: tuple[GpuStatus, ...] = ()
+
+    def to_body(self) -> dict[str, Any]:
+        body = {name: value for name, value in vars(self).items() if name not in ("readiness", "gpus")}
+        return {**body, "readiness": self.readiness.to_body(), "gpus": [vars(gpu) for gpu in self.gpus]}
+
+    @classmethod
+    def from_body(cls, body: Any) -> SidecarStatus:
+        """Parse a `/status` body; raises ValueError when it is not one."""
+        try:
+            return cls(
+                readiness=Readiness.from_body(body["readiness"]),
+                loop_age_s=float(body["loop_age_s"]),
+                startup_duration_s=body.get("startup_duration_s"),
+                comfyui_version=body.get("comfyui_version"),
+                queue_running=body.get("queue_running"),
+                queue_pending=body.get("queue_pending"),
+                restarts={str(name): int(count) for name, count in body.get("restarts", {}).items()},
+                gpus=tuple(GpuStatus(**gpu) for gpu in body.get("gpus", [])),
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"unexpected /status body {body!r:.100}: {error}") from None

@@ -12,6 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from worker_common import contract
 from worker_common.contract import ExitCode
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -89,14 +90,14 @@ def _check_range(name: str, number: float, minimum: float | None, maximum: float
 
 
 def comfy_port() -> int:
-    return env_int("COMFY_PORT", 8188, minimum=1, maximum=65535)
+    return env_int("COMFY_PORT", contract.DEFAULT_COMFY_PORT, minimum=1, maximum=65535)
 
 
 def sidecar_port() -> int:
     """RunPod's PORT_HEALTH wins over SIDECAR_PORT, so RunPod's health checks find us."""
     if _raw("PORT_HEALTH"):
-        return env_int("PORT_HEALTH", 8081, minimum=1, maximum=65535)
-    return env_int("SIDECAR_PORT", 8081, minimum=1, maximum=65535)
+        return env_int("PORT_HEALTH", contract.DEFAULT_SIDECAR_PORT, minimum=1, maximum=65535)
+    return env_int("SIDECAR_PORT", contract.DEFAULT_SIDECAR_PORT, minimum=1, maximum=65535)
 
 
 def cannot_listen(host: str, port: int, setting: str, error: OSError) -> ConfigError:
@@ -114,7 +115,7 @@ def run_dir() -> Path:
 
 
 def supervisor_socket() -> Path:
-    return run_dir() / "supervisor.sock"
+    return run_dir() / contract.SUPERVISOR_SOCKET_FILE
 
 
 def started_at() -> float:
@@ -123,7 +124,7 @@ def started_at() -> float:
 
 
 def ready_timeout_s() -> float:
-    return env_float("COMFY_READY_TIMEOUT_S", 300.0, minimum=1.0)
+    return env_float("COMFY_READY_TIMEOUT_S", contract.DEFAULT_READY_TIMEOUT_S, minimum=1.0)
 
 
 def record_config_error(program: str, error: ConfigError) -> int:
@@ -139,4 +140,4 @@ def record_config_error(program: str, error: ConfigError) -> int:
 
 def config_error_file(program: str) -> Path:
     """Where a program's configuration error is left for the watchdog (see record_config_error)."""
-    return run_dir() / f"{program}-config-error"
+    return run_dir() / contract.config_error_file_name(program)

@@ -69,6 +69,10 @@ def to_parse_with(version: str, comfyui_dir: Path = COMFYUI_DIR) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in FILES:
-        sys.exit(f"usage: python -m standin_server.release_files VERSION (one of {', '.join(FILES)})")
-    print(write(COMFYUI_DIR, sys.argv[1]))
+    from .version import requested
+
+    # No VERSION: the release STANDIN_COMFYUI_VERSION asks the stand-in to play (scripts/run-local).
+    wanted = sys.argv[1] if len(sys.argv) == 2 else requested()
+    if len(sys.argv) > 2 or wanted not in FILES:
+        sys.exit(f"usage: python -m standin_server.release_files [VERSION] (one of {', '.join(FILES)})")
+    print(write(COMFYUI_DIR, wanted))

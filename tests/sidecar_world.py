@@ -1,4 +1,4 @@
-"""Helpers for the sidecar's tests: a stand-in ComfyUI, a small supervisord, the sidecar.
+"""The sidecar tests' World: a stand-in ComfyUI, a small supervisord, the sidecar (no tests here).
 
 Everything here starts real processes on loopback with free ports, in short temporary
 directories (supervisord's unix socket path must stay under ~100 characters), and kills
@@ -17,13 +17,12 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.processes import Process, free_port
+from tests.processes import Process, free_port, wait_until
 from worker_common.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,18 +30,6 @@ PYTHON = sys.executable
 STANDIN_DIR = REPO / "standin" / "ComfyUI"
 STANDIN_MAIN = STANDIN_DIR / "main.py"
 STARTUP_TIMEOUT_S = 30.0
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = STARTUP_TIMEOUT_S, what: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy (the test's own timeout, not a threshold)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def short_tmp() -> Path:
