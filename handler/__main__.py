@@ -23,14 +23,14 @@ from typing import Any, NoReturn
 
 import runpod
 import websocket
-from runpod.serverless.modules import rp_fastapi  # the local API: imported now, not once ComfyUI is ready
 
 from worker_common.contract import PROGRAM_HANDLER, ExitCode
 from worker_common.settings import ConfigError, cannot_listen, record_config_error
 
 from . import config as handler_config
-from . import logs, metrics
+from . import logs, metrics, runpod_sdk
 from .cleanup import clear_leftovers
+from .runpod_sdk import LocalApiRequest
 from .runtime import Runtime
 from .worker import Worker
 
@@ -65,8 +65,7 @@ def main() -> None:
             _warm_local_api()
         wait_for_comfyui(rt, on_runpod=False, stack_handler=not test_input)
     if not on_runpod and not test_input:
-        sys.argv += ["--rp_serve_api", "--rp_api_host", config.local_api_host]
-        sys.argv += ["--rp_api_port", str(config.local_api_port)]
+        runpod_sdk.serve_local_api(config.local_api_host, config.local_api_port)
     worker = Worker(rt)
     with contextlib.redirect_stdout(logs.PrintsToLog()):
         runpod.serverless.start({"handler": worker.handler, "concurrency_modifier": worker.concurrency})
@@ -87,12 +86,12 @@ def wait_for_comfyui(rt: Runtime, on_runpod: bool, stack_handler: bool = True) -
         )
         log.error(line)
         if on_runpod:
-            _report_unhealthy(line)
+            runpod_sdk.report_unhealthy(line)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(ExitCode.NOT_READY)
     if stack_handler:
-        clear_leftovers(rt)
+        clear_leftovers(rt.comfy, rt.cleaner)
     log.info(
         "ComfyUI is ready %.2f s after the container's start; accepting jobs (%s at a time; files in %s)",
         time.time() - config.started_at,
@@ -119,7 +118,7 @@ def _warm_local_api() -> None:
     """
     from fastapi import APIRouter, FastAPI
 
-    async def route(job: rp_fastapi.DefaultRequest) -> dict:
+    async def route(job: LocalApiRequest) -> dict:
         return {}
 
     router = APIRouter()
@@ -127,25 +126,9 @@ def _warm_local_api() -> None:
     FastAPI().include_router(router)
 
 
-def _report_unhealthy(reason: str) -> None:
-    """Tell RunPod why the worker is unhealthy, as a failing fitness check would (best effort)."""
-    from runpod.serverless.modules import rp_fitness
-
-    report = getattr(rp_fitness, "_report_unhealthy", None)
-    if report is not None:
-        report("comfyui_ready", reason)
-
-
 def _test_input_given() -> bool:
     """Whether --test_input was given; its value becomes the request runpod expects (see _test_request)."""
-    for index, arg in enumerate(sys.argv):
-        if arg == "--test_input" and index + 1 < len(sys.argv):
-            sys.argv[index + 1] = json.dumps(_test_request(sys.argv[index + 1]))
-            return True
-        if arg.startswith("--test_input="):
-            sys.argv[index] = "--test_input=" + json.dumps(_test_request(arg.partition("=")[2]))
-            return True
-    return False
+    return runpod_sdk.rewrite_test_input(_test_request)
 
 
 def _test_request(value: str) -> dict[str, Any]:

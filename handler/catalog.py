@@ -8,7 +8,8 @@
   `image`. Their values are resolved by the job's namespace (namespace.py).
 - Which values a choice input accepts, to explain a rejection.
 
-Each class is asked once per ComfyUI process: a restart may bring other custom nodes.
+Each class is asked once per ComfyUI process (a restart may bring other custom nodes): a job
+gets the catalog of the process it was made ready for (`Catalogs.for_process`) and passes it on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker_common.comfy_client import ComfyClient, ComfyError
-from worker_common.comfy_protocol import InputSpec, node_inputs
+from worker_common.comfy_protocol import InputSpec, NodeInfo
 
 
 @dataclass(frozen=True)
@@ -37,20 +38,29 @@ class NodeClass:
         return [str(option) for option in spec.choices]
 
 
+class Catalogs:
+    """The catalog of the running ComfyUI process, a new one for each process; shared by the job threads."""
+
+    def __init__(self, comfy: ComfyClient) -> None:
+        self.comfy = comfy
+        self._current: tuple[int | None, Catalog] | None = None
+        self._lock = threading.Lock()
+
+    def for_process(self, pid: int | None) -> Catalog:
+        """The catalog of ComfyUI process `pid`: what an earlier process said is forgotten once another runs."""
+        with self._lock:
+            if self._current is None or self._current[0] != pid:
+                self._current = (pid, Catalog(self.comfy))
+            return self._current[1]
+
+
 class Catalog:
-    """Node classes as one ComfyUI process describes them; shared by the job threads."""
+    """Node classes as one ComfyUI process describes them; shared by the job threads it serves."""
 
     def __init__(self, comfy: ComfyClient) -> None:
         self.comfy = comfy
         self._classes: dict[str, NodeClass] = {}
-        self._pid: int | None = None
         self._lock = threading.Lock()
-
-    def for_process(self, pid: int | None) -> None:
-        """Forget what an earlier ComfyUI process said once another one runs."""
-        with self._lock:
-            if pid != self._pid:
-                self._classes, self._pid = {}, pid
 
     def get(self, name: str, timeout_s: float | None = None) -> NodeClass:
         with self._lock:
@@ -74,9 +84,9 @@ class Catalog:
             return []
 
 
-def _node_class(name: str, info: Any) -> NodeClass:
-    if not isinstance(info, dict):
+def _node_class(name: str, entry: Any) -> NodeClass:
+    info = NodeInfo.from_entry(entry)
+    if info is None:
         return NodeClass(name, known=False)
-    inputs = node_inputs(info)
-    files = frozenset(input_name for input_name, spec in inputs.items() if spec.names_an_input_file)
-    return NodeClass(name, True, bool(info.get("output_node")), files, inputs)
+    files = frozenset(input_name for input_name, spec in info.inputs.items() if spec.names_an_input_file)
+    return NodeClass(name, True, info.output_node, files, info.inputs)

@@ -25,18 +25,13 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from worker_common.comfy_client import ComfyError, ComfyUnavailable
-from worker_common.comfy_protocol import HistoryEntry
+from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
+from worker_common.comfy_protocol import HistoryEntry, QueuedPrompt, QueueState, history_prompts
 from worker_common.layout import empty_folder
 
 from .config import Config
 from .namespace import RERUN_INPUT, JobSpace
-from .tracking import listed
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +50,9 @@ class Leftovers:
 class Cleaner:
     """Runs clean-ups one after another, off the jobs' path, and sweeps when no job is in flight."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, comfy: ComfyClient) -> None:
         self.config = config
+        self.comfy = comfy
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanup")
         self._last: Future | None = None
         self._in_flight = 0
@@ -73,16 +69,16 @@ class Cleaner:
             with self._lock:
                 self._in_flight -= 1
 
-    def submit(self, rt: Runtime, leftovers: Leftovers) -> None:
-        self._last = self._executor.submit(self._clean_up_logged, rt, leftovers)
+    def submit(self, leftovers: Leftovers) -> None:
+        self._last = self._executor.submit(self._clean_up_logged, leftovers)
 
-    def clean_up_earlier(self, rt: Runtime, prompts: dict[str, str | None]) -> None:
+    def clean_up_earlier(self, prompts: dict[str, str | None]) -> None:
         """Clean up an earlier handler's prompts (prompt id -> job key) once ComfyUI has ended them.
 
         In a thread of its own: new jobs never wait for it (a prompt that ignores the interrupt
         may take long to end), and their names keep them apart from it.
         """
-        threading.Thread(target=self._clean_up_earlier, args=(rt, prompts), name="cleanup-earlier", daemon=True).start()
+        threading.Thread(target=self._clean_up_earlier, args=(prompts,), name="cleanup-earlier", daemon=True).start()
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Until every clean-up submitted so far has finished (or `timeout_s`)."""
@@ -103,52 +99,50 @@ class Cleaner:
             if config.cleanup_outputs and not layout.outputs_on_volume:
                 empty_folder(layout.output)
 
-    def _clean_up_logged(self, rt: Runtime, leftovers: Leftovers) -> None:
+    def _clean_up_logged(self, leftovers: Leftovers) -> None:
         try:
-            clean_up(rt, leftovers)
+            self.clean_up(leftovers)
             self.sweep()
         except Exception:  # a clean-up bug must not stop the next clean-ups
             log.exception("job clean-up failed (%s)", leftovers.space.key)
 
-    def _clean_up_earlier(self, rt: Runtime, prompts: dict[str, str | None]) -> None:
+    def _clean_up_earlier(self, prompts: dict[str, str | None]) -> None:
         try:
-            _wait_ended(rt, set(prompts))
+            _wait_ended(self.comfy, set(prompts))
             for prompt_id, key in prompts.items():
                 if key is not None:
-                    clean_up(rt, Leftovers(JobSpace(key, self.config.layout), prompt_id))
+                    self.clean_up(Leftovers(JobSpace(key, self.config.layout), prompt_id))
                 elif self.config.cleanup_history:
-                    rt.comfy.delete_history([prompt_id])
+                    self.comfy.delete_history([prompt_id])
             self.sweep()
         except Exception:  # a clean-up bug must not stop the next clean-ups
             log.exception("clean-up of an earlier handler's prompts failed")
 
+    def clean_up(self, leftovers: Leftovers) -> None:
+        config, space = self.config, leftovers.space
+        if config.cleanup_inputs:
+            remove_inputs(space)
+        if config.cleanup_outputs and not config.layout.outputs_on_volume:
+            _remove_tree(space.output_dir)
+            for path in self._files_written_elsewhere(leftovers.prompt_id):
+                _remove(path)
+        if config.cleanup_history and leftovers.prompt_id:
+            try:
+                self.comfy.delete_history([leftovers.prompt_id])
+            except ComfyUnavailable:
+                pass  # ComfyUI is down: its history, kept in memory, is gone anyway
+            except ComfyError as error:
+                log.warning("could not delete the ComfyUI history entry of prompt %s: %s", leftovers.prompt_id, error)
 
-def clean_up(rt: Runtime, leftovers: Leftovers) -> None:
-    config, space = rt.config, leftovers.space
-    if config.cleanup_inputs:
-        remove_inputs(space)
-    if config.cleanup_outputs and not config.layout.outputs_on_volume:
-        _remove_tree(space.output_dir)
-        for path in _files_written_elsewhere(rt, leftovers.prompt_id):
-            _remove(path)
-    if config.cleanup_history and leftovers.prompt_id:
+    def _files_written_elsewhere(self, prompt_id: str | None) -> list[Path]:
+        """The prompt's output files outside the job's folder (previews in temp/), from its history."""
+        if not prompt_id:
+            return []
         try:
-            rt.comfy.delete_history([leftovers.prompt_id])
-        except ComfyUnavailable:
-            pass  # ComfyUI is down: its history, kept in memory, is gone anyway
-        except ComfyError as error:
-            log.warning("could not delete the ComfyUI history entry of prompt %s: %s", leftovers.prompt_id, error)
-
-
-def _files_written_elsewhere(rt: Runtime, prompt_id: str | None) -> list[Path]:
-    """The prompt's output files outside the job's folder (previews in temp/), from its history."""
-    if not prompt_id:
-        return []
-    try:
-        entry = rt.comfy.history(prompt_id)
-    except ComfyError:
-        return []  # ComfyUI is down or busy: the next sweep gets them
-    return rt.config.layout.output_paths(HistoryEntry.from_entry(entry).outputs) if entry else []
+            entry = self.comfy.history(prompt_id)
+        except ComfyError:
+            return []  # ComfyUI is down or busy: the next sweep gets them
+        return self.config.layout.output_paths(HistoryEntry.from_entry(entry).outputs) if entry else []
 
 
 def remove_inputs(space: JobSpace) -> None:
@@ -184,7 +178,7 @@ def _log_failure(path: str, error: BaseException) -> None:
         log.warning("could not remove %s: %s", path, error)
 
 
-def clear_leftovers(rt: Runtime) -> None:
+def clear_leftovers(comfy: ComfyClient, cleaner: Cleaner) -> None:
     """At the handler's start: nothing of an earlier handler's jobs may remain, in ComfyUI or on disk.
 
     A handler that was killed leaves its prompts running or queued in ComfyUI (this worker's
@@ -194,43 +188,35 @@ def clear_leftovers(rt: Runtime) -> None:
     """
     prompts: dict[str, str | None] = {}
     try:
-        queue = rt.comfy.queue()
-        for item in [*queue.get("queue_running", []), *queue.get("queue_pending", [])]:
-            prompts.update(_prompt_key(item))
-        for entry in rt.comfy.get_json("/history").values():
-            prompts.update(_prompt_key(entry.get("prompt") if isinstance(entry, dict) else None))
-        if queue.get("queue_running") or queue.get("queue_pending"):
+        queue = QueueState.from_body(comfy.queue()) or QueueState()
+        for prompt in [*queue.prompts, *history_prompts(comfy.get_json("/history"))]:
+            prompts[prompt.prompt_id] = _job_key(prompt)
+        if queue.busy:
             log.warning("ComfyUI still runs prompts of an earlier handler: dropping them")
-            rt.comfy.clear_queue()
-            rt.comfy.interrupt()
+            comfy.clear_queue()
+            comfy.interrupt()
     except ComfyError as error:
         log.warning("could not check ComfyUI's queue for an earlier handler's prompts: %s", error)
-    rt.cleaner.sweep()
+    cleaner.sweep()
     if prompts:
-        rt.cleaner.clean_up_earlier(rt, prompts)
+        cleaner.clean_up_earlier(prompts)
 
 
-def _prompt_key(item: object) -> dict[str, str | None]:
-    """{prompt id: the job key it carries (namespace.RERUN_INPUT), or None} of a queue item or history entry's prompt.
-
-    Both are `[number, prompt_id, prompt, extra_data, outputs]`; {} for anything else.
-    """
-    if not isinstance(item, list) or len(item) < 3 or not isinstance(item[1], str):
-        return {}
-    nodes = item[2].values() if isinstance(item[2], dict) else []
+def _job_key(prompt: QueuedPrompt) -> str | None:
+    """The job key a prompt carries (namespace.RERUN_INPUT), or None (not one of this worker's jobs)."""
+    nodes = prompt.prompt.values()
     keys = [node.get("inputs", {}).get(RERUN_INPUT) for node in nodes if isinstance(node, dict)]
-    return {item[1]: next((key for key in keys if isinstance(key, str)), None)}
+    return next((key for key in keys if isinstance(key, str)), None)
 
 
-def _wait_ended(rt: Runtime, prompt_ids: set[str]) -> None:
+def _wait_ended(comfy: ComfyClient, prompt_ids: set[str]) -> None:
     """Until none of `prompt_ids` is queued or running in ComfyUI (at most EARLIER_PROMPTS_WAIT_S)."""
     deadline = time.monotonic() + EARLIER_PROMPTS_WAIT_S
     while time.monotonic() < deadline:
         try:
-            queue = rt.comfy.queue()
+            queue = QueueState.from_body(comfy.queue()) or QueueState()
         except ComfyError:
             return  # ComfyUI is down: its prompts ended with it
-        items = [*queue.get("queue_running", []), *queue.get("queue_pending", [])]
-        if not any(listed(items, prompt_id) for prompt_id in prompt_ids):
+        if not any(prompt.prompt_id in prompt_ids for prompt in queue.prompts):
             return
         time.sleep(EARLIER_PROMPTS_POLL_S)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ MIME_TYPES = {
 VIEW_CHUNK_BYTES = 1 << 20
 
 
-@dataclass
+@dataclass(frozen=True)
 class OutputFile:
     node_id: str
     filename: str
@@ -114,14 +114,13 @@ def _file(
     if path is None:
         raise _missing(item, "its path leaves the worker's folder")
     try:
-        item.path, item.size = path, path.stat().st_size
+        return replace(item, path=path, size=path.stat().st_size)
     except OSError:
-        _fetch_view(rt, item)
-    return item
+        return _fetch_view(rt, item)
 
 
-def _fetch_view(rt: Runtime, item: OutputFile) -> None:
-    """Copy a file that is not on disk where expected from GET /view into a scratch file."""
+def _fetch_view(rt: Runtime, item: OutputFile) -> OutputFile:
+    """The file that is not on disk where expected, copied from GET /view into a scratch file."""
     try:
         response = rt.comfy.view(item.filename, item.comfy_subfolder, item.kind)
     except ComfyHTTPError as error:
@@ -136,7 +135,7 @@ def _fetch_view(rt: Runtime, item: OutputFile) -> None:
     except BaseException:
         os.unlink(name)
         raise
-    item.path, item.size, item.scratch = Path(name), os.path.getsize(name), True
+    return replace(item, path=Path(name), size=os.path.getsize(name), scratch=True)
 
 
 def _missing(item: OutputFile, why: str) -> JobError:

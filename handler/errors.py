@@ -34,6 +34,10 @@ class JobError(Exception):
         self.message = message
         self.details = details or {}
 
+    def amended(self, clause: str) -> JobError:
+        """This failure with `clause` added to its message (what was done about it), as a new error."""
+        return JobError(self.reason, self.message + clause, self.details) if clause else self
+
     def result(self) -> dict[str, Any]:
         """The handler's result for this failure: worker-comfyui's {"error": str}, plus details."""
         details = {"reason": self.reason.value, **self.details}

@@ -13,7 +13,14 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from worker_common.comfy_protocol import ExecutionFailure, Rejection, ValidationError
+from worker_common.comfy_protocol import (
+    EXCEPTION_DURING_VALIDATION,
+    REQUIRED_INPUT_MISSING,
+    VALUE_NOT_IN_LIST,
+    ExecutionFailure,
+    Rejection,
+    ValidationError,
+)
 
 from .catalog import Catalog
 from .errors import JobError, Reason
@@ -21,9 +28,6 @@ from .errors import JobError, Reason
 MAX_LISTED_OPTIONS = 25
 MAX_SUGGESTIONS = 3
 TRACEBACK_LINES = 6
-_CHOICE_ERRORS = ("value_not_in_list", "custom_validation_failed")
-# Errors whose details mean little without their message ("Dependency cycle detected: 1 -> 2 -> 1").
-_MESSAGE_FIRST = ("dependency_cycle", "exception_during_validation", "exception_during_inner_validation")
 
 Unmask = Callable[[str], str]  # the user's names for the job's own (namespace.JobSpace.unmask)
 FileChoices = Callable[[], list[str]]  # the files a job may name (namespace.JobSpace.usable_inputs)
@@ -91,16 +95,16 @@ def _node_problem(
     input_name = error.input_name
     if input_name:
         problem["input"] = input_name
-    if error.type == "required_input_missing" and input_name:
+    if error.type == REQUIRED_INPUT_MISSING and input_name:
         problem["message"] = f"{where}: required input '{input_name}' is missing"
         return problem
     missing = _missing_links(workflow.get(node_id) or {}, workflow)
-    if error.type == "exception_during_validation" and missing:
+    if error.type == EXCEPTION_DURING_VALIDATION and missing:
         problem["message"] = f"{where}: {missing}"
         return problem
     text = f"{where}: {unmask(_error_text(error))}"
     node_class = catalog.get(class_type)
-    available = node_class.choices(input_name) if input_name and error.type in _CHOICE_ERRORS else None
+    available = node_class.choices(input_name) if input_name and error.is_choice_error else None
     if available is not None:
         available = file_choices() if input_name in node_class.file_inputs else [unmask(value) for value in available]
         problem["available"] = available
@@ -112,7 +116,7 @@ def _node_problem(
 def _error_text(error: ValidationError) -> str:
     """One phrase: "width: Value 0 smaller than min of 1", "image: Invalid image file: x.png"…"""
     input_name, extra = error.input_name, error.extra_info
-    if error.type == "value_not_in_list" and input_name and "received_value" in extra:
+    if error.type == VALUE_NOT_IN_LIST and input_name and "received_value" in extra:
         return f"{input_name} {extra['received_value']!r} not found"
     message = error.message or error.type or "invalid"
     details = error.details
@@ -121,7 +125,7 @@ def _error_text(error: ValidationError) -> str:
             details = details.removeprefix(input_name + separator)
         if details == input_name:
             details = ""
-    if error.type in _MESSAGE_FIRST and details:
+    if error.message_first and details:
         exception = extra.get("exception_type")
         text = f"{message}: {exception + ' ' if exception else ''}{details}"
     else:

@@ -5,11 +5,12 @@ files, and `executing` with node null ends the prompt. Whenever the stream may h
 something (the socket dropped, or went quiet past WEBSOCKET_RECEIVE_TIMEOUT_S), the prompt is
 reconciled with ComfyUI (tracking.prompt_state), which also finds a completion that happened
 while disconnected. When ComfyUI's process ends:
-- a prompt ComfyUI had not started rides the supervised restart: it is sent again, under the
-  same prompt id, once ComfyUI is ready (submit.queue waits for it, up to JOB_READY_WAIT_S);
+- a prompt ComfyUI had not started rides the supervised restart: the follower returns
+  `Restarted`, and the prompt session sends it again, under the same prompt id, once ComfyUI
+  is ready (submit.queue waits for it, up to JOB_READY_WAIT_S), then follows it afresh;
 - a prompt that was running fails at once, with the sidecar's account of why.
-A ComfyUI that stops answering altogether fails the job (job.py then stops the prompt, and
-restarts ComfyUI if it does not recover). The deadline and RunPod's cancellation end the loop
+A ComfyUI that stops answering altogether fails the job (the prompt session then stops the
+prompt, and restarts ComfyUI if it does not recover). The deadline and RunPod's cancellation end the loop
 within TICK_S.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import psutil
 
 from worker_common import comfy_protocol as protocol
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
+from worker_common.comfy_protocol import Features, Frame
 from worker_common.contract import Readiness
 
 from . import explain
@@ -32,6 +33,7 @@ from .context import JobContext
 from .errors import JobError, Reason
 from .progress import Progress
 from .runtime import Runtime
+from .submit import Submission
 from .tracking import Where, prompt_state
 from .ws import ComfySocket, Dropped
 
@@ -40,7 +42,6 @@ MAX_RECONNECT_DELAY_S = 30.0
 DEATH_REASON_WAIT_S = 2.0  # how long to give the sidecar to explain why ComfyUI's process ended
 
 Outputs = dict[str, dict[str, Any]]
-Resubmit = Callable[[Readiness], Readiness]  # sends the prompt again after a restart; the new readiness
 
 log = logging.getLogger(__name__)
 
@@ -54,35 +55,40 @@ class Followed:
     ended_at: float = field(default_factory=time.monotonic)
 
 
+@dataclass(frozen=True)
+class Restarted:
+    """ComfyUI's process ended before it started the prompt: it must be sent again to the new one."""
+
+    lost: Readiness  # the readiness of the ComfyUI that lost it
+
+
 class Follower:
-    """Follows one prompt; `run()` returns how it ended, or raises JobError."""
+    """Follows one prompt sent to one ComfyUI process; `run()` returns how it ended, or raises JobError."""
 
     def __init__(
         self,
         rt: Runtime,
         ctx: JobContext,
         sock: ComfySocket,
-        prompt_id: str,
+        submission: Submission,
         ready: Readiness,
+        features: Features,
         progress: Progress,
-        intermediate_nodes: frozenset[str],
-        resubmit: Resubmit,
-        unmask: explain.Unmask,
     ) -> None:
         self.rt, self.ctx, self.sock = rt, ctx, sock
-        self.prompt_id = prompt_id
+        self.prompt_id = submission.prompt_id
         self.ready = ready
+        self.features = features  # of the process `ready` names
         self.progress = progress
-        self.intermediate_nodes = intermediate_nodes  # nodes of known non-output classes
-        self.resubmit = resubmit
-        self.unmask = unmask
+        self.intermediate_nodes = submission.intermediate_nodes
+        self.unmask = submission.space.unmask
         self.outputs: Outputs = {}
         self.started_at: float | None = None
         self.stream_complete = True  # False once frames may have been missed
         self.last_frame = self.last_check = time.monotonic()
         self.ping_sent_at: float | None = None
 
-    def run(self) -> Followed:
+    def run(self) -> Followed | Restarted:
         while True:
             self.ctx.check()
             followed = self._step()
@@ -91,7 +97,7 @@ class Follower:
 
     # -- one pass of the loop -------------------------------------------------------
 
-    def _step(self) -> Followed | None:
+    def _step(self) -> Followed | Restarted | None:
         try:
             message = self.sock.receive(min(TICK_S, max(self.ctx.left_s(), 0.0)))
         except Dropped as error:
@@ -100,11 +106,10 @@ class Follower:
             return self._idle()
         self.last_frame = time.monotonic()
         self.ping_sent_at = None
-        return self._handle(message)
+        return self._handle(Frame.from_message(message))
 
-    def _handle(self, message: dict[str, Any]) -> Followed | None:
-        kind, data = message.get("type"), message.get("data") or {}
-        prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
+    def _handle(self, frame: Frame) -> Followed | Restarted | None:
+        kind, data, prompt_id = frame.type, frame.data, frame.prompt_id
         # After a reconnect ComfyUI re-sends the running node without a prompt_id: it is ours.
         if prompt_id != self.prompt_id and not (prompt_id is None and kind == protocol.EXECUTING):
             self.progress.flush()
@@ -112,18 +117,18 @@ class Follower:
         if kind == protocol.EXECUTION_START:
             self._started()
         elif kind == protocol.EXECUTING:
-            return self._executing(data.get("node"), prompt_id)
+            return self._executing(frame.node, prompt_id)
         elif kind == protocol.EXECUTED:
-            node_id = str(data.get("node"))
+            node_id = str(frame.node)
             if node_id not in self.intermediate_nodes:  # 0.38.1 also reports cached intermediate nodes
                 self.outputs[node_id] = data.get("output") or {}
         elif kind == protocol.EXECUTION_CACHED:
             self._started()
             self.progress.cached(data.get("nodes") or [])
         elif kind == protocol.PROGRESS:
-            self.progress.step(data.get("value"), data.get("max"), data.get("node"))
-        elif kind in (protocol.EXECUTION_ERROR, protocol.EXECUTION_INTERRUPTED):
-            raise explain.execution_failure(protocol.ExecutionFailure.from_message(kind, data), self.unmask)
+            self.progress.step(data.get("value"), data.get("max"), frame.node)
+        elif frame.failure is not None:
+            raise explain.execution_failure(frame.failure, self.unmask)
         return None
 
     def _started(self) -> None:
@@ -141,11 +146,11 @@ class Follower:
         if self.stream_complete:
             return Followed(self.outputs, self.started_at)
         followed = self._reconcile()
-        if followed is None:
+        if not isinstance(followed, Followed):
             raise JobError(Reason.INTERNAL, "ComfyUI reported the prompt finished but does not list it as finished")
         return followed
 
-    def _idle(self) -> Followed | None:
+    def _idle(self) -> Followed | Restarted | None:
         """The socket was quiet for a tick.
 
         After WEBSOCKET_RECEIVE_TIMEOUT_S without a frame, ping the socket and ask ComfyUI
@@ -168,7 +173,7 @@ class Follower:
 
     # -- recovery -------------------------------------------------------------------
 
-    def _recover(self, why: str) -> Followed | None:
+    def _recover(self, why: str) -> Followed | Restarted | None:
         """Reconnect with backoff, then ask ComfyUI whether the prompt ended meanwhile."""
         log.warning("job %s: %s; reconnecting", self.ctx.job_id, why)
         self.stream_complete = False
@@ -176,7 +181,7 @@ class Follower:
         for attempt in range(attempts):
             self.ctx.sleep(min(_backoff(attempt, self.rt.config.ws_reconnect_delay_s), MAX_RECONNECT_DELAY_S))
             if self._comfy_replaced(why):
-                return None  # sent again to the new ComfyUI (a fresh socket is open)
+                return Restarted(self.ready)
             try:
                 self.sock.open()
                 break
@@ -184,7 +189,7 @@ class Follower:
                 continue
         else:
             if self._comfy_replaced(why):
-                return None
+                return Restarted(self.ready)
             raise JobError(
                 Reason.COMFYUI_UNAVAILABLE,
                 f"Lost the connection to ComfyUI ({why}) and could not reconnect in {attempts} attempts "
@@ -195,10 +200,10 @@ class Follower:
         return self._reconcile()
 
     def _comfy_replaced(self, why: str) -> bool:
-        """Whether ComfyUI's process ended; then ride the restart if the prompt had not started.
+        """Whether ComfyUI's process ended before it started the prompt (it must be sent again).
 
-        Returns True when the prompt was sent again to a new ComfyUI, False when the same
-        process still runs; raises JobError when the prompt was lost with a running process.
+        False when the same process still runs; raises JobError when the prompt was lost with a
+        running process.
         """
         status = self.rt.gate.status()
         known_pid = self.ready.comfyui_pid
@@ -213,10 +218,6 @@ class Follower:
                 f"ComfyUI's process (pid {known_pid}) ended while running the prompt ({why}){reason}",
             )
         log.info("job %s: ComfyUI restarted before running the prompt; sending it again once ready", self.ctx.job_id)
-        self.ready = self.resubmit(self.ready)
-        self.stream_complete = True
-        self.outputs = {}
-        self.last_frame = self.last_check = time.monotonic()
         return True
 
     def _sidecar_reason(self, known_pid: int | None) -> str:
@@ -229,12 +230,11 @@ class Follower:
             time.sleep(TICK_S / 2)
         return ""
 
-    def _reconcile(self) -> Followed | None:
+    def _reconcile(self) -> Followed | Restarted | None:
         """How the prompt ended if it has, None while it is queued or running."""
-        features = self.rt.features(self.ready.comfyui_pid)
         try:
             state = prompt_state(
-                self.rt.comfy, features, self.prompt_id, self.ctx.request_timeout_s(self.rt.comfy.timeout_s)
+                self.rt.comfy, self.features, self.prompt_id, self.ctx.request_timeout_s(self.rt.comfy.timeout_s)
             )
         except ComfyUnavailable as error:
             raise JobError(
@@ -248,7 +248,7 @@ class Follower:
             return None
         if state.entry is None:
             if self._comfy_replaced("ComfyUI no longer knows the prompt"):
-                return None
+                return Restarted(self.ready)
             raise JobError(
                 Reason.COMFYUI_UNAVAILABLE,
                 f"ComfyUI no longer knows the prompt {self.prompt_id}: it was lost, most likely in a restart",

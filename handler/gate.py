@@ -31,9 +31,9 @@ RETRY_PAUSE_S = 0.05
 ANSWER_SLACK_S = 5.0
 # With a job's cancellation to watch, the longest single long-poll.
 STOPPABLE_POLL_S = 0.5
-# A "ready" answer younger than this is trusted for a new job, as long as the WebSocket kept
-# from the last job is still open (a ComfyUI restart closes it): jobs arriving back to back
-# skip a round trip to the sidecar.
+# A "ready" answer younger than this is trusted for a new job, as long as the WebSocket of the
+# job it was given for is still open (a ComfyUI restart closes it; ws.SocketPool.recent_ready):
+# jobs arriving back to back skip a round trip to the sidecar.
 READY_FRESH_S = 1.0
 # The state of an answer from another stack's sidecar: never ready, and no reason to try.
 FOREIGN = "foreign"
@@ -48,7 +48,6 @@ class Gate:
         self.port = port
         self.stack = stack
         self.url = f"http://{host}:{port}/readyz"
-        self._last_ready: tuple[float, Readiness] | None = None
 
     def status(self, wait_s: float = 0.0) -> Readiness:
         """One answer from the sidecar; `wait_s` > 0 holds it until ready or that many seconds."""
@@ -68,13 +67,7 @@ class Gate:
                 f"what answers on port {self.port} (SIDECAR_PORT) is not this stack's sidecar (it says it is "
                 f"stack {status.stack or 'unnamed'}, this is {self.stack}): is the port taken by another worker?",
             )
-        self._last_ready = (time.monotonic(), status) if status.ready else None
         return status
-
-    def recent_ready(self, max_age_s: float) -> Readiness | None:
-        """The last answer if it was "ready" and is younger than `max_age_s`."""
-        last = self._last_ready
-        return last[1] if last is not None and time.monotonic() - last[0] < max_age_s else None
 
     def wait_ready(self, until: float, stop: threading.Event | None = None) -> Readiness:
         """Long-poll until ComfyUI is ready or the Unix time `until`; returns the last answer.
@@ -95,19 +88,18 @@ class Gate:
 
 
 def ready_for_job(
-    gate: Gate, ctx: JobContext, wait_s: float, trust_recent: bool, gone_pid: int | None = None
+    gate: Gate, ctx: JobContext, wait_s: float, recent: Readiness | None = None, gone_pid: int | None = None
 ) -> Readiness:
     """ComfyUI's readiness for a job: wait up to `wait_s` (and the job's time) for a restarting ComfyUI.
 
-    With `trust_recent` (the caller knows ComfyUI has not restarted since), a recent "ready"
-    answer is used without asking again. `gone_pid` is a ComfyUI process that just refused a
-    connection: until the sidecar notices, it may still call that process ready, so a ready
-    answer naming a dead `gone_pid` counts as not ready. A sidecar that says "failed"
+    `recent` is a "ready" answer the caller knows still holds (READY_FRESH_S old at most, and
+    ComfyUI has not restarted since): it is used without asking again. `gone_pid` is a ComfyUI
+    process that just refused a connection: until the sidecar notices, it may still call that
+    process ready, so a ready answer naming a dead `gone_pid` counts as not ready. A sidecar that says "failed"
     (ComfyUI is given up on) fails the job at once, and an unreachable sidecar lets the job
     try: ComfyUI's own answers will tell.
     """
-    recent = gate.recent_ready(READY_FRESH_S) if trust_recent and gone_pid is None else None
-    status = recent or gate.status()
+    status = recent if recent is not None and gone_pid is None else gate.status()
     until = time.time() + max(0.0, min(wait_s, ctx.left_s()))
     while not status.failed and not _usable(status, gone_pid) and time.time() < until:
         if _stale(status, gone_pid):
@@ -129,9 +121,9 @@ def _sleep(ctx: JobContext, seconds: float, status: Readiness) -> None:
     try:
         ctx.sleep(seconds)
     except JobError as error:
-        if error.reason is Reason.TIMEOUT:
-            error.message += f" while it waited for ComfyUI to become ready: {status.describe()}"
-        raise
+        if error.reason is not Reason.TIMEOUT:
+            raise
+        raise error.amended(f" while it waited for ComfyUI to become ready: {status.describe()}") from None
 
 
 def _usable(status: Readiness, gone_pid: int | None) -> bool:
@@ -172,4 +164,4 @@ class RestartWait:
                 f"ComfyUI did not come back within JOB_READY_WAIT_S={self.budget_s:g} s: "
                 f"{self.gate.status().describe()}",
             )
-        return ready_for_job(self.gate, self.ctx, left_s, trust_recent=False, gone_pid=ready.comfyui_pid)
+        return ready_for_job(self.gate, self.ctx, left_s, gone_pid=ready.comfyui_pid)

@@ -1,9 +1,13 @@
-"""One job, top to bottom: validate -> stage inputs -> queue -> follow -> collect -> deliver -> clean up.
+"""One job, top to bottom: parse -> prepare -> stage inputs -> run the prompt -> collect -> deliver -> clean up.
 
-`run` never raises for a job's failure: it returns the job's `Outcome` (the result for RunPod,
-the failure reason, and where the time went). Every prompt the job sent to ComfyUI is stopped
-if the job ends before it did, and the job's files and history are cleaned up afterwards, in
-the background, whatever happened.
+Each step takes what it needs and returns what it made: validate.parse the job's input,
+api.set_params and namespace.prepare the workflow ComfyUI gets, stage.stage_inputs its files,
+prompt_session.run_prompt the prompt's whole conversation with ComfyUI (its outputs and
+times), collect.collect the output files, destination.deliver_to and api.api_results the
+result. `run` never raises for a job's failure: it returns the job's `Outcome` (the result
+for RunPod, the failure reason, and where the time went). Every prompt the job sent to
+ComfyUI is stopped if the job ends before it did (prompt_session.py), and the job's files and
+history are cleaned up afterwards, in the background, whatever happened.
 """
 
 from __future__ import annotations
@@ -16,25 +20,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker_common import startup
-from worker_common.comfy_client import ComfyError, ComfyUnavailable
-from worker_common.contract import FIRST_JOB_RECORD, Readiness
+from worker_common.comfy_client import ComfyError
+from worker_common.contract import FIRST_JOB_RECORD
 
-from . import api, collect, describe, destination, metrics, namespace, stage, stop, submit, validate, workflows
+from . import (
+    api,
+    collect,
+    describe,
+    destination,
+    metrics,
+    namespace,
+    prompt_session,
+    stage,
+    submit,
+    validate,
+    workflows,
+)
+from .catalog import Catalog
 from .cleanup import Leftovers
 from .context import JobContext
 from .errors import JobError, Reason
-from .follow import Followed, Follower
-from .gate import RestartWait, ready_for_job
-from .namespace import JobSpace, PreparedWorkflow
-from .progress import Progress, RunPodProgress
+from .gate import READY_FRESH_S, ready_for_job
+from .namespace import JobSpace
 from .runtime import Runtime
 from .validate import JobInput
-from .ws import ComfySocket
+from .ws import Vouched
 
 log = logging.getLogger(__name__)
-
-# Failures that mean ComfyUI never took the prompt: there is nothing to stop.
-NEVER_QUEUED = frozenset({Reason.VALIDATION, Reason.INVALID_INPUT})
 
 
 @dataclass
@@ -61,6 +73,10 @@ class _Phases:
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + max(seconds, 0.0)
 
+    def rounded(self) -> dict[str, float]:
+        """The seconds so far, as the result's `timings` gives them."""
+        return {phase: round(seconds, 4) for phase, seconds in self.seconds.items()}
+
 
 def run(rt: Runtime, ctx: JobContext) -> Outcome:
     """Run the job; its outcome, success or failure, never an exception."""
@@ -73,8 +89,6 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
         with rt.cleaner.job():
             prompt_id = submit.new_prompt_id()
             result = _run(rt, ctx, space, prompt_id, phases)
-        if "prompt_id" in result:
-            result["timings"] = {phase: round(seconds, 4) for phase, seconds in phases.seconds.items()}
         return Outcome(result, Reason.NONE, phases.seconds)
     except JobError as error:
         return Outcome(error.result(), error.reason, phases.seconds)
@@ -86,110 +100,56 @@ def run(rt: Runtime, ctx: JobContext) -> Outcome:
         failure = JobError(Reason.INTERNAL, f"The worker failed unexpectedly: {type(error).__name__}: {error}")
         return Outcome(failure.result(), failure.reason, phases.seconds)
     finally:
-        rt.cleaner.submit(rt, Leftovers(space, prompt_id))
+        rt.cleaner.submit(Leftovers(space, prompt_id))
 
 
 def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: _Phases) -> dict[str, Any]:
     raw = ctx.job.get("input")
     if isinstance(raw, dict) and "describe" in raw:  # nothing is queued (describe.py)
-        _ready(rt, ctx)
-        return describe.describe(
-            raw["describe"], rt.workflows, rt.catalog, ctx.request_timeout_s(10), rt.config.budgets
-        )
+        _answer, catalog = _ready_for(rt, ctx)
+        return describe.describe(raw["describe"], rt.workflows, catalog, ctx.request_timeout_s(10), rt.config.budgets)
     with phases.timing("validating"):
         job_input = validate.parse(workflows.resolve(raw, rt.workflows), rt.config.budgets)
         own_destination = destination.own(raw, rt.config)
     with phases.timing("staging_inputs"):
-        ready = _ready(rt, ctx)
+        answer, catalog = _ready_for(rt, ctx)
         timeout_s = ctx.request_timeout_s(10)
-        loaded = api.set_params(rt, raw, job_input, timeout_s)
-        prepared = namespace.prepare(
-            job_input.workflow, space, {image.name for image in job_input.images}, rt.catalog, timeout_s
-        )
+        workflow, loaded = api.set_params(rt, catalog, raw, job_input, timeout_s)
+        prepared = namespace.prepare(workflow, space, {image.name for image in job_input.images}, catalog, timeout_s)
         stage.stage_inputs(rt, ctx, job_input, space, prepared)
     ctx.check()
-    followed = _queue_and_follow(rt, ctx, job_input, space, prepared, prompt_id, ready, phases)
+    submission = submit.Submission(
+        prompt_id, prepared.workflow, workflow, _extra_data(rt, job_input), space, prepared.intermediate_nodes, catalog
+    )
+    ran = prompt_session.run_prompt(rt, ctx, submission, answer)
+    phases.add("queue_wait", ran.queue_wait_s)
+    phases.add("executing", ran.executing_s)
     with phases.timing("collecting"):
-        collected = collect.collect(rt, followed.outputs, space)
+        collected = collect.collect(rt, ran.outputs, space)
     try:
         with phases.timing("delivering"):
-            result = destination.deliver_to(rt, ctx, collected, own_destination)
-            api.add_results(rt, result, collected, job_input, loaded, timeout_s)
+            delivered = destination.deliver_to(rt, ctx, collected, own_destination)
+            result = api.api_results(rt, catalog, delivered, collected, workflow, loaded, timeout_s)
     finally:
         collected.discard_scratch()
-    result["prompt_id"] = prompt_id
     first = startup.record_once(FIRST_JOB_RECORD, {})
     if first is not None:
         log.info("first job done %.1f s after the container started", first)
-    return result
+    return {**result, "prompt_id": prompt_id, "timings": phases.rounded()}
 
 
-def _ready(rt: Runtime, ctx: JobContext) -> Readiness:
+def _ready_for(rt: Runtime, ctx: JobContext) -> tuple[Vouched, Catalog]:
+    """ComfyUI's readiness for the job (and when the sidecar said it), and the node classes of the ready process.
+
+    A "ready" that an idle WebSocket still vouches for, given less than READY_FRESH_S ago, is
+    used without asking the sidecar again.
+    """
     started = time.monotonic()
-    ready = ready_for_job(rt.gate, ctx, rt.config.job_ready_wait_s, rt.sockets.idle_alive())
-    rt.catalog.for_process(ready.comfyui_pid)
-    rt.features(ready.comfyui_pid)  # asked now, while ComfyUI answers: stopping a prompt needs it
+    vouched = rt.sockets.recent_ready(READY_FRESH_S)
+    ready = ready_for_job(rt.gate, ctx, rt.config.job_ready_wait_s, vouched.ready if vouched else None)
+    answer = vouched if vouched is not None and vouched.ready is ready else Vouched(ready, time.monotonic())
     metrics.READY_WAIT.observe(time.monotonic() - started)
-    return ready
-
-
-def _queue_and_follow(
-    rt: Runtime,
-    ctx: JobContext,
-    job_input: JobInput,
-    space: JobSpace,
-    prepared: PreparedWorkflow,
-    prompt_id: str,
-    ready: Readiness,
-    phases: _Phases,
-) -> Followed:
-    """Queue the prompt and follow it; a job that fails or stops meanwhile stops its prompt first."""
-    waiting = RestartWait(rt.gate, ctx, rt.config.job_ready_wait_s)
-    with rt.sockets.socket() as sock:
-        submission = submit.Submission(
-            prompt_id, sock.client_id, prepared.workflow, job_input.workflow, _extra_data(rt, job_input), space
-        )
-        reporter = RunPodProgress(ctx.job) if rt.config.progress_url_set else None
-        progress = Progress(job_input.workflow, reporter.send if reporter else None, job_id=ctx.job_id)
-
-        def send(ready: Readiness) -> Readiness:
-            ready = _connect(sock, ready, waiting)
-            return submit.queue(rt, ctx, submission, ready, waiting)
-
-        def resubmit(lost: Readiness) -> Readiness:
-            return send(waiting.next(lost))
-
-        try:
-            queued_at = time.monotonic()
-            ready = send(ready)
-            follower = Follower(
-                rt, ctx, sock, prompt_id, ready, progress, prepared.intermediate_nodes, resubmit, space.unmask
-            )
-            followed = follower.run()
-        except JobError as error:
-            if error.reason not in NEVER_QUEUED:
-                error.message += stop.stop_prompt(rt, prompt_id, ready.comfyui_pid, sock)
-            raise
-        except Exception:
-            stop.stop_prompt(rt, prompt_id, ready.comfyui_pid, sock)
-            raise
-        finally:
-            if reporter is not None:
-                reporter.close()
-    started = followed.started_at or followed.ended_at
-    phases.add("queue_wait", started - queued_at)
-    phases.add("executing", followed.ended_at - started)
-    return followed
-
-
-def _connect(sock: ComfySocket, ready: Readiness, waiting: RestartWait) -> Readiness:
-    """Open the job's WebSocket before queueing, waiting for a restarting ComfyUI."""
-    while True:
-        try:
-            sock.ensure_open()
-            return ready
-        except ComfyUnavailable:
-            ready = waiting.next(ready)
+    return answer, rt.catalog.for_process(ready.comfyui_pid)
 
 
 def _extra_data(rt: Runtime, job_input: JobInput) -> dict[str, Any] | None:

@@ -38,9 +38,9 @@ def configure() -> None:
 
 
 def _route_runpod_logger() -> None:
-    from runpod.serverless.modules import rp_logger
+    from . import runpod_sdk
 
-    order = rp_logger.LOG_LEVELS
+    order = runpod_sdk.sdk_log_levels()
 
     def log(self: Any, message: Any, message_level: str = "INFO", job_id: str | None = None) -> None:
         text = _shorten(str(message))
@@ -55,7 +55,7 @@ def _route_runpod_logger() -> None:
         else:
             logging.getLogger(SDK_LOGGER).log(level, "%s", text)
 
-    rp_logger.RunPodLogger.log = log
+    runpod_sdk.route_logger(log)
     logging.getLogger(SDK_LOGGER).setLevel(logging.DEBUG)  # what passes the SDK's own rule is printed
 
 

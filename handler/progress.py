@@ -1,6 +1,6 @@
 """Progress of a running prompt (node k of n, step i of m): to RunPod at most twice a second, to the log every few.
 
-Reports reach RunPod through the runpod SDK's own progress post (`rp_progress._thread_target`,
+Reports reach RunPod through the runpod SDK's own progress post (runpod_sdk.post_progress,
 the body of `runpod.serverless.progress_update` without its thread per call), from one sender
 thread per job, in order. The job closes its sender before returning its result: a report
 still waiting then is dropped, and one being posted gets a moment to finish, so no report of a
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runpod.serverless.modules import rp_progress
+from .runpod_sdk import post_progress
 
 INTERVAL_S = 0.5
 LOG_INTERVAL_S = 5.0
@@ -137,6 +137,6 @@ class RunPodProgress:
                     return
                 payload, self._latest = self._latest, None
             try:
-                rp_progress._thread_target(self._job, payload)
+                post_progress(self._job, payload)
             except Exception as error:  # a lost report must not end the job's reporting
                 log.warning("job %s: a progress report to RunPod failed: %s", self._job.get("id", "?"), error)

@@ -33,14 +33,18 @@ def seeds(workflow: dict[str, Any], catalog: Catalog, timeout_s: float) -> dict[
     return {p.key: p.value for p in found if p.spec.is_seed and isinstance(p.value, int)}
 
 
-def add_image_sizes(result: dict[str, Any], collected: Collected) -> None:
-    """Give each image item of the result its width and height (the files are still on disk)."""
+def with_image_sizes(result: dict[str, Any], collected: Collected) -> dict[str, Any]:
+    """The result with each image item given its width and height (read while the files are still on disk)."""
+    if not result.get("images"):
+        return result
     paths = {(item.node_id, item.subfolder, item.filename): item.path for item in collected.files}
-    for item in result.get("images") or []:
-        path = paths.get((item.get("node_id"), item.get("subfolder", ""), item.get("filename")))
-        size = _image_size(path) if path is not None else None
-        if size is not None:
-            item["width"], item["height"] = size
+    return {**result, "images": [_sized(item, paths) for item in result["images"]]}
+
+
+def _sized(item: dict[str, Any], paths: dict[tuple[Any, Any, Any], Path]) -> dict[str, Any]:
+    path = paths.get((item.get("node_id"), item.get("subfolder", ""), item.get("filename")))
+    size = _image_size(path) if path is not None else None
+    return {**item, "width": size[0], "height": size[1]} if size is not None else item
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI, stack_identity
 from worker_common.recent_models import RecentModels
 from worker_common.supervisor_rpc import supervisor_proxy
 
-from .catalog import Catalog
+from .catalog import Catalogs
 from .cleanup import Cleaner
 from .config import Config
 from .errors import JobError, Reason
@@ -40,7 +40,7 @@ class Runtime:
     comfy: ComfyClient
     gate: Gate
     sockets: SocketPool
-    catalog: Catalog
+    catalog: Catalogs  # of the running ComfyUI process: Catalogs.for_process
     s3: S3Uploader | None
     cleaner: Cleaner
     workflows: WorkflowStore
@@ -57,9 +57,9 @@ class Runtime:
             comfy=comfy,
             gate=Gate(config.sidecar_port, stack_identity(config.run_dir)),
             sockets=SocketPool(comfy),
-            catalog=Catalog(comfy),
+            catalog=Catalogs(comfy),
             s3=S3Uploader(config.s3) if config.s3 else None,
-            cleaner=Cleaner(config),
+            cleaner=Cleaner(config, comfy),
             workflows=WorkflowStore(config.layout.workflows),
             model_hashes=ModelHashes(),
             recent_models=RecentModels(config.layout.comfyui_dir, config.layout.worker_id),

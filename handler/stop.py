@@ -13,31 +13,31 @@ from __future__ import annotations
 
 import time
 
-from worker_common import comfy_protocol as protocol
-from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
-from worker_common.comfy_protocol import Features
+from worker_common.comfy_client import ComfyClient, ComfyError, ComfyRefused, ComfyUnavailable
+from worker_common.comfy_protocol import Features, Frame
 
 from .context import STOP_REQUEST_TIMEOUT_S
 from .runtime import Runtime
-from .submit import REFUSED
 from .tracking import Where, prompt_state
 from .ws import ComfySocket, Dropped
 
 POLL_S = 0.25
 
 
-def stop_prompt(rt: Runtime, prompt_id: str, comfy_pid: int | None, sock: ComfySocket | None) -> str:
-    """Stop the prompt if ComfyUI still has it; returns what was done, as a clause for the job's error."""
-    features = rt.features(comfy_pid)
+def stop_prompt(rt: Runtime, prompt_id: str, features: Features, sock: ComfySocket | None) -> str:
+    """Stop the prompt if ComfyUI still has it; returns what was done, as a clause for the job's error.
+
+    `features` are those of the ComfyUI the prompt was sent to, asked before: this one may not answer now.
+    """
     grace_s = rt.config.interrupt_grace_s
     deadline = time.monotonic() + grace_s
     while True:
         try:
             running = _cancel(rt.comfy, features, prompt_id)
             break
-        except ComfyUnavailable as error:
-            if error.reason == REFUSED:
-                return ""  # ComfyUI is down: nothing of the prompt runs
+        except ComfyRefused:
+            return ""  # ComfyUI is down: nothing of the prompt runs
+        except ComfyUnavailable:
             if time.monotonic() >= deadline:
                 why = (
                     f"ComfyUI did not answer for {grace_s:g} s (COMFY_INTERRUPT_GRACE_S) when asked to stop the prompt"
@@ -99,12 +99,11 @@ def _frames_until_stopped(sock: ComfySocket | None, prompt_id: str, deadline: fl
             message = sock.receive(max(deadline - time.monotonic(), 0.0))
         except Dropped:
             break
-        data = (message or {}).get("data")
-        if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
+        frame = Frame.from_message(message)
+        if frame.prompt_id != prompt_id:
             continue
-        kind = (message or {}).get("type")
-        if kind in (protocol.EXECUTION_INTERRUPTED, protocol.EXECUTION_ERROR):
-            where = protocol.ExecutionFailure.from_message(kind, data).where
-        elif kind == protocol.EXECUTING and data.get("node") is None:
+        if frame.failure is not None:
+            where = frame.failure.where
+        elif frame.ends_prompt:
             return where, True
     return where, False

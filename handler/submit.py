@@ -15,19 +15,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyUnavailable
+from worker_common.comfy_client import ComfyError, ComfyHTTPError, ComfyRefused, ComfyUnavailable
 from worker_common.comfy_protocol import Rejection, is_duplicate_prompt
 from worker_common.contract import Readiness
 
 from . import explain
+from .catalog import Catalog
 from .context import JobContext
 from .errors import JobError
 from .gate import RestartWait
 from .namespace import JobSpace
 from .runtime import Runtime
 from .tracking import Where, prompt_state
-
-REFUSED = "connection refused"  # comfy_client's reason when nothing reached ComfyUI
 
 
 def new_prompt_id() -> str:
@@ -36,16 +35,21 @@ def new_prompt_id() -> str:
 
 @dataclass(frozen=True)
 class Submission:
+    """One prompt as the job hands it to ComfyUI, and what reading ComfyUI's answers about it takes."""
+
     prompt_id: str
-    client_id: str  # the WebSocket that receives the prompt's frames
     workflow: dict[str, Any]  # as ComfyUI gets it (namespace.prepare)
     original: dict[str, Any]  # as the user sent it, for explaining a rejection
     extra_data: dict[str, Any] | None
-    space: JobSpace
+    space: JobSpace  # the job's names, shown to the user as they wrote them (JobSpace.unmask)
+    intermediate_nodes: frozenset[str]  # nodes of known non-output classes: their outputs are not the job's
+    catalog: Catalog  # the node classes of the ComfyUI the job was prepared for, to explain a rejection
 
 
-def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness, waiting: RestartWait) -> Readiness:
-    """Queue the prompt until ComfyUI has it; returns the readiness of the ComfyUI that took it.
+def queue(
+    rt: Runtime, ctx: JobContext, submission: Submission, client_id: str, ready: Readiness, waiting: RestartWait
+) -> Readiness:
+    """Queue the prompt for the WebSocket `client_id` until ComfyUI has it; the readiness of the ComfyUI that took it.
 
     `waiting` waits for a restarting ComfyUI (the job's JOB_READY_WAIT_S). Raises JobError for
     a rejection (the workflow's problems in words), for an error answer when ComfyUI does not
@@ -64,7 +68,7 @@ def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness
         try:
             rt.comfy.queue_prompt(
                 submission.workflow,
-                submission.client_id,
+                client_id,
                 submission.prompt_id,
                 submission.extra_data,
                 ctx.request_timeout_s(rt.comfy.timeout_s),
@@ -79,7 +83,7 @@ def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness
             failure: ComfyError = error
         except ComfyError as error:  # no answer (ComfyUnavailable), or one that is not JSON
             failure = error
-        refused = isinstance(failure, ComfyUnavailable) and failure.reason == REFUSED
+        refused = isinstance(failure, ComfyRefused)
         known = None if refused else _has(rt, ctx, submission.prompt_id, ready)
         if known:
             return ready
@@ -93,7 +97,7 @@ def queue(rt: Runtime, ctx: JobContext, submission: Submission, ready: Readiness
 def _rejection(rt: Runtime, answer: Rejection, submission: Submission) -> JobError:
     space = submission.space
     return explain.rejection(
-        answer, submission.original, rt.catalog, space.unmask, rt.pack_failures, space.usable_inputs
+        answer, submission.original, submission.catalog, space.unmask, rt.pack_failures, space.usable_inputs
     )
 
 

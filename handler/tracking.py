@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
 
 from worker_common.comfy_client import ComfyClient
-from worker_common.comfy_protocol import JOB_FINISHED, JOB_PENDING, JOB_RUNNING, Features, HistoryEntry, job_status
+from worker_common.comfy_protocol import (
+    JOB_FINISHED,
+    JOB_PENDING,
+    JOB_RUNNING,
+    Features,
+    HistoryEntry,
+    QueueState,
+    job_status,
+)
 
 
 class Where(enum.StrEnum):
@@ -40,15 +47,10 @@ def prompt_state(comfy: ComfyClient, features: Features, prompt_id: str, timeout
             return PromptState(Where.UNKNOWN)
     # The queue first: ComfyUI moves a finished prompt from the queue to the history under one
     # lock, so a prompt in neither, asked in this order, is truly unknown.
-    queue = comfy.queue(timeout_s)
-    if listed(queue.get("queue_running", []), prompt_id):
+    queue = QueueState.from_body(comfy.queue(timeout_s)) or QueueState()
+    if queue.is_running(prompt_id):
         return PromptState(Where.RUNNING)
-    if listed(queue.get("queue_pending", []), prompt_id):
+    if queue.is_pending(prompt_id):
         return PromptState(Where.PENDING)
     entry = comfy.history(prompt_id, timeout_s)
     return PromptState(Where.FINISHED, HistoryEntry.from_entry(entry)) if entry else PromptState(Where.UNKNOWN)
-
-
-def listed(queue_items: list[Any], prompt_id: str) -> bool:
-    """Whether /queue's items ([number, prompt_id, prompt, extra_data, outputs]) include the prompt."""
-    return any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in queue_items)

@@ -51,7 +51,13 @@ MIN_FRAME_PIXELS = 64 * 64
 
 @dataclass
 class InputImage:
-    """One image for ComfyUI's input folder: decoded bytes, or a URL stage.py downloads."""
+    """One image for ComfyUI's input folder: decoded bytes, or a URL stage.py downloads.
+
+    Mutable on purpose, within the staging step only: check_download gives a downloaded image
+    its bytes (the job's pixel budget counts every image already checked), and stage.py drops
+    the bytes once they are on disk, so a job does not hold every input image until it ends.
+    No later step reads them.
+    """
 
     name: str
     field: str

@@ -93,7 +93,7 @@ class Worker:
                 _first_line(outcome.result.get("error", "")),
             )
         if self.rt.config.refresh_worker:
-            outcome.result["refresh_worker"] = True
+            return Result(outcome.result, refresh_worker=True)
         return Result(outcome.result)
 
 

@@ -8,24 +8,28 @@ Reusing the socket saves the connect (about a millisecond) on every job.
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import websocket
 from websocket import ABNF
 
 from worker_common.comfy_client import ComfyClient
-from worker_common.comfy_protocol import credential_key
+from worker_common.comfy_protocol import ACTIVITY_MESSAGE, credential_key, decode_message
+from worker_common.contract import Readiness
 
-# Frames that are read and dropped without parsing: progress_state repeats every node's state
-# and grows with the square of the graph (tens of MB for wide graphs).
-_SKIPPED_TYPES = (b'"progress_state"',)
-_TYPE_PREFIX_BYTES = 48
-ACTIVITY: dict[str, Any] = {"type": "__activity__"}  # a frame arrived but carries nothing to act on
+
+@dataclass(frozen=True)
+class Vouched:
+    """The sidecar's "ready" for the ComfyUI process a socket talked to, and when it came (monotonic)."""
+
+    ready: Readiness
+    at: float
 
 
 class Dropped(Exception):
@@ -39,6 +43,9 @@ class ComfySocket:
         self.comfy = comfy
         self.client_id = client_id
         self.credential_key: str | None = None  # 0.47.1: presented when this client id reconnects
+        # The readiness its last job ran under, if that job ended well on this very connection:
+        # while the socket stays open, that ComfyUI process still runs.
+        self.vouched: Vouched | None = None
         self._ws: websocket.WebSocket | None = None
 
     @property
@@ -53,6 +60,7 @@ class ComfySocket:
     def open(self) -> None:
         """(Re)connect; raises ComfyUnavailable when ComfyUI does not accept it."""
         self.close()
+        self.vouched = None  # another process may answer now
         self._ws = self.comfy.connect_websocket(self.client_id, self.credential_key)
 
     def close(self) -> None:
@@ -62,7 +70,8 @@ class ComfySocket:
             self._ws = None
 
     def receive(self, timeout_s: float) -> dict[str, Any] | None:
-        """The next message, ACTIVITY for a frame with nothing to act on, None at the timeout.
+        """The next message (read with comfy_protocol.Frame), ACTIVITY_MESSAGE for a frame with nothing to act on,
+        None at the timeout.
 
         Raises Dropped when the socket is closed or fails.
         """
@@ -80,8 +89,8 @@ class ComfySocket:
             self.close()
             raise Dropped("ComfyUI closed the WebSocket")
         if opcode != ABNF.OPCODE_TEXT:
-            return ACTIVITY
-        message = _parse(frame.data)
+            return ACTIVITY_MESSAGE
+        message = decode_message(frame.data)
         self.credential_key = credential_key(message) or self.credential_key
         return message
 
@@ -109,17 +118,6 @@ class ComfySocket:
         return True
 
 
-def _parse(data: bytes) -> dict[str, Any]:
-    head = data[:_TYPE_PREFIX_BYTES]
-    if any(kind in head for kind in _SKIPPED_TYPES):
-        return ACTIVITY
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return ACTIVITY
-    return message if isinstance(message, dict) else ACTIVITY
-
-
 class SocketPool:
     """Idle sockets kept open between jobs; a job takes one for its whole run."""
 
@@ -139,12 +137,17 @@ class SocketPool:
                 with self._lock:
                     self._idle.append(sock)
 
-    def idle_alive(self) -> bool:
-        """Whether an idle socket is still open, i.e. ComfyUI has not restarted since it was opened."""
+    def recent_ready(self, max_age_s: float) -> Vouched | None:
+        """The newest "ready" an idle socket still open vouches for, if younger than `max_age_s`.
+
+        An open socket means ComfyUI has not restarted since; every idle one is checked, closed ones go.
+        """
         with self._lock:
-            alive = [sock for sock in self._idle if sock.drain()]  # every one is checked: closed ones go
+            alive = [sock for sock in self._idle if sock.drain()]
             self._idle = alive
-        return bool(alive)
+        now = time.monotonic()
+        fresh = [sock.vouched for sock in alive if sock.vouched is not None and now - sock.vouched.at < max_age_s]
+        return max(fresh, key=lambda vouched: vouched.at) if fresh else None
 
     def _take(self) -> ComfySocket:
         with self._lock:

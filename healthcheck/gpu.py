@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from worker_common.comfy_protocol import SystemStats
+
 log = logging.getLogger(__name__)
 
 
@@ -47,29 +49,17 @@ class GpuReading:
     torch: tuple[TorchFigures, ...] = ()
 
 
-def _label(device: dict[str, Any], position: int) -> str:
-    index = device.get("index")
-    return str(index) if isinstance(index, int) else str(position)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def from_system_stats(system_stats: dict[str, Any] | None) -> tuple[tuple[GpuFigures, ...], tuple[TorchFigures, ...]]:
     """Per-device figures from ComfyUI's /system_stats `devices` list."""
-    devices = (system_stats or {}).get("devices") or []
     gpus: list[GpuFigures] = []
     torch: list[TorchFigures] = []
-    for position, device in enumerate(d for d in devices if isinstance(d, dict)):
-        label = _label(device, position)
-        total = _number(device.get("vram_total"))
-        free = _number(device.get("vram_free"))
+    for device in SystemStats.from_body(system_stats).devices:
+        total, free = device.vram_total, device.vram_free
         used = total - free if total is not None and free is not None else None
         gpus.append(
             GpuFigures(
-                gpu=label,
-                name=str(device.get("name", "")),
+                gpu=device.label,
+                name=device.name,
                 uuid="",
                 source="comfyui",
                 memory_total_bytes=total,
@@ -77,10 +67,8 @@ def from_system_stats(system_stats: dict[str, Any] | None) -> tuple[tuple[GpuFig
                 memory_free_bytes=free,
             )
         )
-        torch_total = _number(device.get("torch_vram_total"))
-        torch_free = _number(device.get("torch_vram_free"))
-        if torch_total is not None and torch_free is not None:
-            torch.append(TorchFigures(label, torch_total, torch_free))
+        if device.torch_vram_total is not None and device.torch_vram_free is not None:
+            torch.append(TorchFigures(device.label, device.torch_vram_total, device.torch_vram_free))
     return tuple(gpus), tuple(torch)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from worker_common.comfy_client import ComfyClient, ComfyError
+from worker_common.comfy_protocol import QueueState, SystemStats
 from worker_common.supervisor_rpc import supervisor_proxy
 
 log = logging.getLogger(__name__)
@@ -218,9 +219,7 @@ class ComfyProbe:
 
 def comfyui_version(system_stats: dict[str, Any] | None) -> str | None:
     """ComfyUI's version from `/system_stats` (`system.comfyui_version`), when it says."""
-    system = (system_stats or {}).get("system")
-    version = system.get("comfyui_version") if isinstance(system, dict) else None
-    return str(version) if version else None
+    return SystemStats.from_body(system_stats).version
 
 
 class ComfyProber:
@@ -262,6 +261,5 @@ class ComfyProber:
             queue = self.client.queue(self.timeout_s)
         except ComfyError:
             return None
-        if not isinstance(queue, dict):
-            return None
-        return len(queue.get("queue_running") or []), len(queue.get("queue_pending") or [])
+        state = QueueState.from_body(queue)
+        return (state.running_count, state.pending_count) if state is not None else None

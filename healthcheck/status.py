@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from worker_common import settings, startup
 from worker_common.comfy_client import ComfyClient, ComfyError
+from worker_common.comfy_protocol import QueueState
 from worker_common.contract import (
     CODE_COPY_RECORD,
     CRITICAL_PROGRAMS,
@@ -199,8 +200,8 @@ def _read_figures(report: Report) -> None:
     try:
         if client is not None:
             system_stats = client.system_stats()
-            queue = client.queue()
-            report.queue = (len(queue.get("queue_running") or []), len(queue.get("queue_pending") or []))
+            queue = QueueState.from_body(client.queue())
+            report.queue = (queue.running_count, queue.pending_count) if queue is not None else None
     except (ComfyError, ValueError):
         pass
     finally:

@@ -2,7 +2,8 @@
 
 It speaks the protocol recorded in docs (see ComfyUI's server.py): JSON over HTTP on
 loopback, and `/ws?clientId=` for execution events. It raises `ComfyUnavailable` when
-ComfyUI does not answer and `ComfyHTTPError` for any non-2xx reply; every `ComfyError` has
+ComfyUI does not answer (`ComfyRefused` when nothing reached it) and `ComfyHTTPError` for
+any non-2xx reply: callers tell them apart by type; every `ComfyError` has
 a short `reason` ("connection refused", "answered HTTP 404") for one-line reports.
 
 The JSON calls go over kept-alive `http.client` connections, a small pool shared by the
@@ -51,6 +52,10 @@ class ComfyError(Exception):
 
 class ComfyUnavailable(ComfyError):
     """ComfyUI did not answer: connection refused, reset, or timed out."""
+
+
+class ComfyRefused(ComfyUnavailable):
+    """Nothing reached ComfyUI: the connection was refused (it is down, or not listening yet)."""
 
 
 class ComfyHTTPError(ComfyError):
@@ -148,7 +153,7 @@ class ComfyClient:
         except (OSError, http.client.HTTPException) as error:
             connection.close()
             reason = _describe(error)
-            raise ComfyUnavailable(
+            raise _unavailable(error)(
                 f"ComfyUI at {self.base_url} did not answer {method} {path}: {reason}", reason
             ) from None
 
@@ -223,7 +228,7 @@ class ComfyClient:
         try:
             response = self._requests().request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
         except requests.RequestException as error:
-            raise ComfyUnavailable(
+            raise (ComfyRefused if _refused_requests(error) else ComfyUnavailable)(
                 f"ComfyUI at {self.base_url} did not answer {method} {path}: {error}", _describe_requests(error)
             ) from error
         if response.status_code >= 300:
@@ -314,7 +319,8 @@ class ComfyClient:
             if credential_key:
                 ws.send(credential_auth(credential_key))
         except (OSError, websocket.WebSocketException) as error:
-            raise ComfyUnavailable(f"ComfyUI's WebSocket at {url} did not open: {error}", _describe(error)) from error
+            message = f"ComfyUI's WebSocket at {url} did not open: {error}"
+            raise _unavailable(error)(message, _describe(error)) from error
         return ws
 
 
@@ -344,13 +350,23 @@ def _describe(error: BaseException) -> str:
     return type(error).__name__
 
 
+def _unavailable(error: BaseException) -> type[ComfyUnavailable]:
+    """ComfyRefused for a refused connection, else ComfyUnavailable."""
+    return ComfyRefused if isinstance(error, ConnectionRefusedError) else ComfyUnavailable
+
+
+def _refused_requests(error: requests.RequestException) -> bool:
+    """requests wraps the refusal (urllib3's NewConnectionError) and keeps only its words."""
+    return "refused" in str(error).lower()
+
+
 def _describe_requests(error: requests.RequestException) -> str:
     """`_describe` for the requests exceptions of uploads and streamed downloads."""
     import requests
 
     if isinstance(error, requests.Timeout):
         return "no answer in time"
-    if "refused" in str(error).lower():
+    if _refused_requests(error):
         return "connection refused"
     return "connection failed" if isinstance(error, requests.ConnectionError) else type(error).__name__
 

@@ -1,9 +1,12 @@
 """ComfyUI's protocol, read in one place: what its answers and frames mean, in 0.3.64, 0.38.1 and 0.47.1.
 
-The handler and the sidecar's warm-up both parse ComfyUI's answers through this module:
-rejections of POST /prompt, execution errors and interrupts (WebSocket frames and /history
-entries), output entries, the `/api/jobs` job objects of newer releases, and the version
-features. The differences between releases (docs/comfyui-versions.md) are absorbed here:
+Every reader of ComfyUI's answers (the handler, the sidecar, `status`) parses them through this
+module, into typed values: WebSocket frames (`Frame`), rejections of POST /prompt and their
+error types, execution errors and interrupts (frames and /history entries), `/queue`
+(`QueueState`), `/history` (`HistoryEntry`, `history_prompts`), output entries, node classes
+(`/object_info`: `NodeInfo`, `InputSpec`), `/system_stats` (`SystemStats`, `Features`) and the
+`/api/jobs` job objects of newer releases. The differences between releases
+(docs/comfyui-versions.md) are absorbed here:
 
 - an unknown node class is `invalid_prompt` in 0.3.64 and `missing_node_type` in 0.38.1;
 - output file entries may carry extra keys (`metadata`, `id`, `preview_id`) and live under any
@@ -40,6 +43,14 @@ PREFIX_INPUT = "filename_prefix"
 
 # Validation error types that mean "this node class does not exist" (0.3.64, 0.38.1).
 MISSING_CLASS_TYPES = frozenset({"invalid_prompt", "missing_node_type"})
+# Other validation error types the worker explains in its own words (execution.py validate_inputs).
+REQUIRED_INPUT_MISSING = "required_input_missing"
+VALUE_NOT_IN_LIST = "value_not_in_list"
+EXCEPTION_DURING_VALIDATION = "exception_during_validation"
+# A value outside the input's choices: the choices are worth listing.
+CHOICE_ERROR_TYPES = frozenset({VALUE_NOT_IN_LIST, "custom_validation_failed"})
+# Errors whose details mean little without their message ("Dependency cycle detected: 1 -> 2 -> 1").
+MESSAGE_FIRST_TYPES = frozenset({"dependency_cycle", EXCEPTION_DURING_VALIDATION, "exception_during_inner_validation"})
 _MISSING_CLASS_0364 = re.compile(r"Cannot execute because node (?P<name>.+) does not exist\.")
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
@@ -66,12 +77,62 @@ class Features:
 
     @classmethod
     def from_system_stats(cls, stats: Any) -> Features:
-        system = stats.get("system") if isinstance(stats, dict) else None
-        version = str((system or {}).get("comfyui_version") or "unknown")
+        version = SystemStats.from_body(stats).version or "unknown"
         number = parse_version(version)
         if number is None:
             return cls(version)
         return cls(version, jobs_api=number >= JOBS_API_SINCE, targeted_cancel=number >= TARGETED_CANCEL_SINCE)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device of `/system_stats` `devices` (what torch inside ComfyUI sees); None where it says nothing."""
+
+    position: int  # among the devices listed
+    index: int | None
+    name: str
+    vram_total: float | None
+    vram_free: float | None
+    torch_vram_total: float | None
+    torch_vram_free: float | None
+
+    @property
+    def label(self) -> str:
+        """The device's index as ComfyUI numbers it, else its position in the list."""
+        return str(self.index) if self.index is not None else str(self.position)
+
+
+@dataclass(frozen=True)
+class SystemStats:
+    """`/system_stats`: ComfyUI's version (`system.comfyui_version`) and its devices."""
+
+    version: str | None
+    devices: tuple[Device, ...] = ()
+
+    @classmethod
+    def from_body(cls, body: Any) -> SystemStats:
+        body = body if isinstance(body, dict) else {}
+        system = body.get("system")
+        version = system.get("comfyui_version") if isinstance(system, dict) else None
+        listed = [device for device in body.get("devices") or [] if isinstance(device, dict)]
+        return cls(str(version) if version else None, tuple(_device(position, d) for position, d in enumerate(listed)))
+
+
+def _device(position: int, device: dict[str, Any]) -> Device:
+    index = device.get("index")
+    return Device(
+        position,
+        index if isinstance(index, int) else None,
+        str(device.get("name", "")),
+        _number(device.get("vram_total")),
+        _number(device.get("vram_free")),
+        _number(device.get("torch_vram_total")),
+        _number(device.get("torch_vram_free")),
+    )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # -- rejections of POST /prompt --------------------------------------------------------------
@@ -92,6 +153,16 @@ class ValidationError:
     def input_name(self) -> str | None:
         name = self.extra_info.get("input_name")
         return str(name) if name else None
+
+    @property
+    def is_choice_error(self) -> bool:
+        """A value not among the input's choices (or refused by its own check)."""
+        return self.type in CHOICE_ERROR_TYPES
+
+    @property
+    def message_first(self) -> bool:
+        """Whether the details mean little without the message (a cycle, an exception)."""
+        return self.type in MESSAGE_FIRST_TYPES
 
     @property
     def missing_class(self) -> str | None:
@@ -159,18 +230,80 @@ def is_duplicate_prompt(status: int, body: Any) -> bool:
 # -- the WebSocket's credential key (0.47.1) --------------------------------------------------
 
 
-def credential_key(message: Any) -> str | None:
-    """The `credential_key` of a `status` frame (0.47.1, to a loopback peer), else None."""
-    if not isinstance(message, dict) or message.get("type") != STATUS:
-        return None
-    key = (message.get("data") or {}).get("credential_key")
-    return key if isinstance(key, str) and key else None
-
-
 def credential_auth(key: str) -> str:
     """The first message a reconnecting socket sends: ComfyUI refuses (1008) a socket that takes
     over a live one of the same clientId without it, and skips it on a fresh connection."""
     return json.dumps({"type": CREDENTIAL_AUTH, "data": {"credential_key": key}})
+
+
+# -- WebSocket frames -------------------------------------------------------------------------
+
+# Frames dropped unparsed: progress_state repeats every node's state and grows with the square
+# of the graph (tens of MB for wide graphs).
+_SKIPPED_TYPES = (b'"progress_state"',)
+_TYPE_PREFIX_BYTES = 48
+ACTIVITY_TYPE = "__activity__"  # a frame arrived but carries nothing to act on
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One message of ComfyUI's WebSocket: its `type` and its `data` ({} when it has none)."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_message(cls, message: Any) -> Frame:
+        """The frame of a decoded message; ACTIVITY for anything but a JSON object."""
+        if not isinstance(message, dict):
+            return ACTIVITY
+        data = message.get("data")
+        return cls(str(message.get("type")), data if isinstance(data, dict) else {})
+
+    @property
+    def prompt_id(self) -> str | None:
+        return self.data.get("prompt_id")
+
+    @property
+    def node(self) -> Any:
+        """The node of `executing`/`executed`/`progress` frames (None: `executing` for the prompt's end)."""
+        return self.data.get("node")
+
+    @property
+    def ends_prompt(self) -> bool:
+        """`executing` with node null: ComfyUI finished the frame's prompt."""
+        return self.type == EXECUTING and self.node is None
+
+    @property
+    def failure(self) -> ExecutionFailure | None:
+        """The failure an `execution_error` or `execution_interrupted` frame carries, else None."""
+        return ExecutionFailure.from_message(self.type, self.data) if self.type in _FAILURES else None
+
+    @property
+    def credential_key(self) -> str | None:
+        """The `credential_key` of a `status` frame (0.47.1, to a loopback peer), else None."""
+        key = self.data.get("credential_key") if self.type == STATUS else None
+        return key if isinstance(key, str) and key else None
+
+
+ACTIVITY = Frame(ACTIVITY_TYPE)
+ACTIVITY_MESSAGE: dict[str, Any] = {"type": ACTIVITY_TYPE}
+
+
+def decode_message(text: bytes) -> dict[str, Any]:
+    """A text message as JSON; ACTIVITY_MESSAGE for one skipped unread or that is not a JSON object."""
+    if any(kind in text[:_TYPE_PREFIX_BYTES] for kind in _SKIPPED_TYPES):
+        return ACTIVITY_MESSAGE
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return ACTIVITY_MESSAGE
+    return message if isinstance(message, dict) else ACTIVITY_MESSAGE
+
+
+def credential_key(message: Any) -> str | None:
+    """The `credential_key` of a decoded `status` message (0.47.1, to a loopback peer), else None."""
+    return Frame.from_message(message).credential_key
 
 
 # -- execution outcome ------------------------------------------------------------------------
@@ -237,6 +370,67 @@ class HistoryEntry:
 
 
 _FAILURES = (EXECUTION_ERROR, EXECUTION_INTERRUPTED)
+
+
+# -- the queue (/queue) and the prompts in /history --------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuedPrompt:
+    """A /queue item or a /history entry's `prompt`: `[number, prompt_id, prompt, extra_data, outputs]`."""
+
+    prompt_id: str
+    prompt: dict[str, Any]  # the workflow as ComfyUI runs it ({} when the item has none)
+
+    @classmethod
+    def from_item(cls, item: Any) -> QueuedPrompt | None:
+        if not isinstance(item, list) or len(item) < 3 or not isinstance(item[1], str):
+            return None
+        return cls(item[1], item[2] if isinstance(item[2], dict) else {})
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """`/queue`: the prompts running and waiting; the counts are of the lists as ComfyUI sent them."""
+
+    running: tuple[QueuedPrompt, ...] = ()
+    pending: tuple[QueuedPrompt, ...] = ()
+    running_count: int = 0
+    pending_count: int = 0
+
+    @classmethod
+    def from_body(cls, body: Any) -> QueueState | None:
+        """The queue, or None when the body is not a JSON object."""
+        if not isinstance(body, dict):
+            return None
+        running, pending = body.get("queue_running") or [], body.get("queue_pending") or []
+        return cls(_prompts(running), _prompts(pending), len(running), len(pending))
+
+    @property
+    def prompts(self) -> tuple[QueuedPrompt, ...]:
+        return self.running + self.pending
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running_count or self.pending_count)
+
+    def is_running(self, prompt_id: str) -> bool:
+        return any(prompt.prompt_id == prompt_id for prompt in self.running)
+
+    def is_pending(self, prompt_id: str) -> bool:
+        return any(prompt.prompt_id == prompt_id for prompt in self.pending)
+
+
+def _prompts(items: Any) -> tuple[QueuedPrompt, ...]:
+    parsed = (QueuedPrompt.from_item(item) for item in (items if isinstance(items, list) else ()))
+    return tuple(prompt for prompt in parsed if prompt is not None)
+
+
+def history_prompts(body: Any) -> list[QueuedPrompt]:
+    """The prompts of every entry of `GET /history` (a finished prompt's entry keeps its queue item)."""
+    entries = body.values() if isinstance(body, dict) else ()
+    parsed = (QueuedPrompt.from_item(entry.get("prompt")) for entry in entries if isinstance(entry, dict))
+    return [prompt for prompt in parsed if prompt is not None]
 
 
 # Job objects of GET /api/jobs/{id} (0.6.0+): the prompt's state while it is queued or running.
@@ -335,6 +529,21 @@ class InputSpec:
     @property
     def is_seed(self) -> bool:
         return self.type == "INT" and (bool(self.options.get("control_after_generate")) or self.name in SEED_INPUTS)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node class's `/object_info/{class}` entry: whether it is an output node, and its inputs."""
+
+    output_node: bool
+    inputs: dict[str, InputSpec]
+
+    @classmethod
+    def from_entry(cls, info: Any) -> NodeInfo | None:
+        """The node class, or None when the entry is not one (ComfyUI has no such class)."""
+        if not isinstance(info, dict):
+            return None
+        return cls(bool(info.get("output_node")), node_inputs(info))
 
 
 def node_inputs(info: Any) -> dict[str, InputSpec]:
