@@ -191,7 +191,13 @@ class Rig(OnLoopback):
     def files(self, folder: str) -> list[str]:
         """The files in one of the worker's folders (input, output, temp), as paths relative to it."""
         base = self.layout.folder(folder) or self.data_dir / folder
-        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and p.name != ".gitkeep")
+        # os.walk, not rglob: a job's folder removed by the background clean-up mid-walk is skipped, not an error.
+        return sorted(
+            os.path.relpath(os.path.join(parent, name), base)
+            for parent, _, names in os.walk(base)
+            for name in names
+            if name != ".gitkeep" and os.path.isfile(os.path.join(parent, name))
+        )
 
 
 class Recorder:

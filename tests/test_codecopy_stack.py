@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.stack import REPO, VENV, Stack
+from tests.stack import REPO, VENV, Stack, declare_flags
 from tests.test_stack import assert_job_returns_png
 
 
@@ -34,9 +34,10 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
     comfy = volume / "ComfyUI"
     shutil.copytree(REPO / "standin" / "ComfyUI", comfy, ignore=shutil.ignore_patterns("__pycache__"))
     venv = small_venv(volume / "venv")
+    declare_flags(comfy, "0.3.64")  # the install's own cli_args.py, as the stack declares it: part of the volume
+    before = tree_state(volume)
     env = {"COMFYUI_VENV": str(venv), "CODE_COPY_MIN_CALL_MS": "0", "CODE_COPY_DIR": str(tmp_path / "code")}
     stack = Stack(tmp_path / "stack", env, comfyui_dir=comfy)
-    before = tree_state(volume)  # the harness has given the install its release's files
     try:
         stack.start()
         stack.wait_accepting_jobs(120)

@@ -177,7 +177,7 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_uploaded(rig: Rig
     error = failed(rig.runsync(job_input))
     assert expected in error
     assert error.startswith("Invalid input:")
-    assert rig.files("input") == before
+    assert set(rig.files("input")) <= set(before), "nothing of the refused job was written"
 
 
 def test_a_validation_error_lists_the_values_comfyui_accepts(rig: Rig) -> None:

@@ -49,9 +49,12 @@ def written_for(path: Path) -> str | None:
 
 
 def write(comfyui_dir: Path, version: str) -> Path:
-    """Write `version`'s declaration as `comfyui_dir`/comfy/cli_args.py (atomically: readers see old or new)."""
+    """Write `version`'s declaration as `comfyui_dir`/comfy/cli_args.py (atomically: readers see old or new),
+    unless it is there already."""
     text = f"{MARKER}{version} from standin_server/releases/{source(version).name}\n{source(version).read_text()}"
     target = comfyui_dir / "comfy" / "cli_args.py"
+    if target.is_file() and target.read_text(encoding="utf-8") == text:
+        return target  # already declared: an install's file is not rewritten (its mtime is the volume's)
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".cli_args.")
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(text)
