@@ -225,6 +225,11 @@ class Follower:
         deadline = time.monotonic() + DEATH_REASON_WAIT_S
         while time.monotonic() < deadline:
             status = self.rt.gate.status()
+            if status.ready and known_pid and status.comfyui_pid != known_pid:
+                # Restarted before the sidecar's next look: its account of the process this job lost.
+                if f"(pid {known_pid})" in status.comfyui_last_end:
+                    return f": {status.comfyui_last_end}; supervisord restarted it as pid {status.comfyui_pid}"
+                return f": comfyui restarted (pid {known_pid} -> {status.comfyui_pid})"
             if _gone(status, known_pid):
                 return f": {status.describe()}"
             time.sleep(TICK_S / 2)

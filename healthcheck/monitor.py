@@ -100,6 +100,7 @@ class Monitor:
         self._started_at = clock()
         self._last_answer_at: float | None = None
         self._version: str | None = None
+        self._last_end: tuple[int | None, str] = (None, "")  # (for which ComfyUI pid, how the one before ended)
         self._custom_nodes_pid: int | None = None
         self._custom_node_failures: tuple[FailedPack, ...] | None = None
         self._system_stats: dict | None = None
@@ -153,6 +154,8 @@ class Monitor:
             self._version = comfyui_version(probe.system_stats) or self._version
             if comfy is not None and comfy.pid != self._custom_nodes_pid:
                 self._read_custom_nodes(comfy)
+            if comfy is not None and comfy.restarts and comfy.pid != self._last_end[0]:
+                self._last_end = (comfy.pid, self._previous_end(comfy))
             if self.warmup.needed and self.machine.first_ready_at is None:
                 self.warmup.start_if_due(comfy.pid if comfy else None)
                 reason = self.warmup.describe()
@@ -193,6 +196,7 @@ class Monitor:
                 comfyui_pid=comfy.pid if comfy and comfy.pid else None,
                 comfyui_statename=comfy.statename if comfy else "UNKNOWN",
                 comfyui_restarts=comfy.restarts if comfy else 0,
+                comfyui_last_end=self._last_end[1],
                 comfyui_rss_bytes=self._usage[0] if self._usage else None,
                 comfyui_cpu_seconds=self._usage[1] if self._usage else None,
                 gpu=self._gpu_reading,
@@ -260,6 +264,13 @@ class Monitor:
             self._lives = (key, mono, lives)
             self._report_ends(lives)
         return lives
+
+    def _previous_end(self, comfy: ProgramStatus) -> str:
+        """How the ComfyUI process before `comfy` ended, in states and exit causes only ("" if unknown)."""
+        death = last_ended(self._program_lives(comfy, None), comfy.name)
+        if death is None or death.ending is None or death.pid == comfy.pid:
+            return ""
+        return f"comfyui (pid {death.pid}) {death.ending.describe()}"
 
     def _ended_life(self, comfy: ProgramStatus, pid: int, lives: dict[str, list[Life]]) -> Life | None:
         """The life of `pid`, waiting a moment for supervisord to log its end if it has not yet.

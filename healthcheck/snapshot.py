@@ -32,6 +32,7 @@ class Snapshot:
     comfyui_pid: int | None = None
     comfyui_statename: str = "UNKNOWN"
     comfyui_restarts: int = 0
+    comfyui_last_end: str = ""  # how the previous ComfyUI process ended (contract.Readiness)
     comfyui_rss_bytes: float | None = None
     comfyui_cpu_seconds: float | None = None
     gpu: GpuReading = field(default_factory=lambda: GpuReading(False))
@@ -59,6 +60,7 @@ class Snapshot:
             comfyui_state=self.comfyui_statename,
             comfyui_restarts=self.comfyui_restarts,
             stack=self.stack,
+            comfyui_last_end=self.comfyui_last_end,
         )
 
     def status(self, loop_age_s: float) -> SidecarStatus:

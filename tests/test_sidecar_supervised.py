@@ -212,6 +212,25 @@ def test_sigkill_is_named_with_the_oom_hint_and_nothing_of_an_earlier_life_is_qu
     assert supervisor.info()["pid"] != first_pid
 
 
+def test_once_ready_again_readyz_still_says_how_the_previous_process_ended(world: World) -> None:
+    # A job that lost its ComfyUI may ask only after the restart is ready: the account must still be there.
+    world.supervisor()
+    sidecar = world.sidecar()
+    status, body = sidecar.readyz(wait_s=60)
+    assert status == 200, body
+    first_pid = body["comfyui"]["pid"]
+    assert "last_end" not in body["comfyui"], body  # no earlier process: nothing to say
+
+    os.kill(first_pid, signal.SIGKILL)
+    reasons_until_ready_again(sidecar, first_pid)
+    status, body = sidecar.readyz(wait_s=60)
+    assert status == 200 and body["comfyui"]["pid"] != first_pid, body
+    assert (
+        body["comfyui"]["last_end"]
+        == f"comfyui (pid {first_pid}) was killed (SIGKILL: often the kernel's out-of-memory killer)"
+    ), body
+
+
 def test_a_crash_with_an_exit_code_names_the_code(world: World) -> None:
     world.supervisor(standin_env={"STANDIN_BOOT_DELAY_S": "1"})
     sidecar = world.sidecar()

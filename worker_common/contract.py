@@ -102,15 +102,21 @@ class Readiness:
     comfyui_state: str = "UNKNOWN"
     comfyui_restarts: int = 0
     stack: str = ""
+    # How the previous ComfyUI process ended ("comfyui (pid N) exited with code 1"), kept once the
+    # next one is ready: a job that lost its process learns why even when the restart was quicker.
+    comfyui_last_end: str = ""
 
     def to_body(self) -> dict[str, Any]:
+        comfyui = {"pid": self.comfyui_pid, "state": self.comfyui_state, "restarts": self.comfyui_restarts}
+        if self.comfyui_last_end:
+            comfyui["last_end"] = self.comfyui_last_end
         return {
             "stack": self.stack,
             "ready": self.ready,
             "state": self.state,
             "since": self.since,
             "startup_window_left_s": round(self.startup_window_left_s, 3),
-            "comfyui": {"pid": self.comfyui_pid, "state": self.comfyui_state, "restarts": self.comfyui_restarts},
+            "comfyui": comfyui,
             "reason": self.reason,
         }
 
@@ -131,6 +137,7 @@ class Readiness:
             comfyui_state=str(comfyui.get("state", "UNKNOWN")),
             comfyui_restarts=int(comfyui.get("restarts") or 0),
             stack=str(body.get("stack") or ""),
+            comfyui_last_end=str(comfyui.get("last_end") or ""),
         )
 
     @property
