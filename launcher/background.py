@@ -24,6 +24,7 @@ def detached(label: str, work: Callable[[], str]) -> None:
                 said = work()
             except OSError as error:
                 said = f"stopped: {error}"
-            print(f"{label}: {said}", flush=True)
+            # One write: two detached helpers ending together must not interleave their lines.
+            os.write(1, f"{label}: {said}\n".encode())
     finally:
         os._exit(0)

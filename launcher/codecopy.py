@@ -396,12 +396,19 @@ def sync(layout: Layout, settings: Settings) -> Result:
         )
         return on_volume
     tree = Tree(layout)
+    # The launcher runs as root under the entrypoint's umask 077; ComfyUI runs as COMFYUI_USER and must read
+    # the copy (its folders, and the bytecode the compile step writes), as it reads the volume.
+    umask = os.umask(0o022)
     try:
+        settings.copy_dir.mkdir(parents=True, exist_ok=True)
+        settings.copy_dir.chmod(0o755)
         with concurrent.futures.ThreadPoolExecutor(settings.threads, thread_name_prefix="codecopy") as pool:
             return Copier(tree, settings, pool, started).run(layout.worker_id, probe_ms)
     except OSError as error:  # no install yet, an unreadable file: the launch checks say what is wrong
         on_volume.reason = f"the copy failed: {error}"
         return on_volume
+    finally:
+        os.umask(umask)
 
 
 def keep_pack(layout: Layout, settings: Settings) -> str:

@@ -71,6 +71,12 @@ def volume(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
 
 
 @pytest.fixture(scope="module")
+def copy_volume(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A volume of its own for the container that copies ComfyUI's code: it keeps its manifest and pack there."""
+    return make_volume(tmp_path_factory.mktemp("volume-copy"), image)
+
+
+@pytest.fixture(scope="module")
 def other_python_volume(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A volume whose com_venv was made with Python 3.12 (an Ubuntu 24.04 Pod): links to /usr/bin/python3.12."""
     folder = make_volume(tmp_path_factory.mktemp("volume-py312"), image)
@@ -129,12 +135,13 @@ class Containers:
     health: Container  # healthy, then ComfyUI hangs; then supervisord is killed
     never_ready: Container  # ComfyUI never answers: unhealthy, then exit 3
     no_volume: Container
+    copied: Container  # ComfyUI runs from its code's copy on the container's disk
     other_python: Container
 
 
 @pytest.fixture(scope="module")
 def containers(
-    image: str, volume: Path, other_python_volume: Path, s3: MotoServer, runpod: FakeRunPod
+    image: str, volume: Path, copy_volume: Path, other_python_volume: Path, s3: MotoServer, runpod: FakeRunPod
 ) -> Iterator[Containers]:
     """Every container of the module, started at once; all removed at the end."""
     s3_env = {
@@ -154,6 +161,8 @@ def containers(
         "health": (volume, {"PROBE_TIMEOUT_S": "1"}),
         "never_ready": (volume, {"STANDIN_NEVER_READY": "1", "COMFY_READY_TIMEOUT_S": "20"}),
         "no_volume": (None, {}),
+        # The code copy as a slow volume gets it (a local folder answers too fast to make one otherwise).
+        "copied": (copy_volume, {"SERVE_API_LOCALLY": "true", "CODE_COPY_MIN_CALL_MS": "0"}),
         "other_python": (other_python_volume, {}),
     }
     started: dict[str, Container] = {}
@@ -395,3 +404,13 @@ def test_the_workers_venv_is_the_lock(image: str) -> None:
     normalise = lambda pins: {re.sub(r"[-_.]+", "-", pin) for pin in pins}  # noqa: E731
     assert normalise(installed) == normalise(lock)
     assert run_in_image(image, "readlink", "-f", "/opt/venv/bin/python").strip() == PYTHON
+
+
+def test_comfyui_runs_from_a_copy_of_its_code_as_its_own_user(containers: Containers) -> None:
+    # The launcher copies as root under the entrypoint's umask 077; ComfyUI's user must still read the copy.
+    copied = containers.copied
+    copied.wait_accepting_jobs()
+    assert "ComfyUI's code copied to /var/lib/comfy-worker/code" in copied.logs(), copied.logs()
+    assert completed(copied.runsync(image_chain(prefix="copied")))["images"], copied.logs()
+    comfyui = copied.exec("ps", "-o", "user=,args=", "-p", str(copied.program_pid("comfyui"))).stdout
+    assert comfyui.startswith("comfyui ") and "/var/lib/comfy-worker/code/ComfyUI" in comfyui, comfyui
