@@ -28,9 +28,13 @@ class ModelHashes:
     def sha256(self, path: Path) -> tuple[int, str]:
         """(size, sha256 hex) of the file at the real path `path`; read only when not known in this version."""
         stat = path.stat()
+        version = (stat.st_size, stat.st_mtime_ns)
+        known = self._known.get(str(path))
+        if known is not None and known[:2] == version:  # a known file never waits for another's hashing
+            return known[0], known[2]
         with self._hashing:
             known = self._known.get(str(path))
-            if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+            if known is not None and known[:2] == version:
                 return known[0], known[2]
             started = time.monotonic()
             digest = _digest(path)

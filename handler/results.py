@@ -25,8 +25,6 @@ from .collect import Collected
 from .model_hashes import ModelHashes
 from .params import is_link, parameters
 
-# ComfyUI's folder_paths.supported_pt_extensions, and .gguf (ComfyUI-GGUF's quantised models).
-
 
 def seeds(workflow: dict[str, Any], catalog: Catalog, timeout_s: float) -> dict[str, Any]:
     found = parameters(workflow, catalog, timeout_s)

@@ -50,17 +50,17 @@ class UrlUploads:
             )
         result = _empty_result(collected)
         deadline = time.monotonic() + wait_s
-        with ThreadPoolExecutor(PARALLEL_UPLOADS) as pool:
-            futures = [
-                pool.submit(
-                    put_file, url, str(item.path), item.mime, self.policy, max(deadline - time.monotonic(), 0.1)
-                )
-                for item, url in planned
-            ]
-            wait(futures, timeout=wait_s)
+        pool = ThreadPoolExecutor(PARALLEL_UPLOADS)
+        futures = [
+            pool.submit(put_file, url, str(item.path), item.mime, self.policy, max(deadline - time.monotonic(), 0.1))
+            for item, url in planned
+        ]
+        wait(futures, timeout=wait_s)
+        pool.shutdown(wait=False, cancel_futures=True)  # the job waits until its deadline, not a stalled PUT's end
         failed = []
         for (item, url), future in zip(planned, futures, strict=True):
-            error = future.exception() if future.done() else TimeoutError("did not finish within the job's time")
+            finished = future.done() and not future.cancelled()
+            error = future.exception() if finished else TimeoutError("did not finish within the job's time")
             if error is not None:
                 failed.append(f"{item.display_name}: {error}")
                 continue
