@@ -17,14 +17,15 @@ against them when ComfyUI's flags are chosen (launcher/arguments.py), not here.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from launcher.codecopy import MB
 from launcher.codecopy import Settings as CodeCopySettings
-from launcher.memory import container_limit
+from launcher.memory import Limit
 from launcher.prefetch import Settings as PrefetchSettings
 from worker_common import settings
 from worker_common.layout import Layout, inside
@@ -75,22 +76,21 @@ def code_copy(layout: Layout) -> CodeCopySettings:
     )
 
 
-def model_prefetch(cgroup_dir: str) -> PrefetchSettings:
+def model_prefetch(limit: Limit | None) -> PrefetchSettings:
     """The model read-ahead's settings (launcher/prefetch.py); raises ConfigError naming a bad variable."""
     warmup = env_str("WARMUP_WORKFLOW")
     return PrefetchSettings(
         enabled=env_bool("MODEL_PREFETCH", True),
-        memory_bytes=env_int("MODEL_PREFETCH_MEMORY_MB", default_prefetch_mb(cgroup_dir), minimum=0) * MB,
+        memory_bytes=env_int("MODEL_PREFETCH_MEMORY_MB", default_prefetch_mb(limit), minimum=0) * MB,
         streams=env_int("MODEL_PREFETCH_STREAMS", 4, minimum=1, maximum=64),
         timeout_s=env_float("MODEL_PREFETCH_TIMEOUT_S", 600.0, minimum=0),
         warmup_workflow=Path(warmup) if warmup else None,
     )
 
 
-def default_prefetch_mb(cgroup_dir: str) -> int:
-    """A quarter of the container's memory: its cgroup limit when it has one, else the machine's RAM."""
-    limit = container_limit(cgroup_dir)
-    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def default_prefetch_mb(limit: Limit | None) -> int:
+    """A quarter of the container's memory: its cgroup limit (`limit`) when it has one, else the machine's RAM."""
+    machine = psutil.virtual_memory().total
     return min(limit.bytes if limit else machine, machine) // 4 // MB
 
 

@@ -89,7 +89,8 @@ def launch() -> int:
         code = codecopy.sync(layout, copy_settings)
         print(code.describe(), flush=True)
         code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
-        models = launcher_config.model_prefetch(config.cgroup_dir)
+        limit = container_limit(config.cgroup_dir)
+        models = launcher_config.model_prefetch(limit)
         if models.enabled and not code.fast_volume:  # the likely models into memory while ComfyUI imports
             background.detached("model prefetch", lambda: prefetch.run(layout, models))
         if code.copied and copy_settings.pack_streams:
@@ -102,7 +103,7 @@ def launch() -> int:
         args = comfyui_args(layout, config, table, install.version)
         slow_models = codecopy.call_ms(layout.models) >= copy_settings.min_call_ms
         args += volume_flags.model_storage_args(table, args, slow_models)
-        memory = memory_plan(install.comfyui_dir, env, container_limit(config.cgroup_dir))
+        memory = memory_plan(install.comfyui_dir, env, limit)
     except ConfigError as error:
         print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)
         return settings.record_config_error(PROGRAM_COMFYUI, error)

@@ -56,7 +56,7 @@ def workflow_models(path: Path | None) -> list[str]:
     for node in nodes:
         inputs = node.get("inputs") if isinstance(node, dict) else None
         for value in (inputs or {}).values():
-            if isinstance(value, str) and os.path.splitext(value)[1].lower() in recent_models.MODEL_EXTENSIONS:
+            if recent_models.is_model_name(value):
                 names.append(value)
     return names
 

@@ -19,6 +19,11 @@ KEPT = 16
 MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft", ".gguf"})
 
 
+def is_model_name(value: object) -> bool:
+    """Whether a value can name a model file (by its extension)."""
+    return isinstance(value, str) and os.path.splitext(value)[1].lower() in MODEL_EXTENSIONS
+
+
 def folder(comfyui_dir: Path) -> Path:
     return comfyui_dir / ".comfy-worker" / "models"
 
