@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,15 +35,20 @@ class RecentModels:
     def __init__(self, comfyui_dir: Path, worker_id: str) -> None:
         self.path = folder(comfyui_dir) / f"{worker_id}.json"
         self.names: list[str] = read(self.path)
+        self._lock = threading.Lock()  # jobs taken ahead end on threads of their own
 
     def loaded(self, names: Iterable[str]) -> None:
         """Put `names` first; the file is written only when the list changed (best effort: a read-only
         volume leaves the record as it was)."""
         fresh = list(dict.fromkeys(names))
-        updated = (fresh + [name for name in self.names if name not in fresh])[:KEPT]
-        if updated == self.names:
-            return
-        self.names = updated
+        with self._lock:
+            updated = (fresh + [name for name in self.names if name not in fresh])[:KEPT]
+            if updated == self.names:
+                return
+            self.names = updated
+            self._write(updated)
+
+    def _write(self, updated: list[str]) -> None:
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
