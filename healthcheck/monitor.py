@@ -267,8 +267,13 @@ class Monitor:
         return lives
 
     def _previous_end(self, comfy: ProgramStatus) -> str:
-        """How the ComfyUI process before `comfy` ended, in states and exit causes only ("" if unknown)."""
-        death = last_ended(self._program_lives(comfy, None), comfy.name)
+        """How the ComfyUI process before `comfy` ended, in states and exit causes only ("" if unknown).
+
+        The newest ended life, stopped or not: after a crash and then a requested restart, the
+        process before `comfy` is the one that was stopped, not the one that crashed.
+        """
+        lives = self._program_lives(comfy, None).get(comfy.name, [])
+        death = next((life for life in reversed(lives) if life.ending), None)
         if death is None or death.ending is None or death.pid == comfy.pid:
             return ""
         return f"comfyui (pid {death.pid}) {death.ending.describe()}"
