@@ -40,7 +40,7 @@ FOREIGN = "foreign"
 
 
 class Gate:
-    """The sidecar's readiness, asked over one keep-alive connection."""
+    """The sidecar's readiness, asked over a fresh loopback connection each time."""
 
     def __init__(self, port: int, stack: str, host: str = "127.0.0.1") -> None:
         """`stack`: this stack's identity (contract.stack_identity); an answer without it is another stack's."""

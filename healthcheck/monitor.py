@@ -77,6 +77,7 @@ class Monitor:
         )
         self.machine = ReadinessMachine(config.started_at, config.ready_timeout_s, config.unready_after_failures, clock)
         self.tracker = ProgramTracker()
+        self._stack = stack_identity(config.run_dir)  # fixed for the process: no per-tick realpath
         self.store = SnapshotStore(
             Snapshot(
                 state=State.STARTING,
@@ -86,7 +87,7 @@ class Monitor:
                 window_s=config.ready_timeout_s,
                 window_left_s=self.machine.window_left_s(),
                 tick_at=monotonic(),
-                stack=stack_identity(config.run_dir),
+                stack=self._stack,
             )
         )
         self._wake = threading.Event()
@@ -186,7 +187,7 @@ class Monitor:
             Snapshot(
                 state=self.machine.state,
                 since=self.machine.since,
-                stack=stack_identity(self.config.run_dir),
+                stack=self._stack,
                 reason=reason,
                 started_at=self.config.started_at,
                 window_s=self.config.ready_timeout_s,
@@ -266,8 +267,13 @@ class Monitor:
         return lives
 
     def _previous_end(self, comfy: ProgramStatus) -> str:
-        """How the ComfyUI process before `comfy` ended, in states and exit causes only ("" if unknown)."""
-        death = last_ended(self._program_lives(comfy, None), comfy.name)
+        """How the ComfyUI process before `comfy` ended, in states and exit causes only ("" if unknown).
+
+        The newest ended life, stopped or not: after a crash and then a requested restart, the
+        process before `comfy` is the one that was stopped, not the one that crashed.
+        """
+        lives = self._program_lives(comfy, None).get(comfy.name, [])
+        death = next((life for life in reversed(lives) if life.ending), None)
         if death is None or death.ending is None or death.pid == comfy.pid:
             return ""
         return f"comfyui (pid {death.pid}) {death.ending.describe()}"

@@ -13,7 +13,6 @@ in the Pod; the sidecar never serves them.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import time
@@ -237,9 +236,7 @@ def _read_run_dir(report: Report) -> None:
         return
     if (run_dir / custom_nodes.FILE_NAME).is_file():
         report.custom_nodes = custom_nodes.read_failures(run_dir)
-    with contextlib.suppress(OSError, ValueError):
-        record = json.loads((run_dir / CODE_COPY_RECORD).read_text())
-        report.code_copy = record if isinstance(record, dict) else None
+    report.code_copy = startup.read(CODE_COPY_RECORD)
     report.startup = {
         name: found for name in (MODEL_PREFETCH_RECORD, FIRST_JOB_RECORD) if (found := startup.read(name))
     }

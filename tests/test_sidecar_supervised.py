@@ -231,6 +231,25 @@ def test_once_ready_again_readyz_still_says_how_the_previous_process_ended(world
     ), body
 
 
+def test_after_a_crash_and_a_requested_restart_readyz_names_the_stopped_process(world: World) -> None:
+    # The process before the current one was stopped on request: an older crash is not its end.
+    supervisor = world.supervisor()
+    sidecar = world.sidecar()
+    status, body = sidecar.readyz(wait_s=60)
+    assert status == 200, body
+    first_pid = body["comfyui"]["pid"]
+    os.kill(first_pid, signal.SIGKILL)
+    reasons_until_ready_again(sidecar, first_pid)
+    second_pid = sidecar.readyz(wait_s=60)[1]["comfyui"]["pid"]
+
+    supervisor.rpc().stopProcess("comfyui")
+    supervisor.rpc().startProcess("comfyui")
+    reasons_until_ready_again(sidecar, second_pid)
+    status, body = sidecar.readyz(wait_s=60)
+    assert status == 200 and body["comfyui"]["pid"] not in (first_pid, second_pid), body
+    assert body["comfyui"]["last_end"] == f"comfyui (pid {second_pid}) was stopped", body
+
+
 def test_a_crash_with_an_exit_code_names_the_code(world: World) -> None:
     world.supervisor(standin_env={"STANDIN_BOOT_DELAY_S": "1"})
     sidecar = world.sidecar()
