@@ -26,12 +26,13 @@ lock: install
 	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock >/dev/null
 
 # promtool and prometheus come from Debian's `prometheus` package, the Pushgateway from `prometheus-pushgateway`;
-# podman, runc and mmdebstrap build and run the image in the container tests; fuse3 (fusermount3, libfuse3) is
-# the emulated network volume's.
+# podman, runc and mmdebstrap build and run the image in the container tests; fuse3, libfuse3-dev, gcc
+# and pkg-config build and mount the emulated network volume (bench/netvol/netvol.c).
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null \
 		&& command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
-		&& command -v fusermount3 >/dev/null || scripts/install-system-deps
+		&& command -v fusermount3 >/dev/null && command -v gcc >/dev/null \
+		&& pkg-config --exists fuse3 2>/dev/null || scripts/install-system-deps
 
 # The worker's image, with podman or docker (whichever is installed): `make image` on the Dockerfile's CUDA
 # base, `make image BASE_IMAGE=debian12` on a Debian 12 base made here (for machines that cannot pull it).

@@ -26,19 +26,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import functools
+import heapq
 import json
 import os
+import resource
 import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from launcher import codepack
+from launcher import codepack, lookup
 from worker_common.layout import Layout, inside
 
 MB = 1_000_000
@@ -49,6 +52,7 @@ MANIFEST_VERSION = 1
 PROBE_CALLS = 16
 CHUNK = 8 << 20
 BATCH = 32  # entries of one folder per task
+FOLDER_BATCHES = 4  # tasks of one folder at once in the check
 T = TypeVar("T")
 
 # One entry: kind ("f" file, "d" folder, "l" link), mode, size, mtime in ns, and a link's target.
@@ -205,20 +209,12 @@ class Syncer:
 
     def check(self, known: dict[str, Entry]) -> dict[str, Entry]:
         """The volume now: every known entry looked at again in parallel; changed folders listed again."""
-        tops = [rel for rel in self.tree.tops() if rel in known]
-        current = {rel: entry for rel in tops if (entry := self.lstat(rel))}
         folders_only = self.settings.check == "folders"
-        batches = by_folder(
-            rel for rel, entry in known.items() if rel not in tops and (entry[0] == "d" or not folders_only)
+        tops, current = self.open_tops(known)
+        asked = by_folder(
+            rel for rel, entry in known.items() if rel not in current and (entry[0] == "d" or not folders_only)
         )
-
-        def stat_batch(batch: tuple[str, list[str]]) -> list[tuple[str, Entry | None]]:
-            parent, names = batch
-            found = self.in_folder(parent, names, stat_at)
-            return [(join(parent, name), entry) for name, entry in zip(names, found, strict=True)]
-
-        for pairs in self.pool.map(stat_batch, batches):
-            current.update((rel, entry) for rel, entry in pairs if entry)
+        current |= self.look_up(known, tops, asked)
         changed = [rel for rel, entry in current.items() if entry[0] == "d" and entry != known.get(rel)]
         for children in self.pool.map(self.scan, changed):
             current.update(children)
@@ -229,6 +225,100 @@ class Syncer:
             }
         new_folders = [rel for rel, entry in current.items() if entry[0] == "d" and rel not in known]
         return current | self.walk(new_folders)
+
+    def look_up(
+        self, known: dict[str, Entry], tops: dict[str, int], asked: list[tuple[str, list[str]]]
+    ) -> dict[str, Entry]:
+        """The `asked` names (batches per folder) as they are now, each looked up relative to its open folder.
+
+        A network client resolves every component of a path with round trips of its own, so no path
+        is resolved twice: a folder is opened relative to its parent (in the parent's batch) and its
+        own batches start as soon as it is open, those with the most names below them first (a big
+        folder's look-ups are the start's longest chain); it is closed when its last batch is done.
+        At most FOLDER_BATCHES of one folder run at once: first look-ups in one folder are answered
+        about one at a time (measured on the emulated volume), so more would only keep threads from
+        the other folders. `tops` (open folders) are closed too."""
+        batches: dict[str, list[list[str]]] = {}
+        for parent, names in asked:
+            batches.setdefault(parent, []).append(names)
+        below = names_below(asked)
+        waiting: list[tuple[int, str, list[str]]] = []  # a heap: the most names below first
+        open_folders: dict[str, int] = {}
+        left: dict[str, int] = {}
+        running: dict[concurrent.futures.Future, str] = {}
+        found: dict[str, Entry] = {}
+
+        def opened(rel: str, fd: int) -> None:
+            if rel not in batches:
+                os.close(fd)
+                return
+            open_folders[rel], left[rel] = fd, len(batches[rel])
+            for _ in range(FOLDER_BATCHES):
+                next_batch(rel)
+
+        def next_batch(rel: str) -> None:
+            if batches[rel]:
+                heapq.heappush(waiting, (-below[rel], rel, batches[rel].pop()))
+
+        try:
+            for rel, fd in tops.items():
+                opened(rel, fd)
+            while waiting or running:
+                while waiting and len(running) < 2 * self.settings.threads:
+                    _, rel, names = heapq.heappop(waiting)
+                    running[self.pool.submit(self.look_at, known, rel, open_folders[rel], names)] = rel
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    rel = running.pop(future)
+                    entries, folders = future.result()
+                    found.update(entries)
+                    for child, fd in folders.items():
+                        opened(child, fd)
+                    left[rel] -= 1
+                    next_batch(rel)
+                    if left[rel] == 0:
+                        os.close(open_folders.pop(rel))
+        finally:  # on an error: the batches still running use their folders, then every folder is closed
+            for future in concurrent.futures.as_completed(running):
+                with contextlib.suppress(OSError):
+                    close_all(future.result()[1])
+            close_all(open_folders)
+        return found
+
+    def open_tops(self, known: dict[str, Entry]) -> tuple[dict[str, int], dict[str, Entry]]:
+        """The install's (and an outside venv's) folder, opened: ({rel: fd}, {rel: entry})."""
+        folders: dict[str, int] = {}
+        current: dict[str, Entry] = {}
+        for top in self.tree.tops():
+            if top not in known:
+                continue
+            try:
+                fd = os.open(self.tree.volume_path(top), os.O_RDONLY | os.O_DIRECTORY)
+            except (FileNotFoundError, NotADirectoryError):
+                if entry := self.lstat(top):
+                    current[top] = entry
+                continue
+            folders[top], current[top] = fd, entry_of(os.fstat(fd), str)
+        return folders, current
+
+    def look_at(
+        self, known: dict[str, Entry], parent: str, fd: int, names: list[str]
+    ) -> tuple[dict[str, Entry], dict[str, int]]:
+        """Names of one open folder as they are now, and the folders among them, opened ({rel: fd})."""
+        found: dict[str, Entry] = {}
+        opened: dict[str, int] = {}
+        try:
+            for name in names:
+                rel = join(parent, name)
+                folder = _or_none(open_at, fd, name) if known[rel][0] == "d" else None
+                if folder:
+                    opened[rel], found[rel] = folder
+                elif entry := _or_none(stat_at, fd, name):
+                    found[rel] = entry
+        except BaseException:
+            close_all(opened)
+            raise
+        return found, opened
 
     # -- writing the copy ---------------------------------------------------------------
 
@@ -281,7 +371,7 @@ class Syncer:
         return [rel for rel, _ in stale], sum(sizes), len(removed)
 
 
-def entry_of(st: os.stat_result, link: Callable[[], str]) -> Entry:
+def entry_of(st: os.stat_result | lookup.Attributes, link: Callable[[], str]) -> Entry:
     if stat.S_ISLNK(st.st_mode):
         return ("l", st.st_mode, 0, st.st_mtime_ns, link())
     kind = "d" if stat.S_ISDIR(st.st_mode) else "f"
@@ -289,7 +379,30 @@ def entry_of(st: os.stat_result, link: Callable[[], str]) -> Entry:
 
 
 def stat_at(fd: int, name: str) -> Entry:
-    return entry_of(os.stat(name, dir_fd=fd, follow_symlinks=False), functools.partial(os.readlink, name, dir_fd=fd))
+    return entry_of(lookup.lstat_at(fd, name), functools.partial(os.readlink, name, dir_fd=fd))
+
+
+def open_at(fd: int, name: str) -> tuple[int, Entry] | None:
+    """A folder opened relative to its parent, with its entry; None when it is no longer a folder."""
+    try:
+        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+    except NotADirectoryError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link now
+            return None
+        raise
+    try:
+        return child, entry_of(lookup.fstat_known(child), str)
+    except BaseException:
+        os.close(child)
+        raise
+
+
+def close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
 
 
 def _or_none(work: Callable[[int, str], T], fd: int, name: str) -> T | None:
@@ -310,6 +423,19 @@ def by_folder(rels: Iterable[str]) -> list[tuple[str, list[str]]]:
         parent, _, name = rel.rpartition("/")
         folders.setdefault(parent, []).append(name)
     return [(parent, names[i : i + BATCH]) for parent, names in folders.items() for i in range(0, len(names), BATCH)]
+
+
+def names_below(asked: list[tuple[str, list[str]]]) -> dict[str, int]:
+    """For each folder of `asked`, how many names are asked in it and in the folders below it."""
+    below: dict[str, int] = {}
+    for parent, names in asked:
+        folder = parent
+        while True:
+            below[folder] = below.get(folder, 0) + len(names)
+            if not folder or folder == "@venv":
+                break
+            folder = folder.rpartition("/")[0]
+    return below
 
 
 def remove(path: str) -> None:
@@ -402,13 +528,27 @@ def sync(layout: Layout, settings: Settings) -> Result:
     try:
         settings.copy_dir.mkdir(parents=True, exist_ok=True)
         settings.copy_dir.chmod(0o755)
-        with concurrent.futures.ThreadPoolExecutor(settings.threads, thread_name_prefix="codecopy") as pool:
+        with open_files_allowed(), concurrent.futures.ThreadPoolExecutor(settings.threads, "codecopy") as pool:
             return Copier(tree, settings, pool, started).run(layout.worker_id, probe_ms)
     except OSError as error:  # no install yet, an unreadable file: the launch checks say what is wrong
         on_volume.reason = f"the copy failed: {error}"
         return on_volume
     finally:
         os.umask(umask)
+
+
+@contextlib.contextmanager
+def open_files_allowed() -> Iterator[None]:
+    """The check keeps many folders open at once (hundreds, in a venv's deep trees): the soft limit
+    on open files is raised to the hard one meanwhile, and put back before ComfyUI starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def keep_pack(layout: Layout, settings: Settings) -> str:

@@ -69,7 +69,7 @@ def code_copy(layout: Layout) -> CodeCopySettings:
         enabled=env_bool("CODE_COPY", True),
         copy_dir=copy_dir,
         disk_budget_bytes=env_int("CODE_COPY_DISK_BUDGET_MB", default_disk_budget_mb(copy_dir), minimum=0) * MB,
-        threads=env_int("CODE_COPY_THREADS", 32, minimum=1, maximum=256),
+        threads=env_int("CODE_COPY_THREADS", 64, minimum=1, maximum=256),
         min_call_ms=env_float("CODE_COPY_MIN_CALL_MS", 0.5, minimum=0),
         check=check_mode(),
         pack_streams=env_int("CODE_COPY_PACK_STREAMS", 4, minimum=0, maximum=64),

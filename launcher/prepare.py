@@ -3,15 +3,18 @@
 The worker's folders are created and emptied here (whatever an earlier run of this container
 left goes), the user directory seeded from the volume's, and all of them handed to ComfyUI's
 user. Not on a ComfyUI restart: a job queued across a restart keeps its inputs. Then the volume
-report is printed, once. A problem with the folders or COMFYUI_USER is a configuration error
-(the entrypoint exits 78 with it); a broken install is left to the comfyui program's launch
-checks, which say how to fix it.
+report is printed, once, by a detached process beside the start: it reads the volume (the
+venv's Python runs from it, the model folders are listed), and on a network volume that is
+seconds of round trips the start must not wait for. A problem with the folders or COMFYUI_USER
+is a configuration error (the entrypoint exits 78 with it); a broken install is left to the
+comfyui program's launch checks, which say how to fix it.
 """
 
 from __future__ import annotations
 
 import os
 
+from launcher import background
 from launcher import config as launcher_config
 from launcher.config import LauncherConfig
 from launcher.install import check_install
@@ -37,8 +40,7 @@ def prepare() -> None:
             f"cannot prepare the worker's folders under WORKER_DATA_DIR={layout.data_dir}: {error}"
         ) from None
     check_reachable(user, layout)
-    for line in report(user, layout, config):
-        print(f"{LOG_PREFIX}{line}", flush=True)
+    background.in_background(lambda: "\n".join(f"{LOG_PREFIX}{line}" for line in report(user, layout, config)))
 
 
 def check_reachable(user: ComfyUser, layout: Layout) -> None:

@@ -3,13 +3,14 @@
 Correct (files, modes, mtimes, links, models left on the volume, venv scripts and bytecode), a
 changed volume never served stale, reused after a restart, a fresh worker taking another's
 manifest from the volume, budgets, two workers on one volume, and through the emulated volume:
-only the worker's own manifest is written to it, and a restart's check costs one call per entry.
+only the worker's own manifest is written to it, and a restart's check costs one look-up per entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -107,6 +108,24 @@ def test_a_changed_volume_is_never_served_stale(install: Path, tmp_path: Path) -
     assert (result.files_copied, result.removed) == (2, 1)
 
 
+@pytest.mark.parametrize("check", ["files", "folders"])
+def test_a_folder_that_became_a_file_a_link_or_nothing_is_seen(install: Path, tmp_path: Path, check: str) -> None:
+    layout, settings = layout_for(install, tmp_path / "w"), settings_for(tmp_path / "w", check=check)
+    for name in ("to_file", "to_link", "gone"):
+        (install / "custom_nodes" / name / "inner").mkdir(parents=True)
+        (install / "custom_nodes" / name / "inner" / "node.py").write_text("N = 1\n")
+    copy = codecopy.sync(layout, settings).comfyui_dir
+    for name in ("to_file", "to_link", "gone"):
+        shutil.rmtree(install / "custom_nodes" / name)
+    (install / "custom_nodes" / "to_file").write_text("F = 1\n")
+    (install / "custom_nodes" / "to_link").symlink_to("pack")
+    codecopy.sync(layout, settings)
+    assert (copy / "custom_nodes" / "to_file").read_text() == "F = 1\n"
+    assert os.readlink(copy / "custom_nodes" / "to_link") == "pack"
+    assert not (copy / "custom_nodes" / "gone").exists()
+    assert not (copy / "custom_nodes" / "pack" / "inner").exists()
+
+
 def test_a_restart_reuses_the_copy(install: Path, tmp_path: Path) -> None:
     layout, settings = layout_for(install, tmp_path / "w"), settings_for(tmp_path / "w")
     first = codecopy.sync(layout, settings)
@@ -160,6 +179,11 @@ def test_a_missing_install_is_left_to_the_launch_checks(tmp_path: Path) -> None:
 def test_through_the_emulated_volume_only_the_manifest_is_written(install: Path, tmp_path: Path) -> None:
     from bench.netvol import Settings, mounted
 
+    package = next(install.glob("com_venv/lib/python3*/site-packages")) / "deep"
+    for folder in (package / "a" / "b" / "c" / str(n) for n in range(10)):  # as a venv's packages: deep, many files
+        folder.mkdir(parents=True)
+        for name in range(30):
+            (folder / f"m{name}.py").write_text("")
     before = {path: path.stat().st_mtime_ns for path in install.rglob("*")}
     mnt = tmp_path / "mnt"
     with mounted(install.parent, mnt, Settings(rtt_ms=0)) as volume:
@@ -170,10 +194,13 @@ def test_through_the_emulated_volume_only_the_manifest_is_written(install: Path,
         calls = volume.stats()["calls"]
     assert first.copied and again.files_copied == 0
     assert calls.get("open", 0) == calls.get("read", 0) == calls.get("readdir", 0) == 0, calls
-    # Uncached, the kernel looks up and revalidates each component of a path: a few calls per component.
+    # Uncached, every look-up costs the folder's attributes (the kernel checks its permissions) and the name's;
+    # no path is resolved twice: a folder is opened once, relative to its parent, and its names looked up in it.
     entries = codecopy.read_manifest(settings.copy_dir / codecopy.LOCAL_MANIFEST, codecopy.Tree(layout))
-    per_entry = sum(3 * (rel.count("/") + 2) for rel in entries) + 6 * codecopy.PROBE_CALLS
-    assert calls["getattr"] <= per_entry, "a restart's check: the look-ups of each entry's path, no reads"
+    folders = sum(entry[0] == "d" for entry in entries.values())
+    fixed = 10 * codecopy.PROBE_CALLS + 40  # the probes (a few calls each), the install's folder, the manifest kept
+    assert calls["getattr"] <= 2 * len(entries) + fixed, "a restart's check: one look-up per entry, no reads"
+    assert calls["opendir"] <= folders + 2, "each folder opened once"
     written = {path for path in install.rglob("*") if before.get(path) != path.stat().st_mtime_ns}
     kept = install / ".comfy-worker" / "code"
     assert written == {kept.parent, kept, kept / "worker-a.json"}

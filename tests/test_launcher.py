@@ -8,6 +8,7 @@ import dataclasses
 import io
 import os
 import pwd
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from launcher.arguments import ADDRESS_FLAGS, FOLDER_FLAGS, comfyui_args, resolve
+from launcher.background import whole_lines
 from launcher.config import LauncherConfig
 from launcher.config import load as load_launcher_config
 from launcher.flags import TABLES, table_for
@@ -28,6 +30,8 @@ from tests.stack import traversable_tmp
 from worker_common.layout import Layout
 from worker_common.settings import ConfigError
 from worker_common.volume_report import report
+
+REPO = Path(__file__).resolve().parent.parent
 
 V0_3_64, V0_38_1 = TABLES[(0, 3, 64)], TABLES[(0, 38, 1)]
 KNOWN = {"0.3.64": ComfyVersion("0.3.64", "comfyui_version.py"), "0.38.1": ComfyVersion("0.38.1", "comfyui_version.py")}
@@ -357,6 +361,27 @@ def test_a_data_dir_comfyuis_user_cannot_reach_is_a_config_error(open_tmp: Path)
 
 
 # -- the volume report -----------------------------------------------------------------------
+
+
+def test_the_volume_report_is_written_beside_the_start_in_whole_lines(tmp_path: Path) -> None:
+    """The entrypoint reads `launcher prepare`'s stderr to its end: the report's process must not hold it."""
+    flag = tmp_path / "go"
+    work = (
+        "import os, time\n"
+        "from launcher.background import in_background\n"
+        f"def report():\n    while not os.path.exists({str(flag)!r}):\n        time.sleep(0.01)\n"
+        "    return '\\n'.join(f'[entrypoint] line {n} ' + 'x' * 200 for n in range(100))\n"
+        "in_background(report)\n"
+    )
+    prepare = subprocess.Popen(
+        [sys.executable, "-c", work], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert prepare.stderr.read() == "", "stderr ends while the report still waits"
+    assert prepare.wait(timeout=30) == 0
+    flag.touch()
+    lines = prepare.stdout.read().splitlines()
+    assert lines == [f"[entrypoint] line {n} " + "x" * 200 for n in range(100)]
+    assert all(len(chunk) <= select.PIPE_BUF for chunk in whole_lines("\n".join(lines).encode()))
 
 
 def test_the_volume_report_names_the_release_and_whose_folders_are_whose(tmp_path: Path) -> None:

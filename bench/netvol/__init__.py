@@ -1,11 +1,13 @@
-"""Mount the emulated network volume (bench/netvol/fs.py) for benchmarks and tests.
+"""Mount the emulated network volume (bench/netvol/netvol.c) for benchmarks and tests.
 
     with mounted(source, mountpoint, Settings(rtt_ms=2)) as volume:
         ...  # use mountpoint; volume.stats() / volume.reset()
 
-Needs root (or fuse3's fusermount3) and /dev/fuse. Each mount starts with an empty cache for
-its files (the kernel keeps a FUSE file's pages only while it is mounted); `drop_page_cache`
-drops the whole machine's page cache too, where that is allowed.
+The volume is a small C program on libfuse3, built here on first use (gcc, pkg-config and
+libfuse3-dev: `make system-deps`) into .run/netvol/. Needs root (or fuse3's fusermount3) and
+/dev/fuse. Each mount starts with an empty cache for its files (the kernel keeps a FUSE file's
+pages only while it is mounted); `drop_page_cache` drops the whole machine's page cache too,
+where that is allowed.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent.parent
+SOURCE = Path(__file__).resolve().parent / "netvol.c"
+BUILT = REPO / ".run" / "netvol" / "netvol"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +105,7 @@ def mounted(source: Path, mountpoint: Path, settings: Settings = PESSIMISTIC) ->
     control = mountpoint.parent / f".{mountpoint.name}.control"
     control.unlink(missing_ok=True)
     log = mountpoint.parent / f".{mountpoint.name}.log"
-    command = [sys.executable, "-m", "bench.netvol.fs", str(source), str(mountpoint), "--control", str(control)]
+    command = [str(built()), str(source), str(mountpoint), "--control", str(control)]
     with open(log, "wb") as log_file:
         output = {"stdout": log_file, "stderr": subprocess.STDOUT}
         process = subprocess.Popen([*command, *settings.args()], cwd=REPO, preexec_fn=normal_priority, **output)
@@ -112,6 +115,26 @@ def mounted(source: Path, mountpoint: Path, settings: Settings = PESSIMISTIC) ->
     finally:
         unmount(mountpoint, process)
         control.unlink(missing_ok=True)
+
+
+def built() -> Path:
+    """The volume's program, compiled again when its source is newer (to a temporary name, then renamed)."""
+    if BUILT.exists() and BUILT.stat().st_mtime >= SOURCE.stat().st_mtime:
+        return BUILT
+    BUILT.parent.mkdir(parents=True, exist_ok=True)
+    partial = BUILT.with_name(f"netvol.partial-{os.getpid()}")
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True)
+    if flags.returncode != 0:
+        raise RuntimeError("the emulated volume needs libfuse3's headers and pkg-config: run `make system-deps`")
+    compiled = subprocess.run(
+        ["gcc", "-O2", "-Wall", "-o", str(partial), str(SOURCE), *flags.stdout.split(), "-lpthread"],
+        capture_output=True,
+        text=True,
+    )
+    if compiled.returncode != 0:
+        raise RuntimeError(f"the emulated volume did not build: {compiled.stderr[-2000:]}")
+    partial.replace(BUILT)
+    return BUILT
 
 
 def normal_priority() -> None:
