@@ -238,6 +238,11 @@ class SidecarServer:
             await asyncio.wait_for(writer.wait_closed(), self.client_timeout_s)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the client went away or would not read its answer
+        except asyncio.CancelledError:
+            # Evicted, or the server stops: the connection just ends. A handler task that ends
+            # cancelled is logged as an error by Python 3.11's asyncio (its done-callback asks the
+            # task for its exception), which would put a traceback in every stop's log.
+            pass
         finally:
             self._connections.discard(connection)
             self.stats.open = len(self._connections)
@@ -371,8 +376,10 @@ class SidecarServer:
                 if snap.ready or snap.state is State.FAILED or left <= 0:
                     return snap
                 changed = asyncio.ensure_future(self._state_changed.wait())
-                done, _ = await asyncio.wait({gone, changed}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
+                try:
+                    done, _ = await asyncio.wait({gone, changed}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                finally:  # cancelled too when the connection is: no task is left pending at the loop's end
+                    changed.cancel()
                 if gone in done:
                     if not gone.exception() and gone.result():
                         # More bytes while waiting (a pipelined request): answer this one, then close.

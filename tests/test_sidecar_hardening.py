@@ -79,6 +79,15 @@ def test_half_sent_requests_and_abandoned_long_polls_are_released_and_ping_answe
             client.close()
     assert requests.get(sidecar.url + "/ping", timeout=30).status_code == 204
 
+    # A stop while long-polls wait (the handler's, at every container stop) ends them quietly too.
+    waiting = [connect(sidecar, long_poll) for _ in range(3)]
+    wait_until(lambda: held_from(process, ports(waiting)) == 3, 60, "the long-polls held")
+    assert sidecar.close() == 0
+    for client in waiting:
+        client.close()
+    alarming = [line for line in sidecar.proc.lines if "Traceback" in line or "Task was destroyed" in line]
+    assert alarming == [], "evicted and stopped connections end without a traceback\n" + sidecar.proc.output()
+
 
 def test_a_slow_client_cannot_hold_the_sidecar(world: World) -> None:
     """A request sent a byte at a time is cut off before it is whole; others are answered meanwhile.

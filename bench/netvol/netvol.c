@@ -415,8 +415,12 @@ static const char *parse(int argc, char **argv) {
         }
         if (value)
             *value++ = '\0';
-        if (!strcmp(arg, "--keep-cache") || !strcmp(arg, "--close-to-open")) {
-            *(arg[2] == 'k' ? &config.keep_cache : &config.close_to_open) = 1;
+        if (!strcmp(arg, "--keep-cache")) {
+            config.keep_cache = 1;
+            continue;
+        }
+        if (!strcmp(arg, "--close-to-open")) {
+            config.close_to_open = 1;
             continue;
         }
         if (!value && (value = argv[++i]) == NULL)
