@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from worker_common.files import write_atomically
 
 FILE_NAME = "sidecar.json"
 
@@ -29,9 +30,7 @@ class SidecarRecord:
 def write(run_dir: Path, record: SidecarRecord) -> None:
     """Record where the sidecar listens (atomically: a reader never sees half a file)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    temporary = run_dir / f".{FILE_NAME}.{os.getpid()}"
-    temporary.write_text(json.dumps(asdict(record)) + "\n")
-    os.replace(temporary, run_dir / FILE_NAME)
+    write_atomically(run_dir / FILE_NAME, json.dumps(asdict(record)) + "\n")
 
 
 def read(run_dir: Path) -> SidecarRecord | None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from launcher import codepack, lookup
+from worker_common.files import write_atomically
 from worker_common.layout import Layout, inside
 
 MB = 1_000_000
@@ -464,12 +465,6 @@ def write_manifest(path: Path, tree: Tree, entries: dict[str, Entry]) -> None:
     """Write atomically (a reader sees the old file or the new one, never a part)."""
     data = {"version": MANIFEST_VERSION, "source": tree.source(), "entries": entries}
     write_atomically(path, json.dumps(data, separators=(",", ":")))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def volume_manifests(tree: Tree) -> Path:

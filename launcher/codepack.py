@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker_common.files import write_atomically
+
 MAGIC = b"comfy-worker code pack 1\n"
 TOKEN_BYTES = 16
 HEADER = len(MAGIC) + 2 * TOKEN_BYTES + 1
@@ -209,9 +211,7 @@ def publish(
                 return f"no pack: {rel} changed while it was packed"
     os.replace(partial, data_path)
     index = {"source": source, "pack": data_path.name, "token": token, "entries": entries, "offsets": offsets}
-    partial_index = folder / f".{own_index.name}.partial"
-    partial_index.write_text(json.dumps(index, separators=(",", ":")))
-    os.replace(partial_index, own_index)
+    write_atomically(own_index, json.dumps(index, separators=(",", ":")))
     return f"wrote {data_path.name}: {len(packed)} files, {sum(entries[rel][2] for rel in packed) / 1e6:.1f} MB"
 
 

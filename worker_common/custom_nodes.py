@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+
+from worker_common.files import write_atomically
 
 FILE_NAME = "custom-nodes.json"
 MAX_ERROR_CHARS = 300
@@ -154,9 +155,7 @@ def write_failures(run_dir: Path, failed: Iterable[FailedPack], comfyui_pid: int
         "failed": [asdict(pack) for pack in failed],
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{FILE_NAME}.{os.getpid()}")
-    temporary.write_text(json.dumps(body, indent=1) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(body, indent=1) + "\n")
     return path
 
 

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from worker_common.files import write_atomically
+
 KEPT = 16
 MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft", ".gguf"})
 
@@ -51,9 +53,7 @@ class RecentModels:
     def _write(self, updated: list[str]) -> None:
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
-            partial.write_text(json.dumps({"models": updated}))
-            os.replace(partial, self.path)
+            write_atomically(self.path, json.dumps({"models": updated}))
 
 
 def read(path: Path) -> list[str]:

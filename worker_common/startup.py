@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from typing import Any
 
 from worker_common import settings
+from worker_common.files import write_atomically
 
 
 def record_once(name: str, figures: dict[str, Any]) -> float | None:
@@ -25,9 +25,7 @@ def record_once(name: str, figures: dict[str, Any]) -> float | None:
         return None
     after = time.time() - started
     with contextlib.suppress(OSError):
-        partial = path.with_name(f".{name}.partial-{os.getpid()}")
-        partial.write_text(json.dumps({"after_start_s": after, **figures}))
-        os.replace(partial, path)
+        write_atomically(path, json.dumps({"after_start_s": after, **figures}))
     return after
 
 
