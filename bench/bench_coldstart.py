@@ -197,8 +197,8 @@ def one_start(work: Path, comfy: Path, env: dict[str, str], volume: netvol.Volum
             raise RuntimeError(f"the first job failed: {str(result)[:800]}\n{stack.output()}")
         timeline.mark("first job done")
         code_line = next((line for line in stack.lines if any(text in line for text in MARKERS["code ready"])), "")
-        if "code copied" in code_line:  # the pack for the next fresh worker, written in the background
-            stack.wait_line("code pack:", 900)
+        if "code copied" in code_line or "no pack of the code" in code_line:  # the pack for the next fresh worker,
+            stack.wait_line("code pack:", 900)  # written in the background
     finally:
         stack.stop(timeout_s=120)
         stack.kill_everything()

@@ -239,6 +239,7 @@ class CodeCopyCollector(Collector):
             ("code_copy_files_copied", "files_copied", "Files copied from the volume at the last start."),
             ("code_copy_bytes_copied", "bytes_copied", "Bytes copied from the volume at the last start."),
             ("code_copy_files_unpacked", "files_unpacked", "Files written from a pack of the code on the volume."),
+            ("code_copy_data_folders_linked", "data_folders_linked", "Data folders read from the volume, not copied."),
         )
         for name, key, help_text in figures:
             yield GaugeMetricFamily(P + name, help_text, value=record.get(key) or 0)

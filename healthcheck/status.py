@@ -386,7 +386,9 @@ def _code_lines(report: Report) -> list[str]:
     ready = record.get("code_ready_after_start_s")
     when = f", ready {ready:.1f}s after the container started" if ready is not None else ""
     files, copied = record.get("files_copied") or 0, record.get("bytes_copied") or 0
+    linked = int(record.get("data_folders_linked") or 0)
     what = f"; {int(files)} files ({_bytes(copied)}) copied from the volume" if from_copy else ""
+    what += f", {linked} data folders read from it in place" if from_copy and linked else ""
     return [f"code        ComfyUI's code from {where}{when}{what}", *_phase_lines(report)]
 
 

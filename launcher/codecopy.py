@@ -12,14 +12,16 @@ CODE_COPY_DIR on the container's disk, and ComfyUI runs from there:
 - a fresh container reads the list of entries from a manifest some worker kept on the volume
   (VOLUME/.comfy-worker/code/<worker id>.json, each worker writing only its own) instead of
   walking the tree, checks it the same way, and copies every file in parallel;
-- the copy's `models` is a link to the volume's models (models are read where they lie);
+- the copy's `models` is a link to the volume's models (models are read where they lie), and so
+  is each big folder with no code below it (launcher/datafolders.py): neither copied nor checked;
 - the venv's scripts name the copy's path, and Python bytecode is compiled into the copy once
   (ComfyUI's user cannot write there, nor to the volume).
 
 The volume stays the source of truth: this only reads it, except for this worker's own
 manifest file. A copy larger than CODE_COPY_DISK_BUDGET_MB, a volume as fast as local disk, a
-volume whose client caches look-ups when this disk has no copy yet (measured: ComfyUI's imports
-then cost far fewer calls than a first copy), or CODE_COPY=false runs ComfyUI from the volume.
+volume whose client caches look-ups when this disk has no copy yet and the volume no pack of the
+code (measured: ComfyUI's imports then cost far fewer calls than a first copy's walk), or
+CODE_COPY=false runs ComfyUI from the volume.
 """
 
 from __future__ import annotations
@@ -35,22 +37,26 @@ import resource
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-from launcher import codepack, lookup
+from launcher import codepack, datafolders, lookup
+from launcher.datafolders import as_placed, inside_any
 from worker_common.files import write_atomically
 from worker_common.layout import Layout, inside
 
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m launcher...` runs
 MB = 1_000_000
+FOLDER_MODE = 0o755  # a new folder's, under the copy's umask (022)
 # Never copied: the volume's data, and the worker's own manifests.
 SKIPPED_TOP = frozenset({"models", "input", "output", "user", "temp", ".git", ".comfy-worker"})
 LOCAL_MANIFEST = ".comfy-worker-copy.json"
 MANIFEST_VERSION = 1
-PROBE_CALLS = 16
+PROBE_CALLS = 5
 CHUNK = 8 << 20
 BATCH = 32  # entries of one folder per task
 FOLDER_BATCHES = 4  # tasks of one folder at once in the check
@@ -69,6 +75,7 @@ class Settings:
     min_call_ms: float
     check: str = "files"  # or "folders": only folders are looked at (their mtime changes when entries come or go)
     pack_streams: int = 4  # parallel range reads of a pack on the volume; 0: no pack
+    data_link_min_files: int = 256  # a folder of data with this many entries below stays on the volume; 0: never
 
 
 @dataclass
@@ -83,8 +90,10 @@ class Result:
     files_copied: int = 0
     bytes_copied: int = 0
     removed: int = 0
+    linked: int = 0  # data folders left on the volume (launcher/datafolders.py)
     files_unpacked: int = 0  # written from a pack on the volume (launcher/codepack.py)
     fast_volume: bool = False  # the volume answers as fast as a local disk
+    pack_from_volume: bool = False  # run from a caching volume for want of a pack: keep one, for the next workers
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -98,6 +107,7 @@ class Result:
             "files_copied": self.files_copied,
             "bytes_copied": self.bytes_copied,
             "removed": self.removed,
+            "data_folders_linked": self.linked,
             "files_unpacked": self.files_unpacked,
             "duration_s": self.seconds,
         }
@@ -111,7 +121,8 @@ class Result:
         return (
             f"ComfyUI's code copied to {self.comfyui_dir.parent} in {self.seconds:.2f} s ({self.reason}): "
             f"{self.entries} entries checked, {self.files_copied} files ({self.bytes_copied / MB:.1f} MB) copied, "
-            f"{self.removed} removed, {self.files_unpacked} from a pack; {took}"
+            f"{self.removed} removed, {self.files_unpacked} from a pack, {self.linked} data folders linked; "
+            f"{took}"
         )
 
 
@@ -151,9 +162,15 @@ class Syncer:
         self.dest = settings.copy_dir / "ComfyUI"
 
     def local_path(self, rel: str) -> str:
-        if rel == "@venv" or rel.startswith("@venv/"):
-            return str(self.settings.copy_dir / "venv") + rel[len("@venv") :]
-        return os.path.join(self.dest, rel) if rel else str(self.dest)
+        return copy_path(self.settings.copy_dir, rel)
+
+    def linked(self, entries: dict[str, Entry]) -> set[str]:
+        """The data folders the copy links to the volume's instead of copying (launcher/datafolders.py)."""
+        return datafolders.linked_folders(entries, self.settings.data_link_min_files, self.tree.tops())
+
+    def placed(self, entries: dict[str, Entry]) -> dict[str, Entry]:
+        """What the copy holds for `entries`: the linked folders as links, nothing below them."""
+        return as_placed(entries, self.linked(entries), self.tree.volume_path)
 
     # -- reading the volume -------------------------------------------------------------
 
@@ -208,24 +225,49 @@ class Syncer:
                 pending |= {self.pool.submit(self.scan, rel) for rel, entry in children.items() if entry[0] == "d"}
         return found
 
+    def walk_all(self) -> dict[str, Entry]:
+        """Every entry of the code, every folder listed (no manifest to start from)."""
+        tops = {top: self.lstat(top) for top in self.tree.tops()}
+        missing = [self.tree.volume_path(top) for top, entry in tops.items() if entry is None or entry[0] != "d"]
+        if missing:
+            raise FileNotFoundError(f"no folder {' '.join(missing)}")
+        return tops | self.walk(tops)  # type: ignore[operator]
+
     def check(self, known: dict[str, Entry]) -> dict[str, Entry]:
-        """The volume now: every known entry looked at again in parallel; changed folders listed again."""
+        """The volume now: every known entry looked at again in parallel; changed folders listed again.
+        Below a linked data folder nothing is looked at: the copy reads it from the volume."""
         folders_only = self.settings.check == "folders"
+        linked = self.linked(known)
         tops, current = self.open_tops(known)
         asked = by_folder(
-            rel for rel, entry in known.items() if rel not in current and (entry[0] == "d" or not folders_only)
+            rel
+            for rel, entry in known.items()
+            if rel not in current and not inside_any(rel, linked) and (entry[0] == "d" or not folders_only)
         )
         current |= self.look_up(known, tops, asked)
         changed = [rel for rel, entry in current.items() if entry[0] == "d" and entry != known.get(rel)]
-        for children in self.pool.map(self.scan, changed):
+        for children in self.pool.map(self.scan, [rel for rel in changed if rel not in linked]):
             current.update(children)
+        current |= self.below_linked(known, current, linked)
         if folders_only:  # a folder's files stand as they were while the folder is unchanged
             same = {rel for rel, entry in current.items() if entry[0] == "d" and entry == known.get(rel)}
             current |= {
                 rel: entry for rel, entry in known.items() if entry[0] != "d" and rel.rpartition("/")[0] in same
             }
-        new_folders = [rel for rel, entry in current.items() if entry[0] == "d" and rel not in known]
+        new_folders = [
+            rel
+            for rel, entry in current.items()
+            if entry[0] == "d" and rel not in known and not inside_any(rel, linked)
+        ]
         return current | self.walk(new_folders)
+
+    def below_linked(self, known: dict[str, Entry], current: dict[str, Entry], linked: set[str]) -> dict[str, Entry]:
+        """What lies below the linked folders: as known while a folder is unchanged, else listed again in full
+        (it may hold code now). Nothing below a folder that is gone or no longer a folder."""
+        unchanged = {rel for rel in linked if current.get(rel) == known[rel]}
+        relisted = [rel for rel in linked if rel not in unchanged and current.get(rel, ("",))[0] == "d"]
+        kept = {rel: entry for rel, entry in known.items() if inside_any(rel, unchanged)}
+        return kept | self.walk(relisted)
 
     def look_up(
         self, known: dict[str, Entry], tops: dict[str, int], asked: list[tuple[str, list[str]]]
@@ -238,7 +280,8 @@ class Syncer:
         folder's look-ups are the start's longest chain); it is closed when its last batch is done.
         At most FOLDER_BATCHES of one folder run at once: first look-ups in one folder are answered
         about one at a time (measured on the emulated volume), so more would only keep threads from
-        the other folders. `tops` (open folders) are closed too."""
+        the other folders. `tops` (open folders) are closed too, by the pool's threads: closing a
+        volume's folder takes a while, and this loop is what keeps the threads busy."""
         batches: dict[str, list[list[str]]] = {}
         for parent, names in asked:
             batches.setdefault(parent, []).append(names)
@@ -251,7 +294,7 @@ class Syncer:
 
         def opened(rel: str, fd: int) -> None:
             if rel not in batches:
-                os.close(fd)
+                self.pool.submit(os.close, fd)
                 return
             open_folders[rel], left[rel] = fd, len(batches[rel])
             for _ in range(FOLDER_BATCHES):
@@ -278,7 +321,7 @@ class Syncer:
                     left[rel] -= 1
                     next_batch(rel)
                     if left[rel] == 0:
-                        os.close(open_folders.pop(rel))
+                        self.pool.submit(os.close, open_folders.pop(rel))
         finally:  # on an error: the batches still running use their folders, then every folder is closed
             for future in concurrent.futures.as_completed(running):
                 with contextlib.suppress(OSError):
@@ -352,7 +395,8 @@ class Syncer:
             remove(self.local_path(rel))
         for top in self.tree.tops():
             Path(self.local_path(top)).mkdir(parents=True, exist_ok=True)
-        for rel in sorted(rel for rel, entry in current.items() if entry[0] == "d"):
+        folders = [rel for rel, entry in current.items() if entry[0] == "d" and have.get(rel) != entry]
+        for rel in sorted(folders):
             Path(self.local_path(rel)).mkdir(exist_ok=True)
         for rel, entry in current.items():
             if entry[0] == "l" and have.get(rel) != entry:
@@ -366,10 +410,28 @@ class Syncer:
             return self.copy_files(parent, names, [current[join(parent, name)] for name in names])
 
         sizes = list(self.pool.map(copy_batch, batches))
-        for rel, entry in current.items():
-            if entry[0] == "d":
-                os.chmod(self.local_path(rel), stat.S_IMODE(entry[1]))
+        for rel in folders:
+            os.chmod(self.local_path(rel), stat.S_IMODE(current[rel][1]))
         return [rel for rel, _ in stale], sum(sizes), len(removed)
+
+
+def copy_path(copy_dir: Path, rel: str) -> str:
+    """Where the copy in `copy_dir` holds the volume's `rel` (an outside venv's "@venv/..." as "venv/...")."""
+    if rel == "@venv" or rel.startswith("@venv/"):
+        return str(copy_dir / "venv") + rel[len("@venv") :]
+    return os.path.join(copy_dir, "ComfyUI", rel) if rel else str(copy_dir / "ComfyUI")
+
+
+def unpack_in_process(pack: codepack.Pack, copy_dir: Path, streams: int) -> dict[str, Entry]:
+    """codepack.unpack into the copy, by `python -m launcher.unpacker` (it says why); raises OSError with its error."""
+    job = {"pack": str(pack.path), "token": pack.token, "entries": pack.entries, "offsets": pack.offsets}
+    job |= {"copy_dir": str(copy_dir), "streams": streams}
+    command = [sys.executable, "-m", "launcher.unpacker"]
+    done = subprocess.run(command, input=json.dumps(job), capture_output=True, text=True, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise OSError(f"unpacking failed: {lines[-1]}")
+    return {rel: pack.entries[rel] for rel in json.loads(done.stdout)}
 
 
 def entry_of(st: os.stat_result | lookup.Attributes, link: Callable[[], str]) -> Entry:
@@ -450,20 +512,25 @@ def remove(path: str) -> None:
 # -- the manifests ----------------------------------------------------------------------
 
 
-def read_manifest(path: Path, tree: Tree) -> dict[str, Entry]:
-    """The entries a manifest lists, if it is one for this install and venv (else none)."""
+def read_manifest(path: Path, tree: Tree, links: int | None = None) -> dict[str, Entry]:
+    """The entries a manifest lists, if it is one for this install and venv (else none). For the copy's own,
+    `links` is CODE_COPY_DATA_LINK_MIN_FILES: a copy that linked its data folders by another is not used."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     if data.get("version") != MANIFEST_VERSION or data.get("source") != tree.source():
         return {}
+    if links is not None and data.get("links") != links:
+        return {}
     return {rel: tuple(entry) for rel, entry in data["entries"].items()}  # type: ignore[misc]
 
 
-def write_manifest(path: Path, tree: Tree, entries: dict[str, Entry]) -> None:
+def write_manifest(path: Path, tree: Tree, entries: dict[str, Entry], links: int | None = None) -> None:
     """Write atomically (a reader sees the old file or the new one, never a part)."""
-    data = {"version": MANIFEST_VERSION, "source": tree.source(), "entries": entries}
+    data: dict[str, object] = {"version": MANIFEST_VERSION, "source": tree.source(), "entries": entries}
+    if links is not None:
+        data["links"] = links
     write_atomically(path, json.dumps(data, separators=(",", ":")))
 
 
@@ -485,8 +552,9 @@ def newest_volume_manifest(tree: Tree) -> dict[str, Entry]:
 
 
 def call_ms(root: Path, repeated: bool = False) -> float:
-    """The volume's time per look-up, the median of several: of names never asked before (a round trip
-    each), or with `repeated` of the install's own folder again and again (none when the client caches)."""
+    """The volume's time per look-up, the median of a few: of names never asked before (a round trip
+    each), or with `repeated` of the install's own folder again and again (none when the client caches).
+    One after another: a volume's client answers first look-ups in one folder one at a time anyway."""
     times = []
     os.path.lexists(root)
     for index in range(PROBE_CALLS):
@@ -509,14 +577,17 @@ def sync(layout: Layout, settings: Settings) -> Result:
         on_volume.reason = f"the volume answers in {probe_ms:.2f} ms per call, below CODE_COPY_MIN_CALL_MS"
         on_volume.fast_volume = True
         return on_volume
-    repeat_ms = call_ms(layout.comfyui_dir, repeated=True)
-    if repeat_ms < settings.min_call_ms and not (settings.copy_dir / LOCAL_MANIFEST).is_file():
-        on_volume.reason = (
-            f"the volume's client caches look-ups ({repeat_ms:.2f} ms for a repeated one) and this disk has no copy "
-            "yet: ComfyUI's imports cost fewer calls than a first copy"
-        )
-        return on_volume
     tree = Tree(layout)
+    has_copy = (settings.copy_dir / LOCAL_MANIFEST).is_file()
+    pack = None if has_copy else usable_pack(tree, settings)
+    repeat_ms = call_ms(layout.comfyui_dir, repeated=True)
+    if repeat_ms < settings.min_call_ms and not has_copy and pack is None:
+        on_volume.reason = (
+            f"the volume's client caches look-ups ({repeat_ms:.2f} ms for a repeated one), this disk has no copy "
+            "yet and the volume no pack of the code: ComfyUI's imports cost fewer calls than a first copy"
+        )
+        on_volume.pack_from_volume = True
+        return on_volume
     # The launcher runs as root under the entrypoint's umask 077; ComfyUI runs as COMFYUI_USER and must read
     # the copy (its folders, and the bytecode the compile step writes), as it reads the volume.
     umask = os.umask(0o022)
@@ -524,12 +595,20 @@ def sync(layout: Layout, settings: Settings) -> Result:
         settings.copy_dir.mkdir(parents=True, exist_ok=True)
         settings.copy_dir.chmod(0o755)
         with open_files_allowed(), concurrent.futures.ThreadPoolExecutor(settings.threads, "codecopy") as pool:
-            return Copier(tree, settings, pool, started).run(layout.worker_id, probe_ms)
+            return Copier(tree, settings, pool, started).run(layout.worker_id, probe_ms, pack)
     except OSError as error:  # no install yet, an unreadable file: the launch checks say what is wrong
         on_volume.reason = f"the copy failed: {error}"
         return on_volume
     finally:
         os.umask(umask)
+
+
+def usable_pack(tree: Tree, settings: Settings) -> codepack.Pack | None:
+    """The newest pack on the volume, if its files fit the disk budget."""
+    if settings.pack_streams == 0:
+        return None
+    pack = codepack.newest_pack(volume_manifests(tree), tree.source())
+    return pack if pack and pack.data_bytes <= settings.disk_budget_bytes else None
 
 
 @contextlib.contextmanager
@@ -547,15 +626,17 @@ def open_files_allowed() -> Iterator[None]:
 
 
 def keep_pack(layout: Layout, settings: Settings) -> str:
-    """Keep a pack of this worker's copy on the volume for fresh workers (launcher/codepack.py); says what it did."""
+    """Keep a pack of the code on the volume for fresh workers (launcher/codepack.py): of this worker's copy, or
+    of the volume's own files when this worker runs from the volume (Result.pack_from_volume); says what it did."""
     tree = Tree(layout)
-    entries = read_manifest(settings.copy_dir / LOCAL_MANIFEST, tree)
-    if not entries:
-        return "no copy on this disk to pack"
-    syncer = Syncer(tree, settings)
+    entries = read_manifest(settings.copy_dir / LOCAL_MANIFEST, tree, settings.data_link_min_files)
+    with concurrent.futures.ThreadPoolExecutor(settings.threads, "codepack-walk") as pool:
+        syncer = Syncer(tree, settings, pool)
+        source = syncer.local_path if entries else tree.volume_path
+        entries = entries or syncer.walk_all()
     scripts = f"{tree.venv_rel or '@venv'}/bin/"  # rewritten for this copy's path: each worker copies its own
-    packed = {rel: entry for rel, entry in entries.items() if not rel.startswith(scripts)}
-    return codepack.publish(volume_manifests(tree), layout.worker_id, tree.source(), entries, packed, syncer.local_path)
+    packed = {rel: entry for rel, entry in syncer.placed(entries).items() if not rel.startswith(scripts)}
+    return codepack.publish(volume_manifests(tree), layout.worker_id, tree.source(), entries, packed, source)
 
 
 class Copier(Syncer):
@@ -570,10 +651,11 @@ class Copier(Syncer):
         self.phases[name] = now - self.mark
         self.mark = now
 
-    def run(self, worker_id: str, probe_ms: float) -> Result:
+    def run(self, worker_id: str, probe_ms: float, pack: codepack.Pack | None) -> Result:
+        """`pack`: the newest usable pack, if sync() looked (else it is looked for here when needed)."""
         local_manifest = self.settings.copy_dir / LOCAL_MANIFEST
-        have = read_manifest(local_manifest, self.tree)
-        pack = None if have else self.usable_pack()
+        have = read_manifest(local_manifest, self.tree, self.settings.data_link_min_files)
+        pack = None if have else pack or usable_pack(self.tree, self.settings)
         from_volume = {} if have or pack else newest_volume_manifest(self.tree)
         known = have or (pack.entries if pack else from_volume)
         self.phase("manifest")
@@ -581,18 +663,23 @@ class Copier(Syncer):
             local_manifest.unlink(missing_ok=True)
             for top in self.tree.tops():
                 remove(self.local_path(top))
-            self.make_folders(pack.entries)
-            with concurrent.futures.ThreadPoolExecutor(1) as reader:
-                unpacked = reader.submit(codepack.unpack, pack, self.local_path, self.settings.pack_streams)
+            in_pack = self.placed(pack.entries)  # an older pack may hold what is now a linked folder's
+            pack = replace(pack, offsets={rel: at for rel, at in pack.offsets.items() if rel in in_pack})
+            self.make_folders(in_pack)
+            with concurrent.futures.ThreadPoolExecutor(1) as waiter:  # the unpacking runs in a process of its own
+                unpacked = waiter.submit(unpack_in_process, pack, self.settings.copy_dir, self.settings.pack_streams)
                 current = self.check(known)
-                have = self.unpacked(unpacked, pack)
+                have = self.unpacked(unpacked, pack, in_pack)
             self.phase("pack+check")
         else:
             current = self.check(known) if known else self.walk_all()
             self.phase("check" if known else "walk")
-        size = sum(entry[2] for entry in current.values())
+        linked = self.linked(current)
+        placed = as_placed(current, linked, self.tree.volume_path)
+        size = sum(entry[2] for entry in placed.values())
         venv_copy = Path(self.local_path(self.tree.venv_rel or "@venv"))
         result = Result(self.dest, venv_copy, copied=True, reason=f"{probe_ms:.2f} ms per call", entries=len(current))
+        result.linked = len(linked)
         if size > self.settings.disk_budget_bytes:
             budget = self.settings.disk_budget_bytes // MB
             for top in self.tree.tops() if pack else ():  # what the pack wrote goes too
@@ -607,36 +694,34 @@ class Copier(Syncer):
             for top in self.tree.tops():
                 remove(self.local_path(top))
         local_manifest.unlink(missing_ok=True)
-        copied, result.bytes_copied, result.removed = self.place(current, have)
+        have = self.placed(have)
+        copied, result.bytes_copied, result.removed = self.place(placed, have)
         result.files_copied = len(copied)
-        result.files_unpacked = sum(1 for rel, entry in have.items() if entry[0] == "f" and current.get(rel) == entry)
+        result.files_unpacked = sum(1 for rel, entry in have.items() if entry[0] == "f" and placed.get(rel) == entry)
         self.phase("copy")
         self.fix_up(copied, venv_copy)
-        fresh = current if pack else copied  # unpacked files need their bytecode too
+        fresh = copied + (without_bytecode(placed) if pack else [])  # the pack holds the bytecode made before
         compile_bytecode(venv_copy / "bin" / "python", [self.local_path(rel) for rel in fresh if rel.endswith(".py")])
         self.phase("compile")
         if current != from_volume:
             self.keep_on_volume(worker_id, current)
-        write_manifest(local_manifest, self.tree, current)
+        write_manifest(local_manifest, self.tree, current, self.settings.data_link_min_files)
         result.seconds, result.phases = time.monotonic() - self.started, self.phases
         return result
-
-    def usable_pack(self) -> codepack.Pack | None:
-        """The newest pack on the volume, if its files fit the disk budget."""
-        if self.settings.pack_streams == 0:
-            return None
-        pack = codepack.newest_pack(volume_manifests(self.tree), self.tree.source())
-        return pack if pack and pack.data_bytes <= self.settings.disk_budget_bytes else None
 
     def make_folders(self, entries: dict[str, Entry]) -> None:
         for top in self.tree.tops():
             Path(self.local_path(top)).mkdir(parents=True, exist_ok=True)
         for rel in sorted(rel for rel, entry in entries.items() if entry[0] == "d"):
             Path(self.local_path(rel)).mkdir(exist_ok=True)
+            if stat.S_IMODE(entries[rel][1]) != FOLDER_MODE:  # the copy's place() trusts these as made
+                os.chmod(self.local_path(rel), stat.S_IMODE(entries[rel][1]))
 
-    def unpacked(self, future: concurrent.futures.Future[dict[str, Entry]], pack: codepack.Pack) -> dict[str, Entry]:
+    def unpacked(
+        self, future: concurrent.futures.Future[dict[str, Entry]], pack: codepack.Pack, in_pack: dict[str, Entry]
+    ) -> dict[str, Entry]:
         """What the copy holds after the pack: its folders and the files written (all copied again if it failed)."""
-        folders = {rel: entry for rel, entry in pack.entries.items() if entry[0] == "d"}
+        folders = {rel: entry for rel, entry in in_pack.items() if entry[0] == "d"}
         try:
             return folders | future.result()
         except OSError as error:
@@ -644,13 +729,6 @@ class Copier(Syncer):
             for top in self.tree.tops():
                 remove(self.local_path(top))
             return {}
-
-    def walk_all(self) -> dict[str, Entry]:
-        tops = {top: self.lstat(top) for top in self.tree.tops()}
-        missing = [self.tree.volume_path(top) for top, entry in tops.items() if entry is None or entry[0] != "d"]
-        if missing:
-            raise FileNotFoundError(f"no folder {' '.join(missing)}")
-        return tops | self.walk(tops)  # type: ignore[operator]
 
     def fix_up(self, copied: list[str], venv_copy: Path) -> None:
         """The copy's models are the volume's; the venv's scripts name the copy's venv."""
@@ -687,6 +765,16 @@ def rewrite_script(path: Path, old: bytes, new: bytes) -> None:
         st = path.stat()
         path.write_bytes(text.replace(old, new))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def without_bytecode(entries: dict[str, Entry]) -> list[str]:
+    """The modules in `entries` with no bytecode of theirs in a __pycache__ beside them."""
+    compiled = set()
+    for rel in entries:
+        folder, _, name = rel.rpartition("/")
+        if name.endswith(".pyc") and folder.endswith("__pycache__"):
+            compiled.add(folder[: -len("__pycache__")] + name.split(".", 1)[0])
+    return [rel for rel in entries if rel.endswith(".py") and rel[:-3] not in compiled]
 
 
 def compile_bytecode(python: Path, files: list[str]) -> None:

@@ -73,6 +73,7 @@ def code_copy(layout: Layout) -> CodeCopySettings:
         min_call_ms=env_float("CODE_COPY_MIN_CALL_MS", 0.5, minimum=0),
         check=check_mode(),
         pack_streams=env_int("CODE_COPY_PACK_STREAMS", 4, minimum=0, maximum=64),
+        data_link_min_files=env_int("CODE_COPY_DATA_LINK_MIN_FILES", 256, minimum=0),
     )
 
 

@@ -93,7 +93,7 @@ def launch() -> int:
         models = launcher_config.model_prefetch(limit)
         if models.enabled and not code.fast_volume:  # the likely models into memory while ComfyUI imports
             background.detached("model prefetch", lambda: prefetch.run(layout, models))
-        if code.copied and copy_settings.pack_streams:
+        if (code.copied or code.pack_from_volume) and copy_settings.pack_streams:
             background.detached("code pack", lambda: codecopy.keep_pack(layout, copy_settings))
         copied = dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv)
         install = check_install(copied, user, env, config)

@@ -126,6 +126,51 @@ def test_a_folder_that_became_a_file_a_link_or_nothing_is_seen(install: Path, tm
     assert not (copy / "custom_nodes" / "pack" / "inner").exists()
 
 
+def add_schemas(install: Path, files: int = 25) -> Path:
+    """A package with a big folder of data below it (as botocore/data, cfnlint's schemas, torch/include)."""
+    package = next(install.glob("com_venv/lib/python3*/site-packages")) / "pkg"
+    (package / "schemas" / "deep").mkdir(parents=True)
+    (package / "__init__.py").write_text("import json, pathlib\nHERE = pathlib.Path(__file__).parent\n")
+    for index in range(files):
+        (package / "schemas" / f"s{index}.json").write_text(f'{{"n": {index}}}')
+    (package / "schemas" / "deep" / "d.json").write_text("{}")
+    return package / "schemas"
+
+
+def test_a_big_data_folder_is_read_from_the_volume_not_copied_nor_checked(install: Path, tmp_path: Path) -> None:
+    schemas = add_schemas(install)
+    layout, settings = layout_for(install, tmp_path / "w"), settings_for(tmp_path / "w", data_link_min_files=20)
+    first = codecopy.sync(layout, settings)
+    linked = first.venv / schemas.relative_to(install / "com_venv")
+    assert os.readlink(linked) == str(schemas) and first.linked == 1
+    assert (linked.parent / "__init__.py").is_file() and not (linked.parent / "__init__.py").is_symlink()
+    assert "1 data folders linked" in first.describe()
+    touch_later(schemas / "s1.json", '{"n": 9}')  # live: what ComfyUI reads is the volume's
+    again = codecopy.sync(layout, settings)
+    assert (again.files_copied, again.removed, again.linked) == (0, 0, 1)
+    assert (linked / "s1.json").read_text() == '{"n": 9}'
+    (schemas / "loader.py").write_text("LOADED = 1\n")  # code in it now: the folder is copied after all
+    third = codecopy.sync(layout, settings)
+    assert third.linked == 0 and linked.is_dir() and not linked.is_symlink()
+    assert (linked / "loader.py").read_text() == "LOADED = 1\n" and (linked / "deep" / "d.json").read_text() == "{}"
+    assert third.files_copied == 27  # 25 schemas, deep/d.json and loader.py
+    (schemas / "loader.py").unlink()
+    fourth = codecopy.sync(layout, settings)
+    assert fourth.linked == 1 and os.readlink(linked) == str(schemas)
+    assert fourth.removed == 29  # the copied folder, all it held
+    unlinked = codecopy.sync(layout, dataclasses.replace(settings, data_link_min_files=0))
+    assert unlinked.linked == 0 and (linked / "deep" / "d.json").is_file() and not linked.is_symlink()
+
+
+@pytest.mark.parametrize("executable", [False, True])
+def test_a_folder_is_data_only_without_code(install: Path, tmp_path: Path, executable: bool) -> None:
+    schemas = add_schemas(install)
+    (schemas / "deep" / "tool").write_text("#!/bin/sh\n")
+    (schemas / "deep" / "tool").chmod(0o755 if executable else 0o644)
+    copy = codecopy.sync(layout_for(install, tmp_path / "w"), settings_for(tmp_path / "w", data_link_min_files=20))
+    assert copy.linked == (0 if executable else 1)
+
+
 def test_a_restart_reuses_the_copy(install: Path, tmp_path: Path) -> None:
     layout, settings = layout_for(install, tmp_path / "w"), settings_for(tmp_path / "w")
     first = codecopy.sync(layout, settings)
@@ -184,6 +229,7 @@ def test_through_the_emulated_volume_only_the_manifest_is_written(install: Path,
         folder.mkdir(parents=True)
         for name in range(30):
             (folder / f"m{name}.py").write_text("")
+    schemas = add_schemas(install, files=300)  # a data folder: linked, neither copied nor checked
     before = {path: path.stat().st_mtime_ns for path in install.rglob("*")}
     mnt = tmp_path / "mnt"
     with mounted(install.parent, mnt, Settings(rtt_ms=0)) as volume:
@@ -197,9 +243,12 @@ def test_through_the_emulated_volume_only_the_manifest_is_written(install: Path,
     # Uncached, every look-up costs the folder's attributes (the kernel checks its permissions) and the name's;
     # no path is resolved twice: a folder is opened once, relative to its parent, and its names looked up in it.
     entries = codecopy.read_manifest(settings.copy_dir / codecopy.LOCAL_MANIFEST, codecopy.Tree(layout))
-    folders = sum(entry[0] == "d" for entry in entries.values())
-    fixed = 10 * codecopy.PROBE_CALLS + 40  # the probes (a few calls each), the install's folder, the manifest kept
-    assert calls["getattr"] <= 2 * len(entries) + fixed, "a restart's check: one look-up per entry, no reads"
+    data = f"{schemas.relative_to(install)}/"
+    assert again.linked == 1 and sum(rel.startswith(data) for rel in entries) == 302
+    checked = [rel for rel in entries if not rel.startswith(data)]
+    folders = sum(entries[rel][0] == "d" for rel in checked)
+    fixed = 10 * codecopy.PROBE_CALLS + 100  # the probes (a few calls each), the install's folder, the manifest kept
+    assert calls["getattr"] <= 2 * len(checked) + fixed, "a restart's check: one look-up per entry, no reads"
     assert calls["opendir"] <= folders + 2, "each folder opened once"
     written = {path for path in install.rglob("*") if before.get(path) != path.stat().st_mtime_ns}
     kept = install / ".comfy-worker" / "code"
@@ -244,7 +293,7 @@ def test_the_folder_check_sees_what_comes_and_goes_and_trusts_the_rest(install: 
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse and root")
-def test_a_caching_volume_is_copied_only_when_a_copy_is_already_there(install: Path, tmp_path: Path) -> None:
+def test_a_caching_volume_is_copied_only_with_a_copy_or_a_pack_there(install: Path, tmp_path: Path) -> None:
     from bench.netvol import Settings, mounted
 
     mnt = tmp_path / "mnt"
@@ -252,9 +301,15 @@ def test_a_caching_volume_is_copied_only_when_a_copy_is_already_there(install: P
     caching = Settings(rtt_ms=5, attr_timeout=60, entry_timeout=60)
     with mounted(install.parent, mnt, caching):
         first = codecopy.sync(layout, settings)
-    assert not first.copied and "caches look-ups" in first.reason
+        assert not first.copied and "caches look-ups" in first.reason and first.pack_from_volume
+        packed = codecopy.keep_pack(layout, settings)  # beside its start: the volume's own files, for the next
+        fresh_layout = layout_for(mnt / "ComfyUI", tmp_path / "b", "worker-b")
+        fresh = codecopy.sync(fresh_layout, settings_for(tmp_path / "b", min_call_ms=1.0))
+    assert packed.startswith("wrote worker-a.pack") and not (tmp_path / "w" / "code").exists()
+    assert fresh.copied and "pack+check" in fresh.phases and fresh.files_unpacked > 3
+    assert (fresh.comfyui_dir / "main.py").read_text() == (install / "main.py").read_text()
     with mounted(install.parent, mnt, Settings(rtt_ms=5)):
         assert codecopy.sync(layout, settings).copied
     with mounted(install.parent, mnt, caching):
         kept = codecopy.sync(layout, settings)
-    assert kept.copied and kept.files_copied == 0
+    assert kept.copied and kept.files_copied == 0 and not kept.pack_from_volume

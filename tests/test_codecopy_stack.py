@@ -6,6 +6,7 @@ the "volume"; CODE_COPY_MIN_CALL_MS=0 makes the worker copy them as from a slow 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -35,8 +36,12 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
     shutil.copytree(REPO / "standin" / "ComfyUI", comfy, ignore=shutil.ignore_patterns("__pycache__"))
     venv = small_venv(volume / "venv")
     declare_flags(comfy, "0.3.64")  # the install's own cli_args.py, as the stack declares it: part of the volume
+    (comfy / "assets").mkdir()  # data, no code: read from the volume where it lies
+    for index in range(4):
+        (comfy / "assets" / f"a{index}.js").write_text("export {};\n")
     before = tree_state(volume)
     env = {"COMFYUI_VENV": str(venv), "CODE_COPY_MIN_CALL_MS": "0", "CODE_COPY_DIR": str(tmp_path / "code")}
+    env["CODE_COPY_DATA_LINK_MIN_FILES"] = "4"
     stack = Stack(tmp_path / "stack", env, comfyui_dir=comfy)
     try:
         stack.start()
@@ -44,14 +49,18 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         assert_job_returns_png(stack)
         copied = stack.wait_line("ComfyUI's code copied to")
         assert "0 removed" in copied
+        linked = int(re.search(r"(\d+) data folders linked", copied).group(1))  # assets/, and the stand-in's own
+        assert linked >= 1
         assert "no likely models" in stack.wait_line("model prefetch:"), "no warm-up workflow, no jobs yet"
         assert stack.wait_line("code pack: wrote"), "a pack of the copy for fresh workers, beside ComfyUI's start"
         argv = psutil.Process(stack.pid_of("comfyui")).cmdline()
         assert argv[0] == str(tmp_path / "code" / "venv" / "bin" / "python")
         assert psutil.Process(stack.pid_of("comfyui")).cwd() == str(tmp_path / "code" / "ComfyUI")
+        assert (tmp_path / "code" / "ComfyUI" / "assets").readlink() == comfy / "assets"
         metrics = requests.get(f"{stack.sidecar_url}/metrics", timeout=10).text
         assert "comfy_worker_code_from_copy 1.0" in metrics
         assert "comfy_worker_code_copy_files_copied" in metrics
+        assert f"comfy_worker_code_copy_data_folders_linked {float(linked)}" in metrics
         assert "comfy_worker_startup_code_ready_seconds" in metrics
         assert 'comfy_worker_startup_phase_seconds{phase="supervisord_up"}' in metrics
         assert 'comfy_worker_startup_phase_seconds{phase="first_job_done"}' in metrics
@@ -59,6 +68,7 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         command = [str(stack.home / "bin" / "comfy-worker"), "status"]
         status = subprocess.run(command, env=stack.env, capture_output=True, text=True, timeout=60)
         assert "code        ComfyUI's code from a copy on the container's disk, ready" in status.stdout, status.stdout
+        assert f"{linked} data folders read from it in place" in status.stdout
         phases = next(line for line in status.stdout.splitlines() if line.startswith("phases"))
         assert "code" in phases and "ready" in phases and "first job done" in phases
     finally:

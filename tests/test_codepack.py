@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from launcher import codecopy, codepack
-from tests.test_codecopy import layout_for, make_install, settings_for, touch_later
+from tests.test_codecopy import add_schemas, layout_for, make_install, settings_for, touch_later
 
 
 @pytest.fixture
@@ -99,6 +99,27 @@ def test_a_pack_rewritten_under_its_reader_is_not_trusted(install: Path, tmp_pat
     fresh = codecopy.sync(layout_for(install, tmp_path / "b", "worker-b"), settings_for(tmp_path / "b"))
     same_tree(fresh.comfyui_dir, install)
     assert fresh.files_unpacked == 0, "everything copied from the volume instead"
+
+
+def test_a_linked_data_folder_is_not_packed_and_an_older_pack_of_it_is_skipped(install: Path, tmp_path: Path) -> None:
+    schemas = add_schemas(install)
+    source = [str(install), str(install / "com_venv")]
+    rel = str(schemas.relative_to(install))
+    layout, linking = (
+        layout_for(install, tmp_path / "a", "worker-a"),
+        settings_for(tmp_path / "a", data_link_min_files=20),
+    )
+    assert codecopy.sync(layout, linking).linked == 1
+    codecopy.keep_pack(layout, linking)
+    pack = codepack.read_index(install / ".comfy-worker" / "code" / "worker-a.pack.json", source)
+    assert pack and not [name for name in pack.offsets if name.startswith(rel)] and f"{rel}/s1.json" in pack.entries
+    (install / ".comfy-worker").rename(tmp_path / "kept")
+    packed_worker(install, tmp_path, "worker-old")  # a worker that copied everything
+    older = codecopy.sync(
+        layout_for(install, tmp_path / "b", "worker-b"), settings_for(tmp_path / "b", data_link_min_files=20)
+    )
+    assert older.linked == 1 and os.readlink(older.comfyui_dir / rel) == str(schemas)
+    assert "pack+check" in older.phases and older.files_copied == scripts(install), "the rest came from the pack"
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse and root")
