@@ -24,9 +24,10 @@ from typing import Any
 import psutil
 
 from worker_common import comfy_protocol as protocol
+from worker_common import startup
 from worker_common.comfy_client import ComfyError, ComfyUnavailable
 from worker_common.comfy_protocol import Features, Frame
-from worker_common.contract import Readiness
+from worker_common.contract import FIRST_MODEL_RECORD, Readiness
 
 from . import explain
 from .context import JobContext
@@ -84,6 +85,7 @@ class Follower:
         self.unmask = submission.space.unmask
         self.outputs: Outputs = {}
         self.started_at: float | None = None
+        self.running: str | None = None  # the node ComfyUI runs now
         self.stream_complete = True  # False once frames may have been missed
         self.last_frame = self.last_check = time.monotonic()
         self.ping_sent_at: float | None = None
@@ -136,11 +138,18 @@ class Follower:
             self.started_at = time.monotonic()
 
     def _executing(self, node: Any, prompt_id: str | None) -> Followed | None:
+        self._ran(self.running)
+        self.running = None if node is None else str(node)
         if node is None:
             return self._finish() if prompt_id == self.prompt_id else None
         self._started()
         self.progress.node(str(node))
         return None
+
+    def _ran(self, node_id: str | None) -> None:
+        """A node finished (ComfyUI moved on): the container's first model loaded, if it was a loader."""
+        if node_id is not None and protocol.is_model_loader(self.progress.class_of(node_id)):
+            startup.record_once(FIRST_MODEL_RECORD, {"class_type": self.progress.class_of(node_id)})
 
     def _finish(self) -> Followed:
         if self.stream_complete:

@@ -17,7 +17,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from worker_common.contract import FIRST_JOB_RECORD, METRIC_PREFIX, MODEL_PREFETCH_RECORD
+from worker_common.contract import (
+    COMFYUI_ANSWERED_RECORD,
+    FIRST_JOB_RECORD,
+    FIRST_MODEL_RECORD,
+    METRIC_PREFIX,
+    MODEL_PREFETCH_RECORD,
+)
 
 from .probe import SUPERVISOR_STATES
 from .server import ConnectionStats
@@ -250,8 +256,9 @@ class StartupPhasesCollector(Collector):
     comfy_worker_startup_code_ready_seconds and comfy_worker_startup_duration_seconds, ready).
 
     supervisord's start is the sidecar's parent's (supervisord runs the sidecar); the others are
-    the records the launcher's prefetch and the handler leave in the run directory (read at every
-    scrape: they appear once reached).
+    the records the sidecar (ComfyUI's first answer), the launcher's prefetch and the handler (the
+    first model loaded, the first job done) leave in the run directory (read at every scrape: they
+    appear once reached).
     """
 
     def __init__(self, run_dir: Path | None, supervisord_up_s: float | None) -> None:
@@ -262,13 +269,16 @@ class StartupPhasesCollector(Collector):
         phases = GaugeMetricFamily(
             P + "startup_phase_seconds",
             "Seconds after the container started when a start-up phase was reached: supervisord_up, "
-            "models_prefetched (the first job's likely models read ahead), first_job_done.",
+            "comfyui_answered (its imports done), models_prefetched (the first job's likely models read ahead), "
+            "first_model_loaded (a model loader node of a job done), first_job_done.",
             labels=["phase"],
         )
         prefetch = self._read(MODEL_PREFETCH_RECORD)
         reached = {
             "supervisord_up": self.supervisord_up_s,
+            "comfyui_answered": self._read(COMFYUI_ANSWERED_RECORD).get("after_start_s"),
             "models_prefetched": prefetch.get("after_start_s"),
+            "first_model_loaded": self._read(FIRST_MODEL_RECORD).get("after_start_s"),
             "first_job_done": self._read(FIRST_JOB_RECORD).get("after_start_s"),
         }
         for phase, seconds in reached.items():

@@ -16,9 +16,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from worker_common import custom_nodes, layout
+from worker_common import custom_nodes, layout, startup
 from worker_common.comfy_client import ComfyClient
-from worker_common.contract import PROGRAM_COMFYUI, ExitCode, config_error_file_name, stack_identity
+from worker_common.contract import (
+    COMFYUI_ANSWERED_RECORD,
+    PROGRAM_COMFYUI,
+    ExitCode,
+    config_error_file_name,
+    stack_identity,
+)
 from worker_common.custom_nodes import FailedPack
 
 from .config import SidecarConfig
@@ -96,6 +102,7 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._extras_due = 0.0
         self._spawns_since_answer = 0
+        self._answered_recorded = False  # the start-up phase "ComfyUI answered" (once per sidecar)
         self._lives: tuple[tuple[int, str, int | None], float, dict[str, list[Life]]] = ((0, "", None), -1e9, {})
         self._reported_ends: set[int] = set()
         self._started_at = clock()
@@ -149,6 +156,9 @@ class Monitor:
 
         probe = self.prober.probe(comfy, programs is not None)
         if probe.ok:
+            if not self._answered_recorded:  # its imports are done: a start-up phase (worker_common/startup.py)
+                startup.record_once(COMFYUI_ANSWERED_RECORD, {})
+                self._answered_recorded = True
             self._spawns_since_answer = 1 if comfy else 0
             self._last_answer_at = now
             self._system_stats = probe.system_stats

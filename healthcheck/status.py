@@ -26,9 +26,11 @@ from worker_common.comfy_client import ComfyClient, ComfyError
 from worker_common.comfy_protocol import QueueState
 from worker_common.contract import (
     CODE_COPY_RECORD,
+    COMFYUI_ANSWERED_RECORD,
     CRITICAL_PROGRAMS,
     EXIT_REASON_FILE,
     FIRST_JOB_RECORD,
+    FIRST_MODEL_RECORD,
     MODEL_PREFETCH_RECORD,
     PROGRAM_COMFYUI,
     SidecarStatus,
@@ -237,9 +239,8 @@ def _read_run_dir(report: Report) -> None:
     if (run_dir / custom_nodes.FILE_NAME).is_file():
         report.custom_nodes = custom_nodes.read_failures(run_dir)
     report.code_copy = startup.read(CODE_COPY_RECORD)
-    report.startup = {
-        name: found for name in (MODEL_PREFETCH_RECORD, FIRST_JOB_RECORD) if (found := startup.read(name))
-    }
+    phases = (COMFYUI_ANSWERED_RECORD, MODEL_PREFETCH_RECORD, FIRST_MODEL_RECORD, FIRST_JOB_RECORD)
+    report.startup = {name: found for name in phases if (found := startup.read(name))}
 
 
 def gather(url: str | None = None, timeout_s: float = 3.0) -> Report:
@@ -398,8 +399,10 @@ def _phase_lines(report: Report) -> list[str]:
     prefetch = report.startup.get(MODEL_PREFETCH_RECORD, {})
     reached = {
         "code": (report.code_copy or {}).get("code_ready_after_start_s"),
+        "ComfyUI answered": report.startup.get(COMFYUI_ANSWERED_RECORD, {}).get("after_start_s"),
         "ready": report.sidecar.startup_duration_s if report.sidecar else None,
         "models read ahead": prefetch.get("after_start_s"),
+        "first model loaded": report.startup.get(FIRST_MODEL_RECORD, {}).get("after_start_s"),
         "first job done": report.startup.get(FIRST_JOB_RECORD, {}).get("after_start_s"),
     }
     cells = [f"{phase} {seconds:.1f}s" for phase, seconds in reached.items() if isinstance(seconds, int | float)]

@@ -6,6 +6,7 @@ the "volume"; CODE_COPY_MIN_CALL_MS=0 makes the worker copy them as from a slow 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -17,6 +18,14 @@ import requests
 
 from tests.stack import REPO, VENV, Stack, declare_flags
 from tests.test_stack import assert_job_returns_png
+
+LOADER_JOB = {
+    "workflow": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SafetensorsLoader", "inputs": {"ckpt_name": "tiny.safetensors", "image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "loaded"}},
+    }
+}
 
 
 def small_venv(folder: Path) -> Path:
@@ -36,6 +45,10 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
     shutil.copytree(REPO / "standin" / "ComfyUI", comfy, ignore=shutil.ignore_patterns("__pycache__"))
     venv = small_venv(volume / "venv")
     declare_flags(comfy, "0.3.64")  # the install's own cli_args.py, as the stack declares it: part of the volume
+    header = json.dumps({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    (comfy / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    tiny = len(header).to_bytes(8, "little") + header + bytes(16)  # one tensor of 16 bytes
+    (comfy / "models" / "checkpoints" / "tiny.safetensors").write_bytes(tiny)
     (comfy / "assets").mkdir()  # data, no code: read from the volume where it lies
     for index in range(4):
         (comfy / "assets" / f"a{index}.js").write_text("export {};\n")
@@ -47,6 +60,7 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         stack.start()
         stack.wait_accepting_jobs(120)
         assert_job_returns_png(stack)
+        assert stack.runsync(LOADER_JOB)["status"] == "COMPLETED"
         copied = stack.wait_line("ComfyUI's code copied to")
         assert "0 removed" in copied
         linked = int(re.search(r"(\d+) data folders linked", copied).group(1))  # assets/, and the stand-in's own
@@ -64,17 +78,21 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         assert "comfy_worker_startup_code_ready_seconds" in metrics
         assert 'comfy_worker_startup_phase_seconds{phase="supervisord_up"}' in metrics
         assert 'comfy_worker_startup_phase_seconds{phase="first_job_done"}' in metrics
+        assert 'comfy_worker_startup_phase_seconds{phase="comfyui_answered"}' in metrics
+        assert 'comfy_worker_startup_phase_seconds{phase="first_model_loaded"}' in metrics
         assert stack.wait_line("first job done")
         command = [str(stack.home / "bin" / "comfy-worker"), "status"]
         status = subprocess.run(command, env=stack.env, capture_output=True, text=True, timeout=60)
         assert "code        ComfyUI's code from a copy on the container's disk, ready" in status.stdout, status.stdout
         assert f"{linked} data folders read from it in place" in status.stdout
         phases = next(line for line in status.stdout.splitlines() if line.startswith("phases"))
-        assert "code" in phases and "ready" in phases and "first job done" in phases
+        for phase in ("code", "ComfyUI answered", "ready", "first model loaded", "first job done"):
+            assert phase in phases, phases
     finally:
         stack.stop()
         stack.kill_everything()
     changed = {path for path, mtime in tree_state(volume).items() if before.get(path) != mtime}
-    kept = comfy / ".comfy-worker" / "code"
-    assert changed == {comfy, kept.parent, kept, *kept.iterdir()}, "only the worker's own manifest is written"
+    kept, models = comfy / ".comfy-worker" / "code", comfy / ".comfy-worker" / "models"
+    own = {comfy, kept.parent, kept, *kept.iterdir(), models, *models.iterdir()}
+    assert changed == own, "only the worker's own files: its manifest and pack, its record of the models jobs loaded"
     assert sorted(path.suffixes[-1] for path in kept.iterdir()) == [".json", ".json", ".pack"], "and its pack"

@@ -61,6 +61,12 @@ TARGETED_CANCEL_SINCE = (0, 26, 0)
 # -- versions ----------------------------------------------------------------------------
 
 
+def is_model_loader(class_type: str) -> bool:
+    """A node that loads model files: ComfyUI's are named so (CheckpointLoaderSimple, UNETLoader, VAELoader,
+    LoraLoader, CLIPLoader, ControlNetLoader, UpscaleModelLoader...), and custom nodes follow them."""
+    return "Loader" in class_type
+
+
 def parse_version(text: str) -> tuple[int, int, int] | None:
     """(major, minor, patch) of a ComfyUI version string such as "0.38.1", else None."""
     match = _VERSION.search(text or "")

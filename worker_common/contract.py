@@ -57,8 +57,11 @@ def config_error_file_name(program: str) -> str:
 # writes it, the sidecar's /metrics and `comfy-worker status` read it).
 CODE_COPY_RECORD = "code-copy.json"
 # Later start-up phases, each written once per container by the part that sees it (worker_common/startup.py):
-# the model prefetch's end (launcher/prefetch.py) and the first job done (the handler).
+# ComfyUI's first answer (its imports done: the sidecar), the model prefetch's end (launcher/prefetch.py),
+# the first model loaded (a loader node of the first job done: the handler) and the first job done (the handler).
+COMFYUI_ANSWERED_RECORD = "comfyui-answered.json"
 MODEL_PREFETCH_RECORD = "model-prefetch.json"
+FIRST_MODEL_RECORD = "first-model.json"
 FIRST_JOB_RECORD = "first-job.json"
 
 
