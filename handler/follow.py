@@ -138,8 +138,10 @@ class Follower:
             self.started_at = time.monotonic()
 
     def _executing(self, node: Any, prompt_id: str | None) -> Followed | None:
-        self._ran(self.running)
-        self.running = None if node is None else str(node)
+        now_running = None if node is None else str(node)
+        if now_running != self.running:  # after a reconnect ComfyUI sends the running node again
+            self._ran(self.running)
+            self.running = now_running
         if node is None:
             return self._finish() if prompt_id == self.prompt_id else None
         self._started()
