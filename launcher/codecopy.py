@@ -424,8 +424,7 @@ def copy_path(copy_dir: Path, rel: str) -> str:
 
 def unpack_in_process(pack: codepack.Pack, copy_dir: Path, streams: int) -> dict[str, Entry]:
     """codepack.unpack into the copy, by `python -m launcher.unpacker` (it says why); raises OSError with its error."""
-    job = {"pack": str(pack.path), "token": pack.token, "entries": pack.entries, "offsets": pack.offsets}
-    job |= {"copy_dir": str(copy_dir), "streams": streams}
+    job = {"index": pack.as_index(), "folder": str(pack.path.parent), "copy_dir": str(copy_dir), "streams": streams}
     command = [sys.executable, "-m", "launcher.unpacker"]
     done = subprocess.run(command, input=json.dumps(job), capture_output=True, text=True, cwd=ROOT, check=False)
     if done.returncode != 0:

@@ -27,6 +27,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from worker_common.files import write_atomically
 
@@ -53,6 +54,16 @@ class Pack:
     def data_bytes(self) -> int:
         return sum(self.entries[rel][2] for rel in self.offsets)
 
+    def as_index(self) -> dict[str, Any]:
+        """The pack as its index holds it (beside the index's `source`); `from_index` reads it back."""
+        return {"pack": self.path.name, "token": self.token, "entries": self.entries, "offsets": self.offsets}
+
+
+def from_index(data: dict[str, Any], folder: Path) -> Pack:
+    """The pack an index's data names, its file in `folder`; raises KeyError/TypeError on a malformed one."""
+    entries = {rel: tuple(entry) for rel, entry in data["entries"].items()}
+    return Pack(folder / data["pack"], data["token"], entries, data["offsets"])  # type: ignore[arg-type]
+
 
 def index_path(folder: Path, worker_id: str) -> Path:
     return folder / f"{worker_id}{INDEX}"
@@ -64,8 +75,7 @@ def read_index(path: Path, source: list[str]) -> Pack | None:
         data = json.loads(path.read_text())
         if data.get("source") != source:
             return None
-        entries = {rel: tuple(entry) for rel, entry in data["entries"].items()}
-        return Pack(path.with_name(data["pack"]), data["token"], entries, data["offsets"])  # type: ignore[arg-type]
+        return from_index(data, path.parent)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -214,7 +224,7 @@ def publish(
                 partial.unlink()
                 return f"no pack: {rel} changed while it was packed"
     os.replace(partial, data_path)
-    index = {"source": source, "pack": data_path.name, "token": token, "entries": entries, "offsets": offsets}
+    index = {"source": source, **Pack(data_path, token, entries, offsets).as_index()}
     write_atomically(own_index, json.dumps(index, separators=(",", ":")))
     return f"wrote {data_path.name}: {len(packed)} files, {sum(entries[rel][2] for rel in packed) / 1e6:.1f} MB"
 

@@ -20,8 +20,7 @@ from launcher.codecopy import copy_path
 
 def main() -> int:
     job = json.load(sys.stdin)
-    entries = {rel: tuple(entry) for rel, entry in job["entries"].items()}
-    pack = codepack.Pack(Path(job["pack"]), job["token"], entries, job["offsets"])  # type: ignore[arg-type]
+    pack = codepack.from_index(job["index"], Path(job["folder"]))
     try:
         written = codepack.unpack(pack, functools.partial(copy_path, Path(job["copy_dir"])), job["streams"])
     except OSError as error:
