@@ -22,8 +22,9 @@ does), the page cache dropped and the volume mounted afresh before each start. R
   volume, restart           the container's disk survived: the copy is checked, not copied
   ..., folder check         the same with CODE_COPY_CHECK=folders
 Each row: seconds to code ready, to ComfyUI ready (accepting jobs), to the first job done,
-and the calls and bytes the volume served. The floor is the local-disk start plus the bytes the
-start needs at the volume's total bandwidth.
+and the calls and bytes the volume served; the models' bytes over the time from ready (or from
+code ready, when the volume is free for them) to the first job done. The floor is the local-disk
+start plus the bytes the start needs at the volume's total bandwidth.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import netvol  # noqa: E402
 from tests.stack import Stack  # noqa: E402
+from worker_common.contract import FIRST_MODEL_RECORD, MODEL_PREFETCH_RECORD  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VENV_SITE = REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -53,6 +55,7 @@ MARKERS = {
     "code ready": ("ComfyUI's code copied", "ComfyUI runs from the volume"),
     "ComfyUI exec": ("starting ComfyUI from",),
 }
+RECORDS = {"models read ahead": MODEL_PREFETCH_RECORD, "first model loaded": FIRST_MODEL_RECORD}
 HEAVY_PACK = '''"""A custom node pack importing what real packs do (HTTP and cloud clients, images, a big library)."""
 import aiohttp, PIL.Image, yaml, requests, boto3, cryptography.x509
 import benchlib
@@ -205,7 +208,17 @@ def one_start(work: Path, comfy: Path, env: dict[str, str], volume: netvol.Volum
     lines = {"code": code_line}
     for name in ("model prefetch", "code pack"):
         lines[name] = next((line for line in stack.lines if f"{name}:" in line), "")
-    return {"phases": timeline.phases, **{name: line.split("] ", 1)[-1] for name, line in lines.items()}}
+    recorded = {name: startup_record(stack, record) for name, record in RECORDS.items()}
+    said = {name: line.split("] ", 1)[-1] for name, line in lines.items()}
+    return {"phases": timeline.phases, "recorded": {k: v for k, v in recorded.items() if v is not None}, **said}
+
+
+def startup_record(stack: Stack, name: str) -> float | None:
+    """Seconds after the container started when the worker recorded a start-up phase (worker_common/startup.py)."""
+    try:
+        return float(json.loads((stack.home / ".run" / name).read_text())["after_start_s"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def run_rows(
@@ -213,15 +226,18 @@ def run_rows(
 ) -> list[dict[str, Any]]:
     mnt = work / "mnt"
     rows = []
-    restart_copy = work / "copy-kept"
+    restart_copy, restart_models = work / "copy-kept", work / "models-kept"
     manifests = volume_dir / "ComfyUI" / ".comfy-worker"
     shutil.rmtree(manifests, ignore_errors=True)
     modes = [
         ("volume, no help", {"CODE_COPY": "false", "MODEL_PREFETCH": "false"}),
-        ("volume, first worker", {"CODE_COPY_DIR": str(work / "copy-first")}),
-        ("volume, fresh worker", {"CODE_COPY_DIR": str(restart_copy)}),
-        ("volume, restart", {"CODE_COPY_DIR": str(restart_copy)}),
-        ("volume, restart, folder check", {"CODE_COPY_DIR": str(restart_copy), "CODE_COPY_CHECK": "folders"}),
+        ("volume, first worker", {"CODE_COPY_DIR": str(work / "copy-first"), "MODEL_CACHE_DIR": str(work / "m1")}),
+        ("volume, fresh worker", {"CODE_COPY_DIR": str(restart_copy), "MODEL_CACHE_DIR": str(restart_models)}),
+        ("volume, restart", {"CODE_COPY_DIR": str(restart_copy), "MODEL_CACHE_DIR": str(restart_models)}),
+        (
+            "volume, restart, folder check",
+            {"CODE_COPY_DIR": str(restart_copy), "MODEL_CACHE_DIR": str(restart_models), "CODE_COPY_CHECK": "folders"},
+        ),
     ]
     for index, (name, env) in enumerate(modes):
         if only and not any(name.startswith(prefix) for prefix in only):
@@ -237,6 +253,7 @@ def run_rows(
 def print_row(row: dict[str, Any]) -> None:
     phases = row["phases"]
     cells = [f"{phase} {p['s']:.1f} s ({p['calls']} calls, {p['bytes'] / MB:.0f} MB)" for phase, p in phases.items()]
+    cells += [f"{name} {seconds:.1f} s (the worker's record)" for name, seconds in row.get("recorded", {}).items()]
     print(f"    {row['row']}: " + "; ".join(cells), flush=True)
     for name in ("code", "model prefetch", "code pack"):
         if row.get(name):
@@ -307,11 +324,12 @@ def print_report(report: dict[str, Any]) -> None:
         f"page cache dropped: {report['drop_caches']}"
     )
     header = ["volume", "start", "code ready", "ready", "first job done", "calls to ready", "MB to ready"]
-    header += ["calls to job", "MB to job", "model MB/s"]
+    header += ["calls to job", "MB to job", "model MB/s after ready", "after code ready"]
     rows = []
     for row in report["rows"]:
         phases = row["phases"]
         model_s = phases["first job done"]["s"] - phases["ready"]["s"]
+        from_code_s = phases["first job done"]["s"] - phases.get("code ready", phases["ready"])["s"]
         rows.append(
             [
                 row["volume"],
@@ -324,10 +342,11 @@ def print_report(report: dict[str, Any]) -> None:
                 str(phases["first job done"]["calls"]),
                 f"{phases['first job done']['bytes'] / MB:.0f}",
                 f"{report['model_bytes'] / MB / model_s:.0f}",
+                f"{report['model_bytes'] / MB / from_code_s:.0f}",
             ]
         )
     rows.append(
-        ["floor", "local start + bytes at 400 MB/s", "", f"{ready_floor:.1f} s", f"{job_floor:.1f} s"] + [""] * 5
+        ["floor", "local start + bytes at 400 MB/s", "", f"{ready_floor:.1f} s", f"{job_floor:.1f} s"] + [""] * 6
     )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * width for width in widths], *rows]:

@@ -1,7 +1,8 @@
 """The steps workflows-as-an-API adds to a job (docs/handler.md, "Workflows as an API"), as job.py calls them.
 
 - `set_params`: the job's `params` set in its workflow (params.py), and the model files the
-  prompt will load found, their hashing started while the prompt runs (results.py, model_hashes.py);
+  prompt will load found (results.py), for job.py to start hashing them while the prompt runs
+  (model_hashes.py);
 - `api_results`: the result with its image sizes, seeds and model files added.
 """
 
@@ -28,9 +29,7 @@ def set_params(
         timeout_s,
         lambda name: name in images or rt.config.layout.shared_input_file(name) is not None,
     )
-    loaded = results.model_files(workflow, catalog, rt.config.layout, timeout_s)
-    rt.model_hashes.warm([model.path for model in loaded])
-    return workflow, loaded
+    return workflow, results.model_files(workflow, catalog, rt.config.layout, timeout_s)
 
 
 def api_results(

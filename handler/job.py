@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker_common import startup
+from worker_common import model_cache, startup
 from worker_common.comfy_client import ComfyError
 from worker_common.contract import FIRST_JOB_RECORD
 
@@ -42,6 +42,7 @@ from .context import JobContext
 from .errors import JobError, Reason
 from .gate import READY_FRESH_S, ready_for_job
 from .namespace import JobSpace
+from .results import LoadedModel
 from .runtime import Runtime
 from .validate import JobInput
 from .ws import Vouched
@@ -115,6 +116,8 @@ def _run(rt: Runtime, ctx: JobContext, space: JobSpace, prompt_id: str, phases: 
         answer, catalog = _ready_for(rt, ctx)
         timeout_s = ctx.request_timeout_s(10)
         workflow, loaded = api.set_params(rt, catalog, raw, job_input, timeout_s)
+        _models_ready(rt, ctx, loaded)
+        rt.model_hashes.warm([model.path for model in loaded])  # from a copy on the disk, when it is whole
         prepared = namespace.prepare(workflow, space, {image.name for image in job_input.images}, catalog, timeout_s)
         stage.stage_inputs(rt, ctx, job_input, space, prepared)
     ctx.check()
@@ -150,6 +153,18 @@ def _ready_for(rt: Runtime, ctx: JobContext) -> tuple[Vouched, Catalog]:
     answer = vouched if vouched is not None and vouched.ready is ready else Vouched(ready, time.monotonic())
     metrics.READY_WAIT.observe(time.monotonic() - started)
     return answer, rt.catalog.for_process(ready.comfyui_pid)
+
+
+def _models_ready(rt: Runtime, ctx: JobContext, loaded: list[LoadedModel]) -> None:
+    """Wait while the read-ahead still reads the job's models (the loader's one stream from the volume, or
+    the hashing's, would be slower and take the volume's bandwidth from it), then drop copies whose file
+    on the volume changed since (worker_common/model_cache.py)."""
+    sources = {model.name: model.path for model in loaded}
+    waited, dropped = model_cache.ready_for(rt.config.layout.model_cache, sources, max(ctx.left_s(), 0.0))
+    if waited >= 0.1:
+        log.info("job %s waited %.1f s for its models to be read ahead from the volume", ctx.job_id, waited)
+    if dropped:
+        log.info("the volume's %s changed since it was copied to the disk: read from the volume", ", ".join(dropped))
 
 
 def _extra_data(rt: Runtime, job_input: JobInput) -> dict[str, Any] | None:

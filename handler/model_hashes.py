@@ -3,7 +3,8 @@
 Model files are gigabytes on a network volume: reading one again for every job would cost
 seconds of disk and network each time. A hash is kept per real path with the file's size and
 mtime, and computed again only when either changed (the operator replaced the file). One file
-is hashed at a time, so two jobs loading one new model read it once.
+is hashed at a time, so two jobs loading one new model read it once. A file the read-ahead copied
+to the container's disk and unchanged since is read from that copy (worker_common/model_cache.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from worker_common.model_cache import Source
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,8 @@ CHUNK_BYTES = 8 << 20
 
 
 class ModelHashes:
-    def __init__(self) -> None:
+    def __init__(self, copy_of: Callable[[Source], Path | None] = lambda _source: None) -> None:
+        self._copy_of = copy_of  # a local copy of a volume's file as it is now, if there is one
         self._known: dict[str, tuple[int, int, str]] = {}  # real path -> (size, mtime_ns, sha256)
         self._hashing = threading.Lock()
 
@@ -37,7 +42,7 @@ class ModelHashes:
             if known is not None and known[:2] == version:
                 return known[0], known[2]
             started = time.monotonic()
-            digest = _digest(path)
+            digest = _digest(self._copy_of(Source(str(path), stat.st_size, stat.st_mtime_ns)) or path)
             self._known[str(path)] = (stat.st_size, stat.st_mtime_ns, digest)
         log.info("hashed model file %s (%.1f MB) in %.2f s", path, stat.st_size / 1e6, time.monotonic() - started)
         return stat.st_size, digest

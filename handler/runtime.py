@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import xmlrpc.client
 from dataclasses import dataclass, field
 
-from worker_common import custom_nodes
+from worker_common import custom_nodes, model_cache
 from worker_common.comfy_client import ComfyClient, ComfyError, ComfyUnavailable
 from worker_common.comfy_protocol import Features
 from worker_common.contract import COMFY_HOST, PROGRAM_COMFYUI, stack_identity
@@ -61,7 +62,7 @@ class Runtime:
             s3=S3Uploader(config.s3) if config.s3 else None,
             cleaner=Cleaner(config, comfy),
             workflows=WorkflowStore(config.layout.workflows),
-            model_hashes=ModelHashes(),
+            model_hashes=ModelHashes(functools.partial(model_cache.copy_of, config.layout.model_cache)),
             recent_models=RecentModels(config.layout.comfyui_dir, config.layout.worker_id),
         )
 

@@ -285,7 +285,11 @@ class StartupPhasesCollector(Collector):
             if isinstance(seconds, int | float):
                 phases.add_metric([phase], seconds)
         yield phases
-        for key, help_text in (("bytes", "Model bytes read ahead."), ("files", "Model files read ahead.")):
+        for key, help_text in (
+            ("bytes", "Model bytes read ahead."),
+            ("files", "Model files read ahead."),
+            ("kept_files", "Model files whose copy on the container's disk was kept from its last start."),
+        ):
             if prefetch:
                 yield GaugeMetricFamily(P + f"startup_prefetch_{key}", help_text, value=prefetch.get(key) or 0)
 

@@ -410,6 +410,8 @@ def _phase_lines(report: Report) -> list[str]:
         cells.append(
             f"{int(prefetch.get('files') or 0)} model file(s) ({_bytes(prefetch.get('bytes') or 0)}) read ahead"
         )
+    if prefetch.get("kept_files"):
+        cells.append(f"{int(prefetch['kept_files'])} kept on the disk from the last start")
     return [f"phases      after the container started: {', '.join(cells)}"] if cells else []
 
 

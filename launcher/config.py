@@ -7,7 +7,7 @@ given. Where the worker's programs share a setting (COMFY_PORT, the folders), wo
 reads it, for all of them alike.
 
 The code copy's settings (CODE_COPY_*) are read by `code_copy(layout)`, and the model read-ahead's
-(MODEL_PREFETCH_*, WARMUP_WORKFLOW) by `model_prefetch(...)`, when the comfyui program starts:
+(MODEL_PREFETCH_*, MODEL_CACHE_DISK_MB, WARMUP_WORKFLOW) by `model_prefetch(...)`, when the comfyui program starts:
 their defaults come from the worker's folders and the container's memory, and `prepare` has no
 use for them.
 
@@ -77,10 +77,12 @@ def code_copy(layout: Layout) -> CodeCopySettings:
     )
 
 
-def model_prefetch(limit: Limit | None) -> PrefetchSettings:
+def model_prefetch(limit: Limit | None, layout: Layout) -> PrefetchSettings:
     """The model read-ahead's settings (launcher/prefetch.py); raises ConfigError naming a bad variable."""
     warmup = env_str("WARMUP_WORKFLOW")
     return PrefetchSettings(
+        cache_dir=layout.model_cache,
+        disk_bytes=env_int("MODEL_CACHE_DISK_MB", default_disk_budget_mb(layout.model_cache) // 2, minimum=0) * MB,
         enabled=env_bool("MODEL_PREFETCH", True),
         memory_bytes=env_int("MODEL_PREFETCH_MEMORY_MB", default_prefetch_mb(limit), minimum=0) * MB,
         streams=env_int("MODEL_PREFETCH_STREAMS", 4, minimum=1, maximum=64),

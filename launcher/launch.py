@@ -90,9 +90,13 @@ def launch() -> int:
         print(code.describe(), flush=True)
         code.record(settings.run_dir() / CODE_COPY_RECORD, settings.started_at())
         limit = container_limit(config.cgroup_dir)
-        models = launcher_config.model_prefetch(limit)
-        if models.enabled and not code.fast_volume:  # the likely models into memory while ComfyUI imports
-            background.detached("model prefetch", lambda: prefetch.run(layout, models))
+        models = launcher_config.model_prefetch(limit, layout)
+        slow_models = codecopy.call_ms(layout.models) >= copy_settings.min_call_ms
+        likely = prefetch.likely_models(layout, models) if models.enabled and slow_models else {}
+        cache_flags = prefetch.cache_args(models, likely)
+        # The likely models read while ComfyUI imports: after the code's check, which it would slow down.
+        if models.enabled and slow_models:
+            background.detached("model prefetch", lambda: prefetch.run(models, likely))
         if (code.copied or code.pack_from_volume) and copy_settings.pack_streams:
             background.detached("code pack", lambda: codecopy.keep_pack(layout, copy_settings))
         copied = dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv)
@@ -101,8 +105,8 @@ def launch() -> int:
         flags = installed_flags(install.comfyui_dir, install.version)
         table = flags.table
         args = comfyui_args(layout, config, table, install.version)
-        slow_models = codecopy.call_ms(layout.models) >= copy_settings.min_call_ms
         args += volume_flags.model_storage_args(table, args, slow_models)
+        args += cache_flags if table.has(prefetch.CONFIG_FLAG) else []
         memory = memory_plan(install.comfyui_dir, env, limit)
     except ConfigError as error:
         print(f"comfyui launch check failed: {error}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ the "volume"; CODE_COPY_MIN_CALL_MS=0 makes the worker copy them as from a slow 
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,14 +18,8 @@ import requests
 
 from tests.stack import REPO, VENV, Stack, declare_flags
 from tests.test_stack import assert_job_returns_png
-
-LOADER_JOB = {
-    "workflow": {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SafetensorsLoader", "inputs": {"ckpt_name": "tiny.safetensors", "image": ["1", 0]}},
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "loaded"}},
-    }
-}
+from tests.workflows import model_loading_job, write_tiny_model
+from worker_common import recent_models
 
 
 def small_venv(folder: Path) -> Path:
@@ -39,16 +33,18 @@ def tree_state(root: Path) -> dict[Path, int]:
     return {path: path.lstat().st_mtime_ns for path in root.rglob("*")}
 
 
-def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) -> None:
-    volume = tmp_path / "volume"
-    comfy = volume / "ComfyUI"
+def standin_volume(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(the ComfyUI install, its venv, its tiny model file) on a "volume" in `tmp_path`."""
+    comfy = tmp_path / "volume" / "ComfyUI"
     shutil.copytree(REPO / "standin" / "ComfyUI", comfy, ignore=shutil.ignore_patterns("__pycache__"))
-    venv = small_venv(volume / "venv")
+    venv = small_venv(tmp_path / "volume" / "venv")
     declare_flags(comfy, "0.3.64")  # the install's own cli_args.py, as the stack declares it: part of the volume
-    header = json.dumps({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
-    (comfy / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    tiny = len(header).to_bytes(8, "little") + header + bytes(16)  # one tensor of 16 bytes
-    (comfy / "models" / "checkpoints" / "tiny.safetensors").write_bytes(tiny)
+    return comfy, venv, write_tiny_model(comfy / "models" / "checkpoints" / "tiny.safetensors")
+
+
+def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) -> None:
+    comfy, venv, _tiny = standin_volume(tmp_path)
+    volume = comfy.parent
     (comfy / "assets").mkdir()  # data, no code: read from the volume where it lies
     for index in range(4):
         (comfy / "assets" / f"a{index}.js").write_text("export {};\n")
@@ -60,7 +56,7 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
         stack.start()
         stack.wait_accepting_jobs(120)
         assert_job_returns_png(stack)
-        assert stack.runsync(LOADER_JOB)["status"] == "COMPLETED"
+        assert stack.runsync(model_loading_job())["status"] == "COMPLETED"
         copied = stack.wait_line("ComfyUI's code copied to")
         assert "0 removed" in copied
         linked = int(re.search(r"(\d+) data folders linked", copied).group(1))  # assets/, and the stand-in's own
@@ -96,3 +92,30 @@ def test_comfyui_runs_from_the_copy_and_the_volume_is_only_read(tmp_path: Path) 
     own = {comfy, kept.parent, kept, *kept.iterdir(), models, *models.iterdir()}
     assert changed == own, "only the worker's own files: its manifest and pack, its record of the models jobs loaded"
     assert sorted(path.suffixes[-1] for path in kept.iterdir()) == [".json", ".json", ".pack"], "and its pack"
+
+
+def test_the_first_jobs_model_is_loaded_from_its_copy_on_the_disk_never_stale(tmp_path: Path) -> None:
+    comfy, venv, tiny = standin_volume(tmp_path)
+    recent_models.RecentModels(comfy, "an-earlier-worker").loaded(["checkpoints/tiny.safetensors"])
+    cache = tmp_path / "model-cache"
+    env = {"COMFYUI_VENV": str(venv), "CODE_COPY_MIN_CALL_MS": "0", "CODE_COPY_DIR": str(tmp_path / "code")}
+    stack = Stack(tmp_path / "stack", env | {"MODEL_CACHE_DIR": str(cache)}, comfyui_dir=comfy)
+    try:
+        stack.start()
+        said = stack.wait_line("model prefetch:")
+        assert "copied to the container's disk: checkpoints/tiny.safetensors" in said, said
+        argv = psutil.Process(stack.pid_of("comfyui")).cmdline()
+        assert argv[argv.index("--extra-model-paths-config") + 1] == str(cache / "extra_model_paths.yaml")
+        stat = tiny.stat()
+        tiny.write_bytes(b"\xff" * stat.st_size)  # unreadable as a model, same size and mtime: the copy is read
+        os.utime(tiny, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        stack.wait_accepting_jobs(120)
+        assert stack.runsync(model_loading_job())["status"] == "COMPLETED", "loaded from the copy"
+        tiny.write_bytes(b"\xff" * 8)  # replaced on the volume: the copy is stale
+        result = stack.runsync(model_loading_job(color=1))  # not ComfyUI's cached outputs: the loader runs again
+        assert result["status"] == "FAILED", "the volume's own (broken) file, not the stale copy"
+        assert stack.wait_line("changed since it was copied to the disk")
+        assert not (cache / "checkpoints" / "tiny.safetensors").exists()
+    finally:
+        stack.stop()
+        stack.kill_everything()

@@ -40,7 +40,15 @@ from tests.container import (
 from tests.fake_runpod import FakeRunPod
 from tests.handler_harness import MotoServer
 from tests.images import b64, noise_png
-from tests.workflows import assert_own_images, completed, image_chain, own_images_job
+from tests.workflows import (
+    assert_own_images,
+    completed,
+    image_chain,
+    model_loading_job,
+    own_images_job,
+    write_tiny_model,
+)
+from worker_common.recent_models import RecentModels
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "outputs"
@@ -72,8 +80,12 @@ def volume(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
 
 @pytest.fixture(scope="module")
 def copy_volume(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A volume of its own for the container that copies ComfyUI's code: it keeps its manifest and pack there."""
-    return make_volume(tmp_path_factory.mktemp("volume-copy"), image)
+    """A volume of its own for the container that copies ComfyUI's code: it keeps its manifest and pack there.
+    An earlier worker's record names a model its jobs loaded: the container copies it to its disk."""
+    folder = make_volume(tmp_path_factory.mktemp("volume-copy"), image)
+    write_tiny_model(folder / "ComfyUI" / "models" / "checkpoints" / "tiny.safetensors")
+    RecentModels(folder / "ComfyUI", "an-earlier-worker").loaded(["checkpoints/tiny.safetensors"])
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -414,3 +426,7 @@ def test_comfyui_runs_from_a_copy_of_its_code_as_its_own_user(containers: Contai
     assert completed(copied.runsync(image_chain(prefix="copied")))["images"], copied.logs()
     comfyui = copied.exec("ps", "-o", "user=,args=", "-p", str(copied.program_pid("comfyui"))).stdout
     assert comfyui.startswith("comfyui ") and "/var/lib/comfy-worker/code/ComfyUI" in comfyui, comfyui
+    # The likely model copied to the container's disk, found there by ComfyUI's user through the paths file.
+    assert "--extra-model-paths-config /var/lib/comfy-worker/model-cache/extra_model_paths.yaml" in comfyui
+    assert completed(copied.runsync(model_loading_job()))["images"], copied.logs()
+    assert "copied to the container's disk: checkpoints/tiny.safetensors" in copied.logs(), copied.logs()

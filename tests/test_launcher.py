@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher import prefetch
 from launcher.arguments import ADDRESS_FLAGS, FOLDER_FLAGS, comfyui_args, resolve
 from launcher.background import whole_lines
 from launcher.config import LauncherConfig
@@ -111,6 +112,7 @@ def test_the_launchers_own_flags_exist_in_every_release(tmp_path: Path, monkeypa
     flags = [arg for arg in args if arg.startswith("-")]
     assert set(flags) <= TABLE_OF[release].flags
     assert args[args.index("--verbose") + 1] == "DEBUG"
+    assert TABLE_OF[release].has(prefetch.CONFIG_FLAG), "the copies of the first jobs' models are found through it"
 
 
 # -- ComfyUI's command line ----------------------------------------------------------------
@@ -399,3 +401,17 @@ def test_the_volume_report_names_the_release_and_whose_folders_are_whose(tmp_pat
         f"temp {layout.temp}, user {layout.user}, home {layout.home}"
     )
     assert "models/loras: 1 files, 1.0 KB" in lines
+
+
+def test_a_model_cache_inside_the_install_is_a_config_error(tmp_path: Path, monkeypatch) -> None:
+    from worker_common.layout import load
+
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    monkeypatch.setenv("COMFYUI_DIR", str(comfy))
+    monkeypatch.setenv("WORKER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(comfy / "models" / "cache"))
+    with pytest.raises(ConfigError, match=r"MODEL_CACHE_DIR=.* is inside the ComfyUI install"):
+        load()
+    monkeypatch.delenv("MODEL_CACHE_DIR")
+    assert load().model_cache == tmp_path / "data" / "model-cache"

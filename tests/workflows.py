@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -27,6 +29,19 @@ def image_chain(
         previous = str(index)
     workflow["99"] = {"class_type": "SaveImage", "inputs": {"images": [previous, 0], "filename_prefix": prefix}}
     return {"workflow": workflow}
+
+
+def model_loading_job(model: str = "tiny.safetensors", color: int = 0x3366CC) -> dict[str, Any]:
+    """A job whose stand-in SafetensorsLoader reads `model` from models/checkpoints (header, then every tensor)."""
+    return image_chain(("SafetensorsLoader", {"ckpt_name": model}), prefix="loaded", color=color)
+
+
+def write_tiny_model(path: Path) -> Path:
+    """A .safetensors file of one 16-byte tensor, as model_loading_job's loader reads it."""
+    header = json.dumps({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    return path
 
 
 def own_images_job(seed: int, name: str = "same.png", prefix: str = "shared") -> dict[str, Any]:

@@ -49,6 +49,7 @@ class Layout:
     worker_id: str
     outputs_on_volume: bool = False
     workflows_dir: Path | None = None  # WORKFLOWS_DIR; None: the default below
+    model_cache_dir: Path | None = None  # MODEL_CACHE_DIR; None: the default below
 
     # -- the volume's (read by jobs, never written) -------------------------------------
 
@@ -107,6 +108,11 @@ class Layout:
     @property
     def user(self) -> Path:
         return self.data_dir / "user"
+
+    @property
+    def model_cache(self) -> Path:
+        """Copies of the first jobs' model files (worker_common/model_cache.py), kept across restarts."""
+        return self.model_cache_dir or self.data_dir / "model-cache"
 
     @property
     def home(self) -> Path:
@@ -226,7 +232,15 @@ def load() -> Layout:
         worker_id=worker_id(),
         outputs_on_volume=env_bool("OUTPUTS_ON_VOLUME", False),
         workflows_dir=env_path("WORKFLOWS_DIR", comfyui_dir / "workflows_api"),
+        model_cache_dir=_model_cache_dir(comfyui_dir, data_dir),
     )
+
+
+def _model_cache_dir(comfyui_dir: Path, data_dir: Path) -> Path:
+    folder = Path(os.path.abspath(env_path("MODEL_CACHE_DIR", data_dir / "model-cache")))
+    if inside(comfyui_dir, folder):
+        raise ConfigError(f"MODEL_CACHE_DIR={folder} is inside the ComfyUI install: put it on the container's disk")
+    return folder
 
 
 def volume_mounts() -> list[Path]:

@@ -111,10 +111,13 @@ def folders() -> Folders:
     return _folders
 
 
-def add_model_folder_path(folder_name: str, full_path: str) -> None:
+def add_model_folder_path(folder_name: str, full_path: str, is_default: bool = False) -> None:
+    """ComfyUI's: appended, or put first when `is_default` (extra_model_paths.yaml's `is_default: true`)."""
     paths = folders().models.setdefault(folder_name, [])
+    if full_path in paths and is_default:
+        paths.remove(full_path)
     if full_path not in paths:
-        paths.append(full_path)
+        paths.insert(0 if is_default else len(paths), full_path)
 
 
 def load_extra_model_paths(config_path: str) -> None:
@@ -135,7 +138,7 @@ def load_extra_model_paths(config_path: str) -> None:
             base_path = os.path.expandvars(os.path.expanduser(base_path))
             if not os.path.isabs(base_path):
                 base_path = os.path.abspath(os.path.join(yaml_dir, base_path))
-        section.pop("is_default", None)
+        is_default = bool(section.pop("is_default", False))
         for folder_name, value in section.items():
             for line in str(value).split("\n"):
                 if not line.strip():
@@ -146,7 +149,7 @@ def load_extra_model_paths(config_path: str) -> None:
                 elif not os.path.isabs(full_path):
                     full_path = os.path.abspath(os.path.join(yaml_dir, full_path))
                 log.info(f"Adding extra search path {folder_name} {full_path}")
-                add_model_folder_path(folder_name, os.path.normpath(full_path))
+                add_model_folder_path(folder_name, os.path.normpath(full_path), is_default)
 
 
 def get_filename_list(folder_name: str) -> list[str]:
