@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,14 +124,18 @@ def volume_snapshot(folder: Path) -> dict[str, tuple[int, int, float]]:
     }
 
 
-def bridge_address(image: str) -> str:
-    """The host's address on podman's bridge, as containers resolve host.containers.internal.
-
-    A test's server that containers must reach binds it. The first container on the bridge brings the
-    bridge up (it stays up), so one is run here before the address is used.
-    """
-    options = ["--rm", "--entrypoint", "getent", image, "hosts", HOST_NAME]
-    return podman("run", *options, timeout_s=300).stdout.split()[0]
+@contextlib.contextmanager
+def bridge_kept_up(image: str) -> Iterator[str]:
+    """The host's address on podman's bridge, as containers resolve host.containers.internal; a test's
+    server that containers must reach binds it. A container is kept running on the bridge meanwhile:
+    the first container brings the bridge up, and netavark (podman's network stack where it is
+    installed) takes it down, the address with it, when the last one stops (CNI leaves it up)."""
+    name = f"comfy-worker-bridge-{os.getpid()}"
+    podman("run", "--detach", "--rm", "--name", name, "--entrypoint", "sleep", image, "infinity", timeout_s=300)
+    try:
+        yield podman("exec", name, "getent", "hosts", HOST_NAME).stdout.split()[0]
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)
 
 
 class Container(OnLoopback):

@@ -30,7 +30,7 @@ from tests.container import (
     HOST_NAME,
     PYTHON,
     Container,
-    bridge_address,
+    bridge_kept_up,
     build_image,
     image_size,
     make_volume,
@@ -106,8 +106,9 @@ def other_python_volume(image: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def bridge(image: str) -> str:
-    return bridge_address(image)
+def bridge(image: str) -> Iterator[str]:
+    with bridge_kept_up(image) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
