@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from launcher import codepack, datafolders, lookup
-from launcher.datafolders import as_placed, inside_any
+from launcher.datafolders import as_placed, below_any
 from worker_common.files import write_atomically
 from worker_common.layout import Layout, inside
 
@@ -238,11 +238,12 @@ class Syncer:
         Below a linked data folder nothing is looked at: the copy reads it from the volume."""
         folders_only = self.settings.check == "folders"
         linked = self.linked(known)
+        in_linked = below_any(linked)
         tops, current = self.open_tops(known)
         asked = by_folder(
             rel
             for rel, entry in known.items()
-            if rel not in current and not inside_any(rel, linked) and (entry[0] == "d" or not folders_only)
+            if rel not in current and not in_linked(rel) and (entry[0] == "d" or not folders_only)
         )
         current |= self.look_up(known, tops, asked)
         changed = [rel for rel, entry in current.items() if entry[0] == "d" and entry != known.get(rel)]
@@ -255,9 +256,7 @@ class Syncer:
                 rel: entry for rel, entry in known.items() if entry[0] != "d" and rel.rpartition("/")[0] in same
             }
         new_folders = [
-            rel
-            for rel, entry in current.items()
-            if entry[0] == "d" and rel not in known and not inside_any(rel, linked)
+            rel for rel, entry in current.items() if entry[0] == "d" and rel not in known and not in_linked(rel)
         ]
         return current | self.walk(new_folders)
 
@@ -266,7 +265,8 @@ class Syncer:
         (it may hold code now). Nothing below a folder that is gone or no longer a folder."""
         unchanged = {rel for rel in linked if current.get(rel) == known[rel]}
         relisted = [rel for rel in linked if rel not in unchanged and current.get(rel, ("",))[0] == "d"]
-        kept = {rel: entry for rel, entry in known.items() if inside_any(rel, unchanged)}
+        in_unchanged = below_any(unchanged)
+        kept = {rel: entry for rel, entry in known.items() if in_unchanged(rel)}
         return kept | self.walk(relisted)
 
     def look_up(

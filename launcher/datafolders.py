@@ -45,7 +45,8 @@ def linked_folders(entries: dict[str, Entry], min_files: int, tops: Iterable[str
         return set()
     below = entries_below(entries)
     data = {rel for rel in data_only(entries, tops) if below.get(rel, 0) >= min_files}
-    return {rel for rel in data if not inside_any(rel, data)}
+    inside_data = below_any(data)
+    return {rel for rel in data if not inside_data(rel)}
 
 
 def data_only(entries: dict[str, Entry], tops: Iterable[str]) -> set[str]:
@@ -75,14 +76,17 @@ def entries_below(entries: dict[str, Entry]) -> dict[str, int]:
     return below
 
 
-def inside_any(rel: str, folders: set[str]) -> bool:
-    """`rel` lies below one of `folders` (not the folder itself)."""
-    return bool(folders) and rel.startswith(tuple(f"{folder}/" for folder in folders))
+def below_any(folders: Iterable[str]) -> Callable[[str], bool]:
+    """A test of whether a path lies below one of `folders` (not the folder itself). The prefixes are made
+    once: the test is asked of every entry of the manifest, tens of thousands at each start."""
+    prefixes = tuple(f"{folder}/" for folder in folders)
+    return lambda rel: rel.startswith(prefixes)
 
 
 def as_placed(entries: dict[str, Entry], folders: set[str], volume_path: Callable[[str], str]) -> dict[str, Entry]:
     """What the copy holds for `entries`: each linked folder a link to the volume's, nothing below it."""
-    placed = {rel: entry for rel, entry in entries.items() if not inside_any(rel, folders)}
+    inside = below_any(folders)
+    placed = {rel: entry for rel, entry in entries.items() if not inside(rel)}
     for rel in folders:
         if rel in placed:
             placed[rel] = ("l", stat.S_IFLNK | 0o777, 0, 0, volume_path(rel))

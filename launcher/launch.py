@@ -92,11 +92,8 @@ def launch() -> int:
         limit = container_limit(config.cgroup_dir)
         models = launcher_config.model_prefetch(limit, layout)
         slow_models = codecopy.call_ms(layout.models) >= copy_settings.min_call_ms
-        likely = prefetch.likely_models(layout, models) if models.enabled and slow_models else {}
-        cache_flags = prefetch.cache_args(models, likely)
         # The likely models read while ComfyUI imports: after the code's check, which it would slow down.
-        if models.enabled and slow_models:
-            background.detached("model prefetch", lambda: prefetch.run(models, likely))
+        cache_flags = prefetch.start(layout, models) if models.enabled and slow_models else []
         if (code.copied or code.pack_from_volume) and copy_settings.pack_streams:
             background.detached("code pack", lambda: codecopy.keep_pack(layout, copy_settings))
         copied = dataclasses.replace(layout, comfyui_dir=code.comfyui_dir, venv=code.venv)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher import background
 from worker_common import model_cache, recent_models, startup
 from worker_common.contract import MODEL_PREFETCH_RECORD
 from worker_common.layout import Layout
@@ -82,32 +83,54 @@ def workflow_models(path: Path | None) -> list[str]:
     return names
 
 
-def likely_models(layout: Layout, settings: Settings) -> dict[str, Path]:
-    """Name below the models folder -> the volume's real file: the warm-up workflow's models (each in the
-    first models folder that has it), then recent jobs' models, most likely first."""
+def start(layout: Layout, settings: Settings) -> list[str]:
+    """Start the read-ahead beside ComfyUI's start, in a detached process; ComfyUI's flag that finds the
+    copies. Only the recent jobs' records are read here, before ComfyUI starts: looking each model up
+    costs round trips on a slow volume (~0.3 s for two), so the read-ahead does that."""
+    warmup = workflow_models(settings.warmup_workflow)
+    recent = recent_models.endpoint_recent(layout.comfyui_dir)
+    flags = cache_args(settings, likely_folders(layout, warmup, recent))
+    background.detached("model prefetch", lambda: run(settings, likely_models(layout, warmup, recent)))
+    return flags
+
+
+def model_folders(layout: Layout) -> list[str]:
     try:
-        folders = sorted(entry.name for entry in os.scandir(layout.models) if entry.is_dir())
+        return sorted(entry.name for entry in os.scandir(layout.models) if entry.is_dir())
     except OSError:
-        return {}
+        return []
+
+
+def likely_models(layout: Layout, warmup: list[str], recent: list[str]) -> dict[str, Path]:
+    """Name below the models folder -> the volume's real file: the warm-up workflow's models (`warmup`, each
+    in the first models folder that has it), then the recent jobs' (`recent`), most likely first."""
+    folders = model_folders(layout) if warmup else []
     found: dict[str, Path] = {}
-    for base in workflow_models(settings.warmup_workflow):
+    for base in warmup:
         hits = ((f"{folder}/{base}", layout.model_file(f"{folder}/{base}")) for folder in folders)
         name, path = next(((name, path) for name, path in hits if path is not None), ("", None))
         if path is not None:
             found.setdefault(name, path)
-    for name in recent_models.endpoint_recent(layout.comfyui_dir):
+    for name in recent:
         if name not in found and (path := layout.model_file(name)) is not None:
             found[name] = path
     return found
 
 
-def cache_args(settings: Settings, likely: dict[str, Path]) -> list[str]:
-    """ComfyUI's flag naming the copies' folders (searched before the volume's), for the likely models'
-    folders; none when nothing can be copied to the disk."""
-    if not likely or settings.disk_bytes <= 0:
+def likely_folders(layout: Layout, warmup: list[str], recent: list[str]) -> set[str]:
+    """The models folders the likely models can lie in, no model looked up: the recent jobs' models', and
+    every models folder when the warm-up workflow names models (which folder holds each is not known yet)."""
+    folders = {name.split("/", 1)[0] for name in recent if "/" in name} | set(model_folders(layout) if warmup else ())
+    return folders - {"", ".", ".."}  # a record on the shared volume names no folder out of the cache
+
+
+def cache_args(settings: Settings, folders: set[str]) -> list[str]:
+    """ComfyUI's flag naming the copies' `folders` (searched before the volume's); none when nothing can be
+    copied to the disk."""
+    if not folders or settings.disk_bytes <= 0:
         return []
     make_folder(settings.cache_dir)
-    return [CONFIG_FLAG, str(model_cache.paths_file(settings.cache_dir, (name.split("/")[0] for name in likely)))]
+    return [CONFIG_FLAG, str(model_cache.paths_file(settings.cache_dir, folders))]
 
 
 def make_folder(folder: Path) -> None:
@@ -156,7 +179,10 @@ def plan(likely: dict[str, Path], kept: dict[str, Source], settings: Settings) -
         if source.size <= disk_left:
             planned.append(Planned(name, source, True, source.size))
             disk_left -= source.size
-        elif memory_left > 0 and (keeps := keeps_data(path) if keeps is None else keeps):
+            continue
+        if memory_left > 0 and keeps is None:
+            keeps = keeps_data(path)  # probed once, on the first file that does not fit the disk
+        if memory_left > 0 and keeps:
             planned.append(Planned(name, source, False, min(source.size, memory_left)))
             memory_left -= planned[-1].size
     return planned
@@ -239,14 +265,13 @@ def copy_to_disk(pool: concurrent.futures.Executor, item: Planned, settings: Set
     return read
 
 
-def prefetch(planned: list[Planned], settings: Settings) -> tuple[Index, int, float]:
-    """Read `planned` in order within the time budget, the index rewritten as each copy is made whole:
-    (the index at the end, bytes read, seconds)."""
+def prefetch(planned: list[Planned], settings: Settings, kept: dict[str, Source]) -> tuple[Index, int, float]:
+    """Read `planned` in order within the time budget, the index (the `kept` copies, then each copy made
+    whole) rewritten as each is done: (the index at the end, bytes read, seconds)."""
     started = time.monotonic()
     deadline = started + settings.timeout_s
     cache = settings.cache_dir
-    index = model_cache.read_index(cache)
-    index = Index(index.files, frozenset(item.name for item in planned), os.getpid())
+    index = Index(kept, frozenset(item.name for item in planned), os.getpid())
     total = 0
     try:
         make_folder(cache)
@@ -308,7 +333,7 @@ def read_ahead(settings: Settings, likely: dict[str, Path]) -> str:
             "not read ahead: no copy fits MODEL_CACHE_DISK_MB, and the volume's client drops a file's cached "
             "data when it is opened again"
         )
-    index, total, seconds = prefetch(planned, settings)
+    index, total, seconds = prefetch(planned, settings, kept)
     copied = [item.name for item in planned if item.to_disk and item.name in index.files]
     in_memory = [item.name for item in planned if not item.to_disk]
     files = len(copied) + len(in_memory)

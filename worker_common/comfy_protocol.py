@@ -61,12 +61,6 @@ TARGETED_CANCEL_SINCE = (0, 26, 0)
 # -- versions ----------------------------------------------------------------------------
 
 
-def is_model_loader(class_type: str) -> bool:
-    """A node that loads model files: ComfyUI's are named so (CheckpointLoaderSimple, UNETLoader, VAELoader,
-    LoraLoader, CLIPLoader, ControlNetLoader, UpscaleModelLoader...), and custom nodes follow them."""
-    return "Loader" in class_type
-
-
 def parse_version(text: str) -> tuple[int, int, int] | None:
     """(major, minor, patch) of a ComfyUI version string such as "0.38.1", else None."""
     match = _VERSION.search(text or "")
@@ -550,6 +544,12 @@ class NodeInfo:
         if not isinstance(info, dict):
             return None
         return cls(bool(info.get("output_node")), node_inputs(info))
+
+
+def is_model_loader(class_type: str) -> bool:
+    """A node that loads model files: ComfyUI's are named so (CheckpointLoaderSimple, UNETLoader, VAELoader,
+    LoraLoader, CLIPLoader, ControlNetLoader, UpscaleModelLoader...), and custom nodes follow them."""
+    return "Loader" in class_type
 
 
 def node_inputs(info: Any) -> dict[str, InputSpec]:

@@ -287,15 +287,16 @@ def _file_below(folder: Path, name: str) -> Path | None:
     if not name or name.startswith("/") or ".." in parts or "\0" in name:
         return None
     root = _real_folder(str(folder))
-    target = os.path.realpath(os.path.join(root, name))
+    target = _real_below(root, name)
     return Path(target) if _below(root, target) and os.path.isfile(target) else None
 
 
 def _real_below(root: str, relative: str) -> str:
     """realpath(root/relative) for a real `root`: only the parts below it are looked at (one lstat each).
 
-    Outputs sit one or two folders below the worker's folder, so this costs a few lstat calls
-    instead of one per component of the whole path; any link or `..` falls back to realpath.
+    Outputs sit one or two folders below the worker's folder, models one or two below the models
+    folder, so this costs a few lstat calls instead of one per component of the whole path (each a
+    round trip on a network volume); any link or `..` falls back to realpath.
     """
     parts = [part for part in relative.split("/") if part not in ("", ".")]
     path = root

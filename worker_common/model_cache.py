@@ -105,7 +105,9 @@ def writer_alive(pid: int | None) -> bool:
 
 
 def wait_for(cache_dir: Path, names: Iterable[str], timeout_s: float) -> float:
-    """Wait while the read-ahead is still copying any of `names` (at most `timeout_s`); seconds waited."""
+    """Wait while the read-ahead is still copying any of `names` (at most `timeout_s`); seconds waited.
+    The index is read again every POLL_S: it is a small local file, only the first jobs find anything
+    pending, and the read-ahead's lock covers all its files where a job waits only for its own."""
     wanted = set(names)
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
