@@ -23,8 +23,11 @@ does), the page cache dropped and the volume mounted afresh before each start. R
   ..., folder check         the same with CODE_COPY_CHECK=folders
 Each row: seconds to code ready, to ComfyUI ready (accepting jobs), to the first job done,
 and the calls and bytes the volume served; the models' bytes over the time from ready (or from
-code ready, when the volume is free for them) to the first job done. The floor is the local-disk
-start plus the bytes the start needs at the volume's total bandwidth.
+code ready, when the volume is free for them) to the first job done; the first model loaded (the
+worker's record), the read-ahead's own rate, and the models' bytes over the time from when the
+worker began to read them (the read-ahead's start, else the job's) to the first model loaded,
+each also as a share of the volume's 400 MB/s. The floor is the local-disk start plus the bytes
+the start needs at the volume's total bandwidth.
 """
 
 from __future__ import annotations
@@ -208,16 +211,19 @@ def one_start(work: Path, comfy: Path, env: dict[str, str], volume: netvol.Volum
     lines = {"code": code_line}
     for name in ("model prefetch", "code pack"):
         lines[name] = next((line for line in stack.lines if f"{name}:" in line), "")
-    recorded = {name: startup_record(stack, record) for name, record in RECORDS.items()}
+    records = {name: startup_record(stack, record) for name, record in RECORDS.items()}
+    recorded = {name: float(record["after_start_s"]) for name, record in records.items() if record}
     said = {name: line.split("] ", 1)[-1] for name, line in lines.items()}
-    return {"phases": timeline.phases, "recorded": {k: v for k, v in recorded.items() if v is not None}, **said}
+    return {"phases": timeline.phases, "recorded": recorded, "read_ahead": records["models read ahead"], **said}
 
 
-def startup_record(stack: Stack, name: str) -> float | None:
-    """Seconds after the container started when the worker recorded a start-up phase (worker_common/startup.py)."""
+def startup_record(stack: Stack, name: str) -> dict[str, Any] | None:
+    """A start-up phase the worker recorded (worker_common/startup.py): `after_start_s`, the seconds after the
+    container started, and what the phase says of itself."""
     try:
-        return float(json.loads((stack.home / ".run" / name).read_text())["after_start_s"])
-    except (OSError, ValueError, KeyError):
+        record = json.loads((stack.home / ".run" / name).read_text())
+        return record if isinstance(record, dict) and "after_start_s" in record else None
+    except (OSError, ValueError):
         return None
 
 
@@ -285,7 +291,9 @@ def main() -> None:
     job = first_job(models)
     model_bytes = sum((volume_dir / "ComfyUI" / "models" / "checkpoints" / name).stat().st_size for name in models)
     chosen = {"pessimistic": netvol.PESSIMISTIC, "close-to-open": netvol.CLOSE_TO_OPEN, "kinder": netvol.KINDER}
-    report: dict[str, Any] = {"model_bytes": model_bytes, "drop_caches": netvol.drop_page_cache(), "rows": []}
+    first_model_bytes = (volume_dir / "ComfyUI" / "models" / "checkpoints" / models[0]).stat().st_size
+    report: dict[str, Any] = {"model_bytes": model_bytes, "first_model_bytes": first_model_bytes, "rows": []}
+    report["drop_caches"] = netvol.drop_page_cache()
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.cache) as tmp:
         print("local disk", flush=True)
         off = {"CODE_COPY": "false", "MODEL_PREFETCH": "false"}
@@ -317,6 +325,33 @@ def floor(report: dict[str, Any]) -> tuple[float, float]:
     return ready, ready + report["model_bytes"] / rate
 
 
+def read_ahead_rate(record: dict[str, Any]) -> str:
+    """The read-ahead's bytes over its own time, and their share of the volume's total bandwidth."""
+    if not record.get("bytes"):
+        return "kept" if record.get("kept_files") else "-"
+    rate = record["bytes"] / MB / record["duration_s"]
+    return f"{rate:.0f} MB/s ({rate / netvol.PESSIMISTIC.total_mbps:.0%})"
+
+
+def first_model_rate(row: dict[str, Any], report: dict[str, Any]) -> str:
+    """The bytes the first model's load needed from the volume over the time from when the worker began to
+    read them to the first model loaded: MB/s and the share of the volume's total. With a read-ahead, every
+    model of the job (the job waits for all its copies) from the read-ahead's start; else the first model
+    alone (the job's first loader, sent at ready)."""
+    loaded = row["recorded"].get("first model loaded")
+    ahead = row.get("read_ahead") or {}
+    if loaded is None or row["row"] == "local disk":
+        return "-"
+    if ahead.get("bytes"):
+        needed, began = report["model_bytes"], ahead["after_start_s"] - ahead["duration_s"]
+    elif ahead.get("kept_files"):
+        return "kept on the disk"
+    else:
+        needed, began = report["first_model_bytes"], row["phases"]["ready"]["s"]
+    rate = needed / MB / (loaded - began)
+    return f"{rate:.0f} MB/s ({rate / netvol.PESSIMISTIC.total_mbps:.0%})"
+
+
 def print_report(report: dict[str, Any]) -> None:
     ready_floor, job_floor = floor(report)
     print(
@@ -324,7 +359,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"page cache dropped: {report['drop_caches']}"
     )
     header = ["volume", "start", "code ready", "ready", "first job done", "calls to ready", "MB to ready"]
-    header += ["calls to job", "MB to job", "model MB/s after ready", "after code ready"]
+    header += ["calls to job", "MB to job", "model MB/s after ready", "after code ready", "first model loaded"]
+    header += ["read-ahead", "models to first load"]
     rows = []
     for row in report["rows"]:
         phases = row["phases"]
@@ -343,10 +379,13 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{phases['first job done']['bytes'] / MB:.0f}",
                 f"{report['model_bytes'] / MB / model_s:.0f}",
                 f"{report['model_bytes'] / MB / from_code_s:.0f}",
+                f"{row['recorded']['first model loaded']:.1f} s" if "first model loaded" in row["recorded"] else "-",
+                read_ahead_rate(row.get("read_ahead") or {}),
+                first_model_rate(row, report),
             ]
         )
     rows.append(
-        ["floor", "local start + bytes at 400 MB/s", "", f"{ready_floor:.1f} s", f"{job_floor:.1f} s"] + [""] * 6
+        ["floor", "local start + bytes at 400 MB/s", "", f"{ready_floor:.1f} s", f"{job_floor:.1f} s"] + [""] * 9
     )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * width for width in widths], *rows]:

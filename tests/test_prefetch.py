@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -136,13 +138,40 @@ def test_reads_within_the_disk_and_memory_budgets(tmp_path: Path) -> None:
     assert [(item.to_disk, item.size) for item in planned] == [(False, MODEL_BYTES), (False, 1000)]
     assert read == MODEL_BYTES + 1000
     assert read_ahead(likely, settings_of(tmp_path / "cache", timeout_s=0.0))[1] == 0
-    both = settings_of(tmp_path / "cache", disk_bytes=2 * MODEL_BYTES, memory_bytes=MODEL_BYTES)
+    both = settings_of(tmp_path / "cache", disk_bytes=2 * MODEL_BYTES, memory_bytes=MODEL_BYTES + ODD_BYTES)
     planned, read = read_ahead(likely, both)
-    assert [item.to_disk for item in planned] == [True, True, False]
+    # The memory budget keeps the first copy in memory too, then reads into memory what the disk has no room for.
+    assert [(item.to_disk, item.cached) for item in planned] == [(True, True), (True, False), (False, False)]
     assert read == 2 * MODEL_BYTES + ODD_BYTES
     index = model_cache.read_index(tmp_path / "cache")
     assert sorted(index.files) == ["checkpoints/base.safetensors", "loras/style.safetensors"]
     assert not index.pending and index.writer_pid is None
+
+
+def resident_bytes(path: Path) -> int:
+    """How much of `path` the page cache holds (util-linux's fincore)."""
+    shown = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], capture_output=True)
+    return int(shown.stdout.decode().strip())
+
+
+def writes_around_cache(folder: Path) -> bool:
+    try:
+        os.close(os.open(folder / ".direct-probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+def test_the_copies_within_the_memory_budget_stay_in_memory_for_the_loader(tmp_path: Path) -> None:
+    likely = all_models(make_volume(tmp_path))
+    cache = tmp_path / "cache"
+    settings = settings_of(cache, disk_bytes=10**12, memory_bytes=MODEL_BYTES)
+    prefetch.run(settings, likely)
+    assert resident_bytes(cache / "checkpoints" / "base.safetensors") == MODEL_BYTES, "read from memory"
+    if writes_around_cache(tmp_path):  # not on a tmpfs
+        assert resident_bytes(cache / "loras" / "style.safetensors") == 0, "beyond the budget: no memory spent"
+    assert (cache / "loras" / "style.safetensors").read_bytes() == likely["loras/style.safetensors"].read_bytes()
 
 
 def test_a_copy_is_whole_kept_while_unchanged_and_never_served_stale(tmp_path: Path) -> None:
@@ -241,12 +270,47 @@ def test_through_the_emulated_volume_the_loader_reads_nothing_from_it_again(tmp_
             copy = (on_disk.cache_dir / "checkpoints" / "base.safetensors").read_bytes()  # the loader
             assert volume.stats()["bytes_read"] == 0, "the copy costs the volume nothing again"
             assert copy == (comfy / "models" / "checkpoints" / "base.safetensors").read_bytes()
+            odd = mnt / "ComfyUI" / "models" / "vae" / "v.pt"
+            prefetch.run(on_disk, {"vae/v.pt": odd})
+            pieces = volume.stats()["calls"]["read"]
+            assert (on_disk.cache_dir / "vae" / "v.pt").read_bytes() == (comfy / "models" / "vae" / "v.pt").read_bytes()
+            # Around the client's page cache: 1 MiB requests, not the page cache's 128 KiB pieces (and a probe per run).
+            assert pieces <= ODD_BYTES // (1 << 20) + 1 + 2 * on_disk.streams, pieces
         if name == "pessimistic":
             assert both >= 2 * MODEL_BYTES, "a client that drops data at open pays the bytes twice"
     assert said["close-to-open"].startswith("1 model file(s), 6 MB read"), said
     assert "read into memory: checkpoints/base.safetensors" in said["close-to-open"]
     assert said["pessimistic"].startswith("not read ahead: no copy fits MODEL_CACHE_DISK_MB"), said
     assert loads == {"close-to-open": 0, "pessimistic": MODEL_BYTES}
+
+
+def test_a_client_that_refuses_to_read_around_its_cache_is_read_through_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import fcntl
+
+    likely = all_models(make_volume(tmp_path))
+    real_open, real_preadv = os.open, os.preadv
+
+    def refusing_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & os.O_DIRECT and "models" in str(path):
+            raise OSError(errno.EINVAL, "O_DIRECT refused", str(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    def refusing_read(fd: int, buffers: list, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "O_DIRECT read refused")
+        return real_preadv(fd, buffers, offset)
+
+    for name, patch in (("open", refusing_open), ("preadv", refusing_read)):
+        with monkeypatch.context() as patched:
+            patched.setattr(os, name, patch)
+            settings = settings_of(tmp_path / f"cache-{name}", disk_bytes=10**12)
+            said = prefetch.run(settings, likely)
+        assert said.startswith("3 model file(s), 18 MB read"), said
+        for model, volume_file in likely.items():
+            assert (settings.cache_dir / model).read_bytes() == volume_file.read_bytes(), (name, model)
 
 
 def test_the_handler_hashes_a_model_from_its_copy(tmp_path: Path) -> None:

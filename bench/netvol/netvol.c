@@ -224,7 +224,9 @@ static int keep_stream(int fd, struct fuse_file_info *fi) {
 static int nv_open(const char *path, struct fuse_file_info *fi) {
     round_trip(OPEN);
     SOURCE(real, path);
-    return keep_stream(open(real, fi->flags & ~O_CREAT), fi);
+    /* O_DIRECT is the client's: it skips the client's page cache, not the volume's own (nor its
+       alignment rules: libfuse's buffers are not aligned for it). */
+    return keep_stream(open(real, fi->flags & ~(O_CREAT | O_DIRECT)), fi);
 }
 
 /* A round trip per 1 MiB request, overlapped with the transfer; reads in flight share the caps. */
