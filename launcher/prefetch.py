@@ -9,10 +9,7 @@ loaded (worker_common/recent_models.py). Each is
 
 - copied to the container's disk (worker_common/model_cache.py) when it fits MODEL_CACHE_DISK_MB:
   ComfyUI finds the copy first, whatever the volume's client keeps; a copy still whole and
-  unchanged on the volume is kept from the container's last start. The copies that fit
-  MODEL_PREFETCH_MEMORY_MB are written through the page cache, so the first job's loader reads
-  them from memory; the rest are written around it (O_DIRECT), costing no memory the kernel
-  would only have to free again;
+  unchanged on the volume is kept from the container's last start;
 - else read into the page cache, within MODEL_PREFETCH_MEMORY_MB, where the volume's client keeps
   file data across opens (NFS's close-to-open consistency keeps it while the file's attributes are
   unchanged): the loader's own read is then served from memory. A client that drops data at open
@@ -54,7 +51,7 @@ LOCK = ".read-ahead.lock"  # held while a read-ahead runs: one after a ComfyUI r
 @dataclass(frozen=True)
 class Settings:
     enabled: bool
-    memory_bytes: int  # MODEL_PREFETCH_MEMORY_MB: the copies kept in memory, then the reads into it
+    memory_bytes: int
     streams: int
     timeout_s: float
     warmup_workflow: Path | None
@@ -68,7 +65,6 @@ class Planned:
     source: Source
     to_disk: bool  # copied to the container's disk, else read into the page cache
     size: int  # the bytes to read (into memory: up to the memory budget)
-    cached: bool = False  # a copy written through the page cache (within the memory budget)
 
 
 def workflow_models(path: Path | None) -> list[str]:
@@ -167,8 +163,8 @@ def keep_whole(cache_dir: Path, likely: dict[str, Path]) -> dict[str, Source]:
 
 
 def plan(likely: dict[str, Path], kept: dict[str, Source], settings: Settings) -> list[Planned]:
-    """What to read, in order: to the disk while the disk budget lasts (kept in memory too while the memory
-    budget lasts), then into memory where the volume's client keeps data."""
+    """What to read, in order: to the disk while the disk budget lasts, then into memory where the
+    volume's client keeps data."""
     disk_left = settings.disk_bytes - sum(copied.size for copied in kept.values())
     memory_left = settings.memory_bytes
     keeps: bool | None = None
@@ -181,10 +177,8 @@ def plan(likely: dict[str, Path], kept: dict[str, Source], settings: Settings) -
         if source is None or source.size == 0:
             continue
         if source.size <= disk_left:
-            cached = source.size <= memory_left
-            planned.append(Planned(name, source, True, source.size, cached))
+            planned.append(Planned(name, source, True, source.size))
             disk_left -= source.size
-            memory_left -= source.size if cached else 0
             continue
         if memory_left > 0 and keeps is None:
             keeps = keeps_data(path)  # probed once, on the first file that does not fit the disk
@@ -264,13 +258,10 @@ def read_runs(
     return sum(pool.map(lambda run: read_range(path, run[0], run[1], deadline, copy_fd), runs))
 
 
-def open_copy(path: Path, around_cache: bool) -> int:
-    """The copy's file, opened to write around the page cache when `around_cache` and the disk allows it
-    (O_DIRECT): the copy then costs neither memory nor the kernel's write-back throttling while ComfyUI
-    starts, and the loader reads it from the disk."""
+def open_copy(path: Path) -> int:
+    """The copy's file, opened to write around the page cache where the disk allows (O_DIRECT): the copy
+    costs neither a second copy in memory nor the kernel's write-back throttling while ComfyUI starts."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    if not around_cache:
-        return os.open(path, flags, 0o644)
     try:
         return os.open(path, flags | os.O_DIRECT, 0o644)
     except OSError as error:
@@ -284,7 +275,7 @@ def copy_to_disk(pool: concurrent.futures.Executor, item: Planned, settings: Set
     target = model_cache.copy_path(settings.cache_dir, item.name)
     make_folder(target.parent)
     partial = target.with_name(f".{target.name}.partial")
-    fd = open_copy(partial, around_cache=not item.cached)
+    fd = open_copy(partial)
     try:
         read = read_runs(pool, Path(item.source.path), item.size, settings.streams, deadline, fd)
         os.ftruncate(fd, item.size)  # the last write's padding
