@@ -40,7 +40,7 @@ from worker_common.model_cache import Index, Source
 
 MB = 1_000_000
 CHUNK = 8 << 20
-ALIGN = 1 << 20  # where each run starts, and the size of every write but the last (O_DIRECT needs 4 KiB)
+ALIGN = 1 << 20  # where each run starts, and the size of every read and write but the last (O_DIRECT)
 PROBE_BYTES = 4 << 20
 PROBE_AGAIN = 3
 MEMORY_READ_S = 0.005  # PROBE_BYTES from the page cache; from a volume: a round trip and 4 MiB at its bandwidth
@@ -219,22 +219,32 @@ def open_source(path: Path, around_cache: bool) -> int:
     allows it (O_DIRECT): a copy then costs no copy in memory, which the disk's copy makes useless (on the
     emulated volume, a third of the processor time and 1 MiB requests instead of 128 KiB). A client that
     refuses it, at the open or at the first read (EINVAL), is read through its cache."""
-    if around_cache:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        except OSError as error:
-            if error.errno != errno.EINVAL:
-                raise
-        else:
-            try:
-                with mmap.mmap(-1, mmap.PAGESIZE) as page:
-                    os.preadv(fd, [page], 0)
-                return fd
-            except OSError as error:
-                os.close(fd)
-                if error.errno != errno.EINVAL:
-                    raise
-    return os.open(path, os.O_RDONLY)
+    fd = open_direct(path, os.O_RDONLY) if around_cache else None
+    if fd is not None and not reads_direct(fd):
+        os.close(fd)
+        fd = None
+    return os.open(path, os.O_RDONLY) if fd is None else fd
+
+
+def open_direct(path: Path, flags: int) -> int | None:
+    """`path` opened with O_DIRECT added to `flags` (a new file: 0644); None where that is refused (EINVAL)."""
+    try:
+        return os.open(path, flags | os.O_DIRECT, 0o644)
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        return None
+
+
+def reads_direct(fd: int) -> bool:
+    """Whether a file opened with O_DIRECT can be read so: some clients accept the flag at the open and
+    refuse the read. A read that fails otherwise fails again at the real read, which reports it."""
+    try:
+        with mmap.mmap(-1, mmap.PAGESIZE) as page:
+            os.preadv(fd, [page], 0)
+        return True
+    except OSError:
+        return False
 
 
 def fill(fd: int, view: memoryview, offset: int) -> int:
@@ -259,15 +269,12 @@ def read_runs(
 
 
 def open_copy(path: Path) -> int:
-    """The copy's file, opened to write around the page cache where the disk allows (O_DIRECT): the copy
-    costs neither a second copy in memory nor the kernel's write-back throttling while ComfyUI starts."""
+    """The copy's file, opened to write around the page cache where the disk allows (O_DIRECT; not on a
+    tmpfs): the copy costs neither a second copy in memory nor the kernel's write-back throttling while
+    ComfyUI starts."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    try:
-        return os.open(path, flags | os.O_DIRECT, 0o644)
-    except OSError as error:
-        if error.errno != errno.EINVAL:  # a file system without O_DIRECT (tmpfs)
-            raise
-        return os.open(path, flags, 0o644)
+    fd = open_direct(path, flags)
+    return os.open(path, flags, 0o644) if fd is None else fd
 
 
 def copy_to_disk(pool: concurrent.futures.Executor, item: Planned, settings: Settings, deadline: float) -> int:

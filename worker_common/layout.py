@@ -36,6 +36,7 @@ from worker_common.comfy_protocol import output_files
 from worker_common.settings import ConfigError, env_bool, env_path, env_str
 
 DEFAULT_VOLUME_MOUNTS = "/runpod-volume /workspace"
+MODEL_CACHE_FOLDER = "model-cache"  # below WORKER_DATA_DIR, unless MODEL_CACHE_DIR says where
 # The asset database of newer ComfyUI releases and the files beside it (never copied into a worker).
 _DATABASE_FILES = re.compile(r"^comfyui\.db")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -112,7 +113,7 @@ class Layout:
     @property
     def model_cache(self) -> Path:
         """Copies of the first jobs' model files (worker_common/model_cache.py), kept across restarts."""
-        return self.model_cache_dir or self.data_dir / "model-cache"
+        return self.model_cache_dir or self.data_dir / MODEL_CACHE_FOLDER
 
     @property
     def home(self) -> Path:
@@ -237,7 +238,7 @@ def load() -> Layout:
 
 
 def _model_cache_dir(comfyui_dir: Path, data_dir: Path) -> Path:
-    folder = Path(os.path.abspath(env_path("MODEL_CACHE_DIR", data_dir / "model-cache")))
+    folder = Path(os.path.abspath(env_path("MODEL_CACHE_DIR", data_dir / MODEL_CACHE_FOLDER)))
     if inside(comfyui_dir, folder):
         raise ConfigError(f"MODEL_CACHE_DIR={folder} is inside the ComfyUI install: put it on the container's disk")
     return folder
