@@ -3,7 +3,8 @@
 Results stay across prompts (an LRU without a size) until RAM runs short: before each node
 runs and after each prompt, while `psutil.virtual_memory().available` is below the headroom,
 the result with the highest OOM score goes, its score being 1.3 ** (prompts since it was last
-used) times its size (a small base for results of unknown size), until 1.1 x the headroom is
+used) times its bytes (images) plus a base of a fraction of a byte (RAM_CACHE_DEFAULT_RAM_USAGE,
+so a result without images goes after every result with them), until 1.1 x the headroom is
 free again. The headroom is --cache-ram's first value in GB, else 10% of psutil's total RAM,
 at least 2 GB and at most 10 GB. Like ComfyUI, the stand-in measures with psutil, so inside a
 container it sees whatever psutil reports there (the machine's RAM, unless clamped).
@@ -21,7 +22,7 @@ from PIL import Image
 GB = 1024**3
 HYSTERESIS = 1.1
 OLD_WORKFLOW_MULTIPLIER = 1.3
-UNKNOWN_SIZE = 0.05 * GB  # a result without images: kept in the scoring without dominating it
+BASE_SIZE = 0.05  # bytes: ComfyUI's RAM_CACHE_DEFAULT_RAM_USAGE, added to every result's size
 
 
 def headroom(cache_ram: list[float] | None) -> float:
@@ -55,7 +56,7 @@ def to_evict(sizes: dict[str, int], ages: dict[str, int], target: float) -> Iter
     gc.collect()
     if available() >= target:
         return
-    ranked = sorted(sizes, key=lambda key: OLD_WORKFLOW_MULTIPLIER ** ages[key] * (sizes[key] or UNKNOWN_SIZE))
+    ranked = sorted(sizes, key=lambda key: OLD_WORKFLOW_MULTIPLIER ** ages[key] * (BASE_SIZE + sizes[key]))
     while ranked and available() < target * HYSTERESIS:
         yield ranked.pop()
         gc.collect()
