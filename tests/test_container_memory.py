@@ -214,6 +214,7 @@ def test_a_series_of_workflows_stays_under_the_containers_limit(
         for seed in range(30):
             run_prompt(stack, seed)
         again = run_prompt(stack, 29)  # the latest workflow, sent again
+        oldest = run_prompt(stack, 0)
     finally:
         kernel.stop()
     if contained:
@@ -221,6 +222,6 @@ def test_a_series_of_workflows_stays_under_the_containers_limit(
         assert kernel.peak < limit, f"peak {kernel.peak / MB:.0f} MB, limit {limit / MB:.0f} MB"
         held = f"ComfyUI holds {kernel.rss() / MB:.0f} MB of {limit / MB:.0f}"
         assert again == ["1", "2"], f"what fits stays cached ({held})"
-        assert run_prompt(stack, 0) == [], "the oldest workflow's results were freed"
+        assert "1" not in oldest, "the oldest workflow's images were freed (its small preview may stay, as in ComfyUI)"
     else:
         assert kernel.peak > limit + 100 * MB, "without the worker, the cache grows past the container's limit"
