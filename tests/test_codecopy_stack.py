@@ -104,12 +104,12 @@ def test_the_first_jobs_model_is_loaded_from_its_copy_on_the_disk_never_stale(tm
         stack.start()
         said = stack.wait_line("model prefetch:")
         assert "copied to the container's disk: checkpoints/tiny.safetensors" in said, said
-        argv = psutil.Process(stack.pid_of("comfyui")).cmdline()
-        assert argv[argv.index("--extra-model-paths-config") + 1] == str(cache / "extra_model_paths.yaml")
         stat = tiny.stat()
         tiny.write_bytes(b"\xff" * stat.st_size)  # unreadable as a model, same size and mtime: the copy is read
         os.utime(tiny, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         stack.wait_accepting_jobs(120)
+        argv = psutil.Process(stack.pid_of("comfyui")).cmdline()  # the launcher's process is ComfyUI's by now
+        assert argv[argv.index("--extra-model-paths-config") + 1] == str(cache / "extra_model_paths.yaml")
         assert stack.runsync(model_loading_job())["status"] == "COMPLETED", "loaded from the copy"
         tiny.write_bytes(b"\xff" * 8)  # replaced on the volume: the copy is stale
         result = stack.runsync(model_loading_job(color=1))  # not ComfyUI's cached outputs: the loader runs again
