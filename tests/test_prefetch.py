@@ -10,6 +10,10 @@ at either end.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import functools
+import hashlib
 import json
 import os
 import time
@@ -258,8 +262,6 @@ def test_through_the_emulated_volume_the_loader_reads_nothing_from_it_again(tmp_
 def test_a_client_that_refuses_to_read_around_its_cache_is_read_through_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import errno
-    import fcntl
 
     likely = all_models(make_volume(tmp_path))
     real_open, real_preadv = os.open, os.preadv
@@ -285,8 +287,6 @@ def test_a_client_that_refuses_to_read_around_its_cache_is_read_through_it(
 
 
 def test_the_handler_hashes_a_model_from_its_copy(tmp_path: Path) -> None:
-    import functools
-    import hashlib
 
     from handler.model_hashes import ModelHashes
 
