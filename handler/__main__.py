@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -39,6 +40,7 @@ log = logging.getLogger("handler")
 
 def main() -> None:
     logs.configure()
+    _exit_normally_on_sigterm()
     test_input = _test_input_given()
     try:
         config = handler_config.load()
@@ -69,6 +71,17 @@ def main() -> None:
     worker = Worker(rt)
     with contextlib.redirect_stdout(logs.PrintsToLog()):
         runpod.serverless.start({"handler": worker.handler, "concurrency_modifier": worker.concurrency})
+
+
+def _exit_normally_on_sigterm() -> None:
+    """End on SIGTERM (supervisord's stop) through SystemExit, as the runpod SDK ends on SIGINT.
+
+    uvicorn, serving the local API, catches SIGTERM, drains its requests, then raises the signal
+    again under the handler it found: with the default action the process would die at once and
+    cut off the clean-up of the last job, still running in its thread (ComfyUI then logs a lost
+    connection). A normal exit waits for that thread. On RunPod the SDK installs its own handler.
+    """
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
 
 
 def wait_for_comfyui(rt: Runtime, on_runpod: bool, stack_handler: bool = True) -> None:

@@ -102,6 +102,7 @@ def test_sigterm_stops_handler_sidecar_comfyui_in_order(stack: Stack) -> None:
     supervisord_log = (stack.home / ".run" / "logs" / "supervisord.log").read_text()
     stopped = re.findall(r"stopped: (comfyui|sidecar|handler) ", supervisord_log)
     assert stopped == ["handler", "sidecar", "comfyui"], supervisord_log
+    assert "stopped: handler (exit status 0)" in supervisord_log, "the handler ends by itself on SIGTERM"
     assert "Stopped server" in (stack.home / ".run" / "logs" / "comfyui.log").read_text(), "ComfyUI got SIGINT"
     assert stack.lines[-1] == "[entrypoint] exiting with code 0"
 
