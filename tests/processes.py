@@ -42,13 +42,26 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass
 
 
+_PORTS_HANDED_OUT: set[int] = set()  # this test run's: a port is handed out once
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on, below the kernel's ephemeral range.
+    """A loopback port nothing listens on, below the kernel's ephemeral range, never handed out before.
 
     A port the kernel hands out for port 0 comes from the range it also uses for outgoing
     connections' source ports (HTTP clients, podman, moto): between this call and the stack's
     bind, one of those could take it ("address already in use", seen in CI). Ports below that
-    range are only ever taken on purpose."""
+    range are only ever taken on purpose. A port is free until whoever asked binds it, so two
+    calls could pick the same one (a stack's sidecar and local API on one port, seen in CI): each
+    is handed out once per test run."""
+    while True:
+        port = _unbound_port()
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+
+
+def _unbound_port() -> int:
     lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     if lowest_ephemeral <= 11_000:  # no room below it: the kernel's choice
         with socket.socket() as sock:
