@@ -262,7 +262,6 @@ def test_through_the_emulated_volume_the_loader_reads_nothing_from_it_again(tmp_
 def test_a_client_that_refuses_to_read_around_its_cache_is_read_through_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-
     likely = all_models(make_volume(tmp_path))
     real_open, real_preadv = os.open, os.preadv
 
@@ -287,7 +286,6 @@ def test_a_client_that_refuses_to_read_around_its_cache_is_read_through_it(
 
 
 def test_the_handler_hashes_a_model_from_its_copy(tmp_path: Path) -> None:
-
     from handler.model_hashes import ModelHashes
 
     comfy = make_volume(tmp_path)
