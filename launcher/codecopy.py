@@ -160,6 +160,7 @@ class Syncer:
         self.settings = settings
         self.pool = pool
         self.dest = settings.copy_dir / "ComfyUI"
+        self.from_look_up = lookup.looked_up_attributes_are_fresh(tree.root)  # one statfs
 
     def local_path(self, rel: str) -> str:
         return copy_path(self.settings.copy_dir, rel)
@@ -354,15 +355,35 @@ class Syncer:
         try:
             for name in names:
                 rel = join(parent, name)
-                folder = _or_none(open_at, fd, name) if known[rel][0] == "d" else None
+                folder = _or_none(self.open_at, fd, name) if known[rel][0] == "d" else None
                 if folder:
                     opened[rel], found[rel] = folder
-                elif entry := _or_none(stat_at, fd, name):
+                elif entry := _or_none(self.stat_at, fd, name):
                     found[rel] = entry
         except BaseException:
             close_all(opened)
             raise
         return found, opened
+
+    def stat_at(self, fd: int, name: str) -> Entry:
+        attributes = lookup.lstat_at(fd, name, self.from_look_up)
+        return entry_of(attributes, functools.partial(os.readlink, name, dir_fd=fd))
+
+    def open_at(self, fd: int, name: str) -> tuple[int, Entry] | None:
+        """A folder opened relative to its parent, with its entry; None when it is no longer a folder."""
+        try:
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except NotADirectoryError:
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # a link now
+                return None
+            raise
+        try:
+            return child, entry_of(lookup.fstat_known(child, self.from_look_up), str)
+        except BaseException:
+            os.close(child)
+            raise
 
     # -- writing the copy ---------------------------------------------------------------
 
@@ -438,27 +459,6 @@ def entry_of(st: os.stat_result | lookup.Attributes, link: Callable[[], str]) ->
         return ("l", st.st_mode, 0, st.st_mtime_ns, link())
     kind = "d" if stat.S_ISDIR(st.st_mode) else "f"
     return (kind, st.st_mode, st.st_size if kind == "f" else 0, st.st_mtime_ns, "")
-
-
-def stat_at(fd: int, name: str) -> Entry:
-    return entry_of(lookup.lstat_at(fd, name), functools.partial(os.readlink, name, dir_fd=fd))
-
-
-def open_at(fd: int, name: str) -> tuple[int, Entry] | None:
-    """A folder opened relative to its parent, with its entry; None when it is no longer a folder."""
-    try:
-        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-    except NotADirectoryError:
-        return None
-    except OSError as error:
-        if error.errno == errno.ELOOP:  # a link now
-            return None
-        raise
-    try:
-        return child, entry_of(lookup.fstat_known(child), str)
-    except BaseException:
-        os.close(child)
-        raise
 
 
 def close_all(fds: dict[str, int]) -> None:

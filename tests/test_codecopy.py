@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import codecopy
+from launcher import codecopy, lookup
 from worker_common.layout import Layout
 
 CALL_ANY = 0.0  # CODE_COPY_MIN_CALL_MS that copies even from a local folder
@@ -253,6 +253,30 @@ def test_through_the_emulated_volume_only_the_manifest_is_written(install: Path,
     written = {path for path in install.rglob("*") if before.get(path) != path.stat().st_mtime_ns}
     kept = install / ".comfy-worker" / "code"
     assert written == {kept.parent, kept, kept / "worker-a.json"}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse and root")
+def test_a_look_ups_attributes_stand_for_a_getattr_only_on_fuse(install: Path, tmp_path: Path) -> None:
+    """On FUSE the look-up's answer carries fresh attributes: one call less per entry. An NFS client may keep a
+    name's attributes as long as the name, so elsewhere the client's own stat decides."""
+    from bench.netvol import Settings, mounted
+
+    assert not lookup.looked_up_attributes_are_fresh(install)
+    with mounted(install.parent, tmp_path / "mnt", Settings(rtt_ms=0)) as volume:
+        comfy = tmp_path / "mnt" / "ComfyUI"
+        assert lookup.looked_up_attributes_are_fresh(comfy)
+        fd = os.open(comfy, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            calls = {}
+            for from_look_up in (True, False):
+                volume.reset()
+                attributes = lookup.lstat_at(fd, "main.py", from_look_up)
+                calls[from_look_up] = volume.stats()["total_calls"]
+                assert attributes.st_size == (install / "main.py").stat().st_size
+                assert attributes.st_mtime_ns == (install / "main.py").stat().st_mtime_ns
+        finally:
+            os.close(fd)
+    assert calls == {True: 2, False: 3}, "the folder's attributes (its permissions), the look-up, then a getattr"
 
 
 def test_the_start_is_recorded_for_the_metrics(install: Path, tmp_path: Path) -> None:
