@@ -121,14 +121,18 @@ class Kernel:
     Once a process is followed, memory.current is a named pipe that a thread answers: each read
     gets the process's resident memory at that moment, as the kernel's own accounting gives it.
     (A file rewritten every few milliseconds can be stale on a busy machine, and ComfyUI's cache,
-    reading it between evictions, would then free more than it has to.) Another thread samples
-    the peak (what the kernel's out-of-memory killer would see) and the latest figure, which the
-    file holds again after `stop()`.
+    reading it between evictions, would then free more than it has to.) One figure per read: the
+    thread writes once the reader's open has returned, and opens the pipe again only once the
+    reader has closed it; written to sooner, the pipe would hand one read two figures as one
+    huge number, and the cache would free everything. Another thread samples the peak (what the
+    kernel's out-of-memory killer would see) and the latest figure, which the file holds again
+    after `stop()`.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.pid: int | None = None
+        self._pipe: tuple[int, int] | None = None  # the named pipe's (device, inode)
         self.peak = 0
         self.latest = 0
         self._stop = threading.Event()
@@ -142,6 +146,7 @@ class Kernel:
         pipe = self.folder / ".memory.current.pipe"
         os.mkfifo(pipe)
         pipe.replace(self.folder / "memory.current")  # readers never find it missing
+        self._pipe = _identity(self.folder / "memory.current")
         for thread in self._threads:
             thread.start()
 
@@ -150,16 +155,31 @@ class Kernel:
         return psutil.Process(self.pid).memory_info().rss
 
     def _answer(self) -> None:
-        while True:
+        while not self._stop.is_set():
             pipe = os.open(self.folder / "memory.current", os.O_WRONLY)  # waits for a reader
             try:
-                if self._stop.is_set():
-                    return
-                os.write(pipe, str(self.rss()).encode())
+                if self._until(self._reading):  # its open has returned
+                    os.write(pipe, str(self.rss()).encode())
             except (OSError, psutil.Error):  # the reader left, or the process ended: it reads nothing
                 pass
             finally:
                 os.close(pipe)
+            self._until(lambda: not self._reading())  # it has read to the end
+
+    def _reading(self) -> bool:
+        """Whether the followed process has the pipe open."""
+        try:
+            links = list(Path(f"/proc/{self.pid}/fd").iterdir())
+        except OSError:
+            return False
+        return any(_identity(link) == self._pipe for link in links)
+
+    def _until(self, condition: Callable[[], bool]) -> bool:
+        """Wait for `condition`; False when stopped first."""
+        while not condition():
+            if self._stop.wait(0.0001):
+                return False
+        return True
 
     def _sample(self) -> None:
         while not self._stop.wait(0.005):
@@ -177,7 +197,17 @@ class Kernel:
         self._write("memory.current", self.latest)  # later readers read a file again
         for thread in self._threads:
             thread.join(5)
+        os.close(os.open(f"/proc/self/fd/{waking}", os.O_WRONLY | os.O_NONBLOCK))  # a read still opening it ends
         os.close(waking)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """What `path` is (through a /proc/PID/fd link: what the descriptor is open on)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def run_prompt(stack: Stack, seed: int) -> list[str]:
