@@ -53,8 +53,8 @@ def looked_up_attributes_are_fresh(path: Path) -> bool:
 
 
 def lstat_at(fd: int, name: str, from_look_up: bool) -> Attributes:
-    """The attributes of `name` in the open folder `fd` (a link's own); with `from_look_up`, as its look-up
-    brought them."""
+    """The attributes of `name` in the open folder `fd` (a link's own); with `from_look_up` (where
+    `looked_up_attributes_are_fresh` said so, which also means libc has statx), as its look-up brought them."""
     if from_look_up:
         return _statx(fd, name, AT_SYMLINK_NOFOLLOW)
     return _attributes(os.stat(name, dir_fd=fd, follow_symlinks=False))

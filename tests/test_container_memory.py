@@ -124,7 +124,9 @@ class Kernel:
     reading it between evictions, would then free more than it has to.) One figure per read: the
     thread writes once the reader's open has returned, and opens the pipe again only once the
     reader has closed it; written to sooner, the pipe would hand one read two figures as one
-    huge number, and the cache would free everything. Another thread samples the peak (what the
+    huge number, and the cache would free everything. A pipe's writer gets no event for either,
+    so the reader's /proc/PID/fd is looked at every 0.1 ms while a read is under way (between
+    reads the thread sleeps in its open). Another thread samples the peak (what the
     kernel's out-of-memory killer would see) and the latest figure, which the file holds again
     after `stop()`.
     """
