@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+import websocket
 from PIL import Image
 
 from tests.test_standin import (
@@ -40,9 +42,31 @@ def comfy38(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     standin = Standin(tmp_path_factory.mktemp("standin038"), version=VERSION)
     try:
         standin.wait_ready()
+        wait_out_the_start_up_scan(standin)
         yield standin
     finally:
         standin.kill()
+
+
+def wait_out_the_start_up_scan(comfy: Standin, timeout_s: float = 20) -> None:
+    """Return once a scan /object_info started has completed, so the one ComfyUI starts beside its
+    start-up is over: it broadcasts to every socket, and while it runs no other scan starts."""
+    ws = comfy.ws("settle-" + uuid.uuid4().hex[:6])
+    ws.settimeout(2)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            requests.get(comfy.url + "/object_info", timeout=5)
+            try:
+                roots = wait_frame(ws, "assets.seed.fast_complete")["data"]["roots"]
+                wait_frame(ws, "assets.seed.completed")
+            except websocket.WebSocketTimeoutException:  # no scan started: the start-up one was ending
+                continue
+            if "output" in roots:
+                return
+        raise AssertionError(f"no asset scan of /object_info's completed in {timeout_s} s")
+    finally:
+        ws.close()
 
 
 @pytest.fixture
