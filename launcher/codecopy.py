@@ -655,8 +655,7 @@ class Copier(Syncer):
         local_manifest = self.settings.copy_dir / LOCAL_MANIFEST
         have = read_manifest(local_manifest, self.tree, self.settings.data_link_min_files)
         pack = None if have else pack or usable_pack(self.tree, self.settings)
-        from_volume = {} if have or pack else newest_volume_manifest(self.tree)
-        known = have or (pack.entries if pack else from_volume)
+        known = have or (pack.entries if pack else newest_volume_manifest(self.tree))
         self.phase("manifest")
         if pack:  # the pack is read while the volume is checked; what the check finds changed is copied again
             local_manifest.unlink(missing_ok=True)
@@ -664,9 +663,8 @@ class Copier(Syncer):
                 remove(self.local_path(top))
             in_pack = self.placed(pack.entries)  # an older pack may hold what is now a linked folder's
             pack = replace(pack, offsets={rel: at for rel, at in pack.offsets.items() if rel in in_pack})
-            self.make_folders(in_pack)
-            with concurrent.futures.ThreadPoolExecutor(1) as waiter:  # the unpacking runs in a process of its own
-                unpacked = waiter.submit(unpack_in_process, pack, self.settings.copy_dir, self.settings.pack_streams)
+            with concurrent.futures.ThreadPoolExecutor(1) as waiter:
+                unpacked = waiter.submit(self.unpack, pack, in_pack)
                 current = self.check(known)
                 have = self.unpacked(unpacked, pack, in_pack)
             self.phase("pack+check")
@@ -702,11 +700,17 @@ class Copier(Syncer):
         fresh = copied + (without_bytecode(placed) if pack else [])  # the pack holds the bytecode made before
         compile_bytecode(venv_copy / "bin" / "python", [self.local_path(rel) for rel in fresh if rel.endswith(".py")])
         self.phase("compile")
-        if current != from_volume:
+        if current != known:  # else the manifest it started from (this copy's, a pack's, a worker's) is kept already
             self.keep_on_volume(worker_id, current)
         write_manifest(local_manifest, self.tree, current, self.settings.data_link_min_files)
         result.seconds, result.phases = time.monotonic() - self.started, self.phases
         return result
+
+    def unpack(self, pack: codepack.Pack, in_pack: dict[str, Entry]) -> dict[str, Entry]:
+        """The pack's folders made, then its files written by a process of its own (unpack_in_process): both
+        beside the check, which needs neither."""
+        self.make_folders(in_pack)
+        return unpack_in_process(pack, self.settings.copy_dir, self.settings.pack_streams)
 
     def make_folders(self, entries: dict[str, Entry]) -> None:
         for top in self.tree.tops():

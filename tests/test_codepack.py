@@ -87,6 +87,25 @@ def test_one_pack_of_the_current_code_is_kept(install: Path, tmp_path: Path) -> 
     assert sorted(path.name for path in folder.glob("*.pack*")) == ["worker-b.pack", "worker-b.pack.json"]
 
 
+def test_a_worker_writes_its_manifest_on_the_volume_only_for_code_not_kept_there(install: Path, tmp_path: Path) -> None:
+    """Each start's write is round trips before ComfyUI starts: a worker keeps its own manifest only when its
+    code differs from the one it started from (its copy's, a pack's or another worker's), all on the volume."""
+    packed_worker(install, tmp_path, "worker-a")
+    folder = install / ".comfy-worker" / "code"
+    kept = (folder / "worker-a.json").stat()
+    worker_a = layout_for(install, tmp_path / "worker-a", "worker-a"), settings_for(tmp_path / "worker-a")
+    worker_b = layout_for(install, tmp_path / "b", "worker-b"), settings_for(tmp_path / "b")
+    assert codecopy.sync(*worker_b).files_unpacked >= 40  # a fresh worker, from worker-a's pack: the same code
+    assert codecopy.sync(*worker_a).files_copied == 0  # a restart: nothing changed
+    assert not (folder / "worker-b.json").exists()
+    now = (folder / "worker-a.json").stat()
+    assert (now.st_ino, now.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns), "rewritten"
+    touch_later(install / "main.py", "print('changed')\n")
+    codecopy.sync(*worker_b)  # a restart that finds the code changed keeps its own
+    entry = codecopy.read_manifest(folder / "worker-b.json", codecopy.Tree(worker_b[0]))["main.py"]
+    assert entry[2:] == codecopy.entry_of(os.lstat(install / "main.py"), str)[2:]
+
+
 def test_a_pack_rewritten_under_its_reader_is_not_trusted(install: Path, tmp_path: Path) -> None:
     packed_worker(install, tmp_path)
     folder = install / ".comfy-worker" / "code"
