@@ -10,8 +10,9 @@ CODE_COPY_DIR on the container's disk, and ComfyUI runs from there:
   volume, entry by entry in parallel (one lstat each), and only what changed is copied again:
   a changed volume is never served stale, and nothing is trusted that was not checked now;
 - a fresh container reads the list of entries from a manifest some worker kept on the volume
-  (VOLUME/.comfy-worker/code/<worker id>.json, each worker writing only its own) instead of
-  walking the tree, checks it the same way, and copies every file in parallel;
+  (VOLUME/.comfy-worker/code/<worker id>.json, each worker writing only its own, and only when
+  its code differs from the list it started from) instead of walking the tree, checks it the
+  same way, and copies every file in parallel;
 - the copy's `models` is a link to the volume's models (models are read where they lie), and so
   is each big folder with no code below it (launcher/datafolders.py): neither copied nor checked;
 - the venv's scripts name the copy's path, and Python bytecode is compiled into the copy once

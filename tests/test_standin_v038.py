@@ -107,7 +107,7 @@ def test_system_stats_features_and_view_headers(comfy38: Standin) -> None:
     ws = comfy38.ws("flags-" + uuid.uuid4().hex[:6])
     ws.recv()
     ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
-    # The start-up asset scan may still broadcast assets.seed.* frames to this socket.
+    # Past any assets.seed.* frame: asset scans broadcast to every socket.
     assert wait_frame(ws, "feature_flags") == {"type": "feature_flags", "data": features}
     ws.close()
     Image.new("RGB", (2, 2)).save(comfy38.output / "nosniff.png")
