@@ -27,13 +27,16 @@ code ready, when the volume is free for them) to the first job done; the first m
 worker's record), the read-ahead's own rate, and the models' bytes over the time from when the
 worker began to read them (the read-ahead's start, else the job's) to the first model loaded,
 each also as a share of the volume's 400 MB/s. The floor is the local-disk start plus the bytes
-the start needs at the volume's total bandwidth.
+the start needs at the volume's total bandwidth. First, the machine's disk is read around the page
+cache and through it: a VM that gives freed memory back to its host pays a fault there for every page
+brought into use again, and then every byte a start reads into memory costs processor time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -54,6 +57,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 VENV_SITE = REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 MB = 1_000_000
 TENSOR_BYTES = 64 << 20
+PROBE_BYTES = 1 << 30  # the file memory_cost reads
+READ_CHUNK = 8 << 20
+MEMORY_GIVEN_BACK_S = 3.0  # after dropping the page cache: a VM gives freed memory back to its host within it
 MARKERS = {
     "code ready": ("ComfyUI's code copied", "ComfyUI runs from the volume"),
     "ComfyUI exec": ("starting ComfyUI from",),
@@ -293,6 +299,7 @@ def main() -> None:
     chosen = {"pessimistic": netvol.PESSIMISTIC, "close-to-open": netvol.CLOSE_TO_OPEN, "kinder": netvol.KINDER}
     first_model_bytes = (volume_dir / "ComfyUI" / "models" / "checkpoints" / models[0]).stat().st_size
     report: dict[str, Any] = {"model_bytes": model_bytes, "first_model_bytes": first_model_bytes, "rows": []}
+    report["memory_cost_s_per_gb"] = memory_cost(Path(args.cache))
     report["drop_caches"] = netvol.drop_page_cache()
     with tempfile.TemporaryDirectory(prefix="run-", dir=args.cache) as tmp:
         print("local disk", flush=True)
@@ -308,6 +315,43 @@ def main() -> None:
     print_report(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "coldstart.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+def memory_cost(folder: Path) -> dict[str, float] | None:
+    """Seconds per GB to read a file of this machine's disk around the page cache (the disk alone), then
+    through it MEMORY_GIVEN_BACK_S after the cache was dropped. A VM that gives freed memory back to its
+    host (free page reporting) pays a fault in the host for every page it brings into use again: there the
+    second is much the longer, and every byte a start brings into memory costs that processor time
+    (docs/coldstart.md). None where the page cache cannot be dropped or the disk refuses O_DIRECT."""
+    probe = folder / "memory-probe"
+    chunk = os.urandom(READ_CHUNK)
+    with open(probe, "wb") as out:
+        for _ in range(PROBE_BYTES // READ_CHUNK):
+            out.write(chunk)
+    try:
+        if not netvol.drop_page_cache():
+            return None
+        around = timed_read(probe, os.O_DIRECT)
+        netvol.drop_page_cache()
+        time.sleep(MEMORY_GIVEN_BACK_S)
+        return {"around_cache": around, "through_cache": timed_read(probe, 0)}
+    except OSError:
+        return None
+    finally:
+        probe.unlink()
+
+
+def timed_read(path: Path, flags: int) -> float:
+    """Seconds per GB to read `path` whole in READ_CHUNK reads, into a page-aligned buffer (as O_DIRECT needs)."""
+    started = time.monotonic()
+    fd = os.open(path, os.O_RDONLY | flags)
+    try:
+        with mmap.mmap(-1, READ_CHUNK) as buffer:
+            while os.readv(fd, [buffer]):
+                pass
+    finally:
+        os.close(fd)
+    return (time.monotonic() - started) * 1e9 / path.stat().st_size
 
 
 def dataclasses_replace(settings: netvol.Settings, **changes: Any) -> netvol.Settings:
@@ -361,6 +405,13 @@ def print_report(report: dict[str, Any]) -> None:
         f"\ncold start, model files {report['model_bytes'] / MB:.0f} MB; load {report['load'][0]:.1f}; "
         f"page cache dropped: {report['drop_caches']}"
     )
+    if cost := report.get("memory_cost_s_per_gb"):
+        around, through = cost["around_cache"], cost["through_cache"]
+        dear = " (memory brought into use again costs here: docs/coldstart.md)" if through > 1.5 * around else ""
+        print(
+            f"reading this machine's disk: {around:.2f} s/GB around the page cache, {through:.2f} s/GB "
+            f"through it {MEMORY_GIVEN_BACK_S:.0f} s after it was dropped{dear}"
+        )
     header = ["volume", "start", "code ready", "ready", "first job done", "calls to ready", "MB to ready"]
     header += ["calls to job", "MB to job", "model MB/s after ready", "after code ready", "first model loaded"]
     header += ["read-ahead", "models to first load"]
