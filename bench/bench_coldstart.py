@@ -60,6 +60,7 @@ TENSOR_BYTES = 64 << 20
 PROBE_BYTES = 1 << 30  # the file memory_cost reads
 READ_CHUNK = 8 << 20
 MEMORY_GIVEN_BACK_S = 3.0  # after dropping the page cache: a VM gives freed memory back to its host within it
+DEAR_MEMORY = 1.5  # reading through the page cache this many times slower than around it: memory costs here
 MARKERS = {
     "code ready": ("ComfyUI's code copied", "ComfyUI runs from the volume"),
     "ComfyUI exec": ("starting ComfyUI from",),
@@ -322,13 +323,13 @@ def memory_cost(folder: Path) -> dict[str, float] | None:
     through it MEMORY_GIVEN_BACK_S after the cache was dropped. A VM that gives freed memory back to its
     host (free page reporting) pays a fault in the host for every page it brings into use again: there the
     second is much the longer, and every byte a start brings into memory costs that processor time
-    (docs/coldstart.md). None where the page cache cannot be dropped or the disk refuses O_DIRECT."""
+    (docs/coldstart.md). None where the page cache cannot be dropped or the disk refuses O_DIRECT (or is full)."""
     probe = folder / "memory-probe"
     chunk = os.urandom(READ_CHUNK)
-    with open(probe, "wb") as out:
-        for _ in range(PROBE_BYTES // READ_CHUNK):
-            out.write(chunk)
     try:
+        with open(probe, "wb") as out:
+            for _ in range(PROBE_BYTES // READ_CHUNK):
+                out.write(chunk)
         if not netvol.drop_page_cache():
             return None
         around = timed_read(probe, os.O_DIRECT)
@@ -338,7 +339,7 @@ def memory_cost(folder: Path) -> dict[str, float] | None:
     except OSError:
         return None
     finally:
-        probe.unlink()
+        probe.unlink(missing_ok=True)
 
 
 def timed_read(path: Path, flags: int) -> float:
@@ -407,10 +408,11 @@ def print_report(report: dict[str, Any]) -> None:
     )
     if cost := report.get("memory_cost_s_per_gb"):
         around, through = cost["around_cache"], cost["through_cache"]
-        dear = " (memory brought into use again costs here: docs/coldstart.md)" if through > 1.5 * around else ""
+        dear = through > DEAR_MEMORY * around
+        why = " (memory brought into use again costs here: docs/coldstart.md)" if dear else ""
         print(
             f"reading this machine's disk: {around:.2f} s/GB around the page cache, {through:.2f} s/GB "
-            f"through it {MEMORY_GIVEN_BACK_S:.0f} s after it was dropped{dear}"
+            f"through it {MEMORY_GIVEN_BACK_S:.0f} s after it was dropped{why}"
         )
     header = ["volume", "start", "code ready", "ready", "first job done", "calls to ready", "MB to ready"]
     header += ["calls to job", "MB to job", "model MB/s after ready", "after code ready", "first model loaded"]
